@@ -1,0 +1,315 @@
+// Package call runs instances of call-protocol (Baetyl) workers: the worker
+// is a gRPC server on an address the host chose, and the host calls
+// /baetyl.Function/Call once per invocation.
+package call
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/polyfn/polyfn/api/baetyl"
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/worker"
+)
+
+// ContextMetadataKey is the gRPC metadata key under which the host sends the
+// invocation context that FunctionMessage has no field for (trigger,
+// deadline, http), as a JSON object. Runtimes that do not know it ignore it.
+const ContextMetadataKey = "polyfn-context-bin"
+
+// maxMessageSize is the largest message either side may send.
+const maxMessageSize = 2147483647
+
+// readinessBackoff replaces grpc-go's default reconnect backoff (1 s base),
+// so a worker is seen ready within milliseconds of listening.
+var readinessBackoff = backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1.5, Jitter: 0.1, MaxDelay: 100 * time.Millisecond}
+
+// Options configure one instance.
+type Options struct {
+	Function config.Function
+	Runtime  config.Runtime
+	// ID names the instance in logs and in BAETYL_SERVICE_INSTANCE_NAME.
+	ID string
+	// Dir is the instance's private working directory; it is created, and
+	// removed when the instance stops.
+	Dir string
+	Log *slog.Logger
+}
+
+// Instance is one running call-protocol worker.
+type Instance struct {
+	opts   Options
+	proc   *worker.Process
+	conn   *grpc.ClientConn
+	client baetyl.FunctionClient
+}
+
+// runtimeConfig is the file a Baetyl runtime reads with -c.
+type runtimeConfig struct {
+	Name      string            `yaml:"name"`
+	Functions []runtimeFunction `yaml:"functions"`
+}
+
+type runtimeFunction struct {
+	Name    string `yaml:"name"`
+	Handler string `yaml:"handler"`
+	Codedir string `yaml:"codedir"`
+}
+
+// Start starts the worker and waits until it accepts connections, it exits,
+// the runtime's start timeout passes or ctx is done, whichever comes first.
+// On any failure the process group is killed and the error says why,
+// including the exit status and last stderr lines of a worker that exited.
+func Start(ctx context.Context, o Options) (*Instance, error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("instance directory: %w", err)
+	}
+	cfgPath := filepath.Join(o.Dir, "service.yml")
+	data, err := yaml.Marshal(runtimeConfig{Name: o.ID, Functions: []runtimeFunction{{
+		Name: o.Function.Name, Handler: o.Function.Handler, Codedir: o.Function.Codedir,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return nil, fmt.Errorf("runtime config: %w", err)
+	}
+	addr, dialTarget, err := listenAddress(o.Runtime.Address, o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	env := worker.ScrubbedEnv(o.Runtime.Env, o.Function.Env, map[string]string{
+		"BAETYL_SERVICE_INSTANCE_ADDRESS": addr,
+		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
+	})
+	proc, err := worker.Start(worker.Spec{
+		Function: o.Function.Name,
+		Instance: o.ID,
+		Command:  Command(o.Runtime.Command, cfgPath),
+		Dir:      o.Dir,
+		Env:      env,
+		Log:      o.Log,
+	})
+	if err != nil {
+		os.RemoveAll(o.Dir)
+		return nil, err
+	}
+	inst := &Instance{opts: o, proc: proc}
+	if err := inst.connect(ctx, dialTarget); err != nil {
+		inst.proc.Kill()
+		if inst.conn != nil {
+			inst.conn.Close()
+		}
+		os.RemoveAll(o.Dir)
+		return nil, err
+	}
+	return inst, nil
+}
+
+// Command returns the worker argv: {config} in any argument is replaced by
+// path; when no argument holds it, "-c path" is appended.
+func Command(tmpl []string, path string) []string {
+	out := make([]string, 0, len(tmpl)+2)
+	found := false
+	for _, a := range tmpl {
+		if strings.Contains(a, "{config}") {
+			found = true
+			a = strings.ReplaceAll(a, "{config}", path)
+		}
+		out = append(out, a)
+	}
+	if !found {
+		out = append(out, "-c", path)
+	}
+	return out
+}
+
+// listenAddress picks the address the worker listens on and the target the
+// host dials.
+func listenAddress(kind, dir string) (addr, target string, err error) {
+	if kind == "unix" {
+		sock := filepath.Join(dir, "worker.sock")
+		return "unix:" + sock, "unix://" + sock, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", fmt.Errorf("pick a port: %w", err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	return addr, addr, nil
+}
+
+func (i *Instance) connect(ctx context.Context, target string) error {
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: readinessBackoff, MinConnectTimeout: time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
+	)
+	if err != nil {
+		return fmt.Errorf("dial worker: %w", err)
+	}
+	i.conn = conn
+	timeout := i.opts.Runtime.StartTimeout.D()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// Stop waiting as soon as the process exits.
+	go func() {
+		select {
+		case <-i.proc.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			i.client = baetyl.NewFunctionClient(conn)
+			return nil
+		}
+		if s == connectivity.TransientFailure || s == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			break
+		}
+	}
+	if i.proc.Exited() {
+		return fmt.Errorf("worker exited before it was ready: %w", i.proc.ExitError())
+	}
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return fmt.Errorf("worker not ready within start timeout %s (runtimes.%s.start_timeout)", timeout, i.opts.Runtime.Name)
+	}
+	return fmt.Errorf("worker start aborted: %w", ctx.Err())
+}
+
+// ID returns the instance id.
+func (i *Instance) ID() string { return i.opts.ID }
+
+// Pid returns the worker's process id.
+func (i *Instance) Pid() int { return i.proc.Pid() }
+
+// Done is closed when the worker process has exited.
+func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
+
+// ExitError says how an exited worker ended.
+func (i *Instance) ExitError() error { return i.proc.ExitError() }
+
+// Stop asks the worker to exit (SIGTERM), waits up to the runtime's stop
+// grace, then kills its process group. It blocks until the worker is gone and
+// is safe to call more than once.
+func (i *Instance) Stop(ctx context.Context) {
+	i.proc.Stop(ctx, i.opts.Runtime.StopGrace.D())
+	i.conn.Close()
+	os.RemoveAll(i.opts.Dir)
+}
+
+// Invoke runs one invocation. ctx carries the deadline; cancelling it
+// cancels the call on the worker.
+func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	msg := &baetyl.FunctionMessage{
+		ID:               req.MessageID,
+		QOS:              req.QOS,
+		Topic:            req.Topic,
+		Payload:          req.Payload,
+		Timestamp:        req.Timestamp.Unix(),
+		FunctionName:     i.opts.Function.Name,
+		FunctionInvokeID: req.ID,
+	}
+	if md := contextMetadata(ctx, req); md != nil {
+		ctx = metadata.AppendToOutgoingContext(ctx, ContextMetadataKey, string(md))
+	}
+	out, err := i.client.Call(ctx, msg)
+	if err != nil {
+		return nil, i.mapError(ctx, err)
+	}
+	return &invoke.Result{Payload: out.Payload}, nil
+}
+
+// invocationContext is the JSON sent under ContextMetadataKey.
+type invocationContext struct {
+	Trigger  invoke.Trigger   `json:"trigger"`
+	Deadline string           `json:"deadline,omitempty"`
+	HTTP     *invoke.HTTPInfo `json:"http,omitempty"`
+}
+
+func contextMetadata(ctx context.Context, req *invoke.Request) []byte {
+	ic := invocationContext{Trigger: req.Trigger, HTTP: req.HTTP}
+	if d, ok := ctx.Deadline(); ok {
+		ic.Deadline = d.UTC().Format(time.RFC3339Nano)
+	}
+	b, err := json.Marshal(ic)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// userErrorRE matches the error detail polyfn's runtimes send for a
+// function's exception: "[UserCodeInvoke] ValueError: message".
+var userErrorRE = regexp.MustCompile(`^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*): ?(.*)$`)
+
+// baetylErrorRE matches what the original Baetyl Python runtime sends:
+// "Exception calling application: ('[UserCodeInvoke] ', ValueError('message'))".
+var baetylErrorRE = regexp.MustCompile(`\('\[(UserCode\w*)\] ', ([A-Za-z_][\w.]*)\((.*)\)\)$`)
+
+func (i *Instance) mapError(ctx context.Context, err error) error {
+	st := status.Convert(err)
+	switch {
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded), st.Code() == codes.DeadlineExceeded:
+		return invoke.Errorf(invoke.KindTimeout, "function %s did not finish within its timeout %s", i.opts.Function.Name, i.opts.Function.Timeout)
+	case ctx.Err() != nil:
+		return invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
+	case st.Code() == codes.Unavailable || st.Code() == codes.Canceled:
+		return i.lost(st)
+	}
+	msg := st.Message()
+	if m := userErrorRE.FindStringSubmatch(msg); m != nil {
+		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: m[3]}
+	}
+	if m := baetylErrorRE.FindStringSubmatch(msg); m != nil {
+		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: strings.Trim(m[3], `'"`)}
+	}
+	if strings.Contains(msg, "function not found") {
+		return &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionNotFound", Message: msg}
+	}
+	if i.crashed() {
+		return i.lost(st)
+	}
+	return &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionError", Message: fmt.Sprintf("%s: %s", st.Code(), msg)}
+}
+
+func (i *Instance) lost(st *status.Status) error {
+	return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
+}
+
+// crashed waits briefly for the process to exit: a worker that died
+// mid-call fails the call a moment before its exit is observed.
+func (i *Instance) crashed() bool {
+	select {
+	case <-i.proc.Done():
+		return true
+	case <-time.After(50 * time.Millisecond):
+		return false
+	}
+}

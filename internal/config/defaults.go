@@ -1,0 +1,84 @@
+package config
+
+import "time"
+
+// Defaults. docs/config.md documents each of them; keep the two in step.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultMaxBody       = 6 << 20 // 6 MiB
+	DefaultRuntime       = "python3"
+	DefaultTimeout       = 30 * time.Second
+	DefaultConcurrency   = 8
+	DefaultQueue         = 100
+	DefaultMaxInstances  = 4
+	DefaultIdle          = 5 * time.Minute
+	DefaultStartTimeout  = 10 * time.Second
+	DefaultStopGrace     = 10 * time.Second
+	DefaultAddress       = "tcp"
+	MaxFunctionNameBytes = 64
+)
+
+// BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
+// the config under the same name replaces the built-in one.
+func BuiltinRuntimes() map[string]Runtime {
+	return map[string]Runtime{
+		"python3": {
+			Name:     "python3",
+			Protocol: ProtocolCall,
+			// polyfn's Python runtime, from the python3 found on PATH
+			// (make run puts .venv/bin first).
+			Command: []string{"python3", "-m", "polyfn_runtime", "-c", "{config}"},
+			Env:     map[string]string{"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+			Address: "unix",
+			BuiltIn: true,
+		},
+	}
+}
+
+func applyDefaults(c *Config) {
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = DefaultListen
+	}
+	if c.HTTP.MaxBody == 0 {
+		c.HTTP.MaxBody = DefaultMaxBody
+	}
+	rts := BuiltinRuntimes()
+	for name, rt := range c.Runtimes {
+		rt.Name = name
+		rts[name] = rt
+	}
+	for name, rt := range rts {
+		if rt.Address == "" {
+			rt.Address = DefaultAddress
+		}
+		if rt.StartTimeout == 0 {
+			rt.StartTimeout = Duration(DefaultStartTimeout)
+		}
+		if rt.StopGrace == 0 {
+			rt.StopGrace = Duration(DefaultStopGrace)
+		}
+		rts[name] = rt
+	}
+	c.Runtimes = rts
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		if f.Runtime == "" {
+			f.Runtime = DefaultRuntime
+		}
+		if f.Timeout == 0 {
+			f.Timeout = Duration(DefaultTimeout)
+		}
+		if f.Concurrency == 0 {
+			f.Concurrency = DefaultConcurrency
+		}
+		if f.Queue == 0 {
+			f.Queue = DefaultQueue
+		}
+		if f.Instances.Max == 0 {
+			f.Instances.Max = max(DefaultMaxInstances, f.Instances.Min)
+		}
+		if f.Instances.Idle == 0 {
+			f.Instances.Idle = Duration(DefaultIdle)
+		}
+	}
+}

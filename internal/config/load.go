@@ -1,0 +1,199 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads, decodes, defaults and validates the config file at path.
+// Problems in the file are returned together as Errors, in file order.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(abs, data)
+}
+
+// Parse decodes, defaults and validates config text. file names it in errors
+// and anchors relative paths.
+func Parse(file string, data []byte) (*Config, error) {
+	d := &decoder{file: file, pos: map[string]*yaml.Node{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		var line int
+		if _, scanErr := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); scanErr != nil {
+			line = 1
+		}
+		return nil, Errors{{File: file, Line: line, Column: 1, Key: "(file)", Msg: err.Error()}}
+	}
+	c := &Config{File: file, Dir: filepath.Dir(file)}
+	doc := &yaml.Node{Kind: yaml.MappingNode, Line: 1, Column: 1}
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		doc = root.Content[0]
+	}
+	d.decode(doc, reflect.ValueOf(c).Elem(), "")
+	// Validate even after decoding errors, so that one run reports every
+	// problem; keys that already failed to decode are not reported twice.
+	d.failed = map[string]bool{}
+	for _, e := range d.errs {
+		d.failed[e.Key] = true
+	}
+	applyDefaults(c)
+	validate(c, d)
+	if len(d.errs) > 0 {
+		sort.SliceStable(d.errs, func(i, j int) bool {
+			a, b := d.errs[i], d.errs[j]
+			return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
+		})
+		return nil, d.errs
+	}
+	return c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// at returns the node found at key path, or the nearest enclosing one, so that
+// a missing key is reported at the mapping that lacks it.
+func (d *decoder) at(path string) *yaml.Node {
+	for p := path; ; {
+		if n, ok := d.pos[p]; ok {
+			return n
+		}
+		i := lastSep(p)
+		if i < 0 {
+			if n, ok := d.pos[""]; ok {
+				return n
+			}
+			return &yaml.Node{Line: 1, Column: 1}
+		}
+		p = p[:i]
+	}
+}
+
+func lastSep(p string) int {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '.' || p[i] == '[' {
+			return i
+		}
+	}
+	return -1
+}
+
+// explicitZero reports whether the key at path is written as a zero number or
+// duration: defaults fill absent keys, so an explicit zero would be silently
+// replaced otherwise.
+func (d *decoder) explicitZero(path string) bool {
+	n, ok := d.pos[path]
+	if !ok || n.Kind != yaml.ScalarNode {
+		return false
+	}
+	if n.Value == "0" {
+		return true
+	}
+	v, err := time.ParseDuration(n.Value)
+	return err == nil && v == 0
+}
+
+func validate(c *Config, d *decoder) {
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: want host:port such as 127.0.0.1:8080", c.HTTP.Listen)
+	}
+	for name, rt := range c.Runtimes {
+		if rt.BuiltIn {
+			continue
+		}
+		p := "runtimes." + name
+		switch rt.Protocol {
+		case ProtocolCall:
+		case "":
+			d.errorf(d.at(p+".protocol"), p+".protocol", "missing: set the worker protocol (call)")
+		default:
+			d.errorf(d.at(p+".protocol"), p+".protocol", "unknown protocol %q (known: call)", rt.Protocol)
+		}
+		if len(rt.Command) == 0 || rt.Command[0] == "" {
+			d.errorf(d.at(p+".command"), p+".command", "missing: set the worker command, such as [python3, runtime.py, -c, \"{config}\"]")
+		}
+		if rt.Address != "tcp" && rt.Address != "unix" {
+			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
+		}
+	}
+	seen := map[string]string{}
+	for i, f := range c.Functions {
+		p := fmt.Sprintf("functions[%d]", i)
+		switch {
+		case f.Name == "":
+			d.errorf(d.at(p+".name"), p+".name", "missing: every function needs a name")
+		case len(f.Name) > MaxFunctionNameBytes || !nameRE.MatchString(f.Name):
+			d.errorf(d.at(p+".name"), p+".name", "invalid name %q: use letters, digits, '_', '-' and '.', at most %d bytes, starting with a letter or digit", f.Name, MaxFunctionNameBytes)
+		case seen[f.Name] != "":
+			d.errorf(d.at(p+".name"), p+".name", "duplicate function name %q (first defined at %s)", f.Name, seen[f.Name])
+		default:
+			n := d.at(p + ".name")
+			seen[f.Name] = fmt.Sprintf("line %d", n.Line)
+		}
+		if _, ok := c.Runtimes[f.Runtime]; !ok {
+			d.errorf(d.at(p+".runtime"), p+".runtime", "unknown runtime %q (known: %s)", f.Runtime, runtimeNames(c))
+		}
+		if f.Handler == "" {
+			d.errorf(d.at(p+".handler"), p+".handler", "missing: set the entry point, such as module.function")
+		}
+		if f.Codedir == "" {
+			d.errorf(d.at(p+".codedir"), p+".codedir", "missing: set the directory holding the function's code")
+		} else {
+			dir := f.Codedir
+			if !filepath.IsAbs(dir) {
+				dir = filepath.Join(c.Dir, dir)
+			}
+			c.Functions[i].Codedir = filepath.Clean(dir)
+			st, err := os.Stat(dir)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				d.errorf(d.at(p+".codedir"), p+".codedir", "directory %s does not exist", dir)
+			case err != nil:
+				d.errorf(d.at(p+".codedir"), p+".codedir", "%v", err)
+			case !st.IsDir():
+				d.errorf(d.at(p+".codedir"), p+".codedir", "%s is not a directory", dir)
+			}
+		}
+		for _, k := range []string{"concurrency", "queue", "instances.max", "timeout"} {
+			if d.explicitZero(p + "." + k) {
+				d.errorf(d.at(p+"."+k), p+"."+k, "must be above zero (leave it out for the default)")
+			}
+		}
+		if f.Concurrency < 0 {
+			d.errorf(d.at(p+".concurrency"), p+".concurrency", "must be at least 1")
+		}
+		if f.Queue < 0 {
+			d.errorf(d.at(p+".queue"), p+".queue", "must be at least 1")
+		}
+		if f.Instances.Min < 0 {
+			d.errorf(d.at(p+".instances.min"), p+".instances.min", "must not be negative")
+		}
+		if f.Instances.Max < f.Instances.Min {
+			d.errorf(d.at(p+".instances.max"), p+".instances.max", "max (%d) is below min (%d)", f.Instances.Max, f.Instances.Min)
+		}
+	}
+}
+
+func runtimeNames(c *Config) string {
+	names := make([]string, 0, len(c.Runtimes))
+	for n := range c.Runtimes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return fmt.Sprint(names)
+}

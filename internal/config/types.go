@@ -1,0 +1,159 @@
+// Package config loads, defaults and validates polyfn's configuration file.
+//
+// The schema is strict: an unknown key, a value of the wrong type or a missing
+// required field is an error that names the file, line, column and key. Every
+// default lives in defaults.go and is documented in docs/config.md.
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is a whole configuration file after defaults were applied.
+type Config struct {
+	// File is the absolute path of the file the config was read from.
+	File string `yaml:"-"`
+	// Dir is the directory of File; relative paths in the config are relative to it.
+	Dir string `yaml:"-"`
+
+	HTTP      HTTP               `yaml:"http"`
+	Runtimes  map[string]Runtime `yaml:"runtimes"`
+	Functions []Function         `yaml:"functions"`
+}
+
+// HTTP configures the HTTP trigger.
+type HTTP struct {
+	// Listen is the address the HTTP trigger listens on. Empty means DefaultListen.
+	Listen string `yaml:"listen"`
+	// MaxBody is the largest request body accepted; larger bodies get 413.
+	// Zero means DefaultMaxBody.
+	MaxBody Size `yaml:"max_body"`
+}
+
+// Protocol names a worker protocol.
+type Protocol string
+
+// The worker protocols polyfn speaks.
+const (
+	// ProtocolCall is the Baetyl convention: the worker is a gRPC server and
+	// the host calls /baetyl.Function/Call once per invocation.
+	ProtocolCall Protocol = "call"
+)
+
+// Runtime says how to start a worker for a language and which protocol it speaks.
+type Runtime struct {
+	// Name is the key the runtime is declared under.
+	Name string `yaml:"-"`
+	// Protocol is the worker protocol. Required for declared runtimes.
+	Protocol Protocol `yaml:"protocol"`
+	// Command is the worker's argv. The placeholder {config} is replaced by the
+	// path of the runtime config file the host writes for each instance; when
+	// no argument holds it, "-c FILE" is appended. Required.
+	Command []string `yaml:"command"`
+	// Env is added to the worker's scrubbed environment.
+	Env map[string]string `yaml:"env"`
+	// Address is where call-protocol workers listen: "tcp" (127.0.0.1 on a free
+	// port, which every Baetyl runtime supports) or "unix" (a socket in the
+	// instance's private directory). Zero means "tcp" for declared runtimes.
+	Address string `yaml:"address"`
+	// StartTimeout bounds the time from process start to readiness.
+	// Zero means DefaultStartTimeout.
+	StartTimeout Duration `yaml:"start_timeout"`
+	// StopGrace is how long a worker has to exit after SIGTERM before its
+	// process group is killed. Zero means DefaultStopGrace.
+	StopGrace Duration `yaml:"stop_grace"`
+	// BuiltIn is true for runtimes polyfn defines itself.
+	BuiltIn bool `yaml:"-"`
+}
+
+// Function is a named unit of user code and its settings.
+type Function struct {
+	// Name is unique among functions and used in URLs: /function/{name}.
+	Name string `yaml:"name"`
+	// Runtime names a built-in or declared runtime. Empty means DefaultRuntime.
+	Runtime string `yaml:"runtime"`
+	// Handler is the entry point, module.function for Python. Required.
+	Handler string `yaml:"handler"`
+	// Codedir holds the function's code. Relative to the config file's
+	// directory; made absolute by Load. Required, and it must exist.
+	Codedir string `yaml:"codedir"`
+	// Env is added to the worker's scrubbed environment (after the runtime's).
+	Env map[string]string `yaml:"env"`
+	// Timeout bounds each invocation, queueing included. Zero means DefaultTimeout.
+	Timeout Duration `yaml:"timeout"`
+	// Concurrency is the number of invocations one instance runs at once.
+	// Zero means DefaultConcurrency.
+	Concurrency int `yaml:"concurrency"`
+	// Queue is how many invocations may wait for a free slot; past it the
+	// host answers 429. Zero means DefaultQueue.
+	Queue int `yaml:"queue"`
+	// Instances bounds the pool.
+	Instances Instances `yaml:"instances"`
+}
+
+// Instances bounds a function's pool.
+type Instances struct {
+	// Min instances are started with the host and kept. Zero: scale to zero.
+	Min int `yaml:"min"`
+	// Max is the most instances the pool runs. Zero means DefaultMaxInstances.
+	Max int `yaml:"max"`
+	// Idle is how long an unused instance above Min lives. Zero means DefaultIdle.
+	Idle Duration `yaml:"idle"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s", "5m").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+func (d *Duration) parseScalar(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want a Go duration such as 30s or 5m)", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q must not be negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Size is a byte count written as a plain integer or a quantity such as
+// 128Mi, 6M or 512Ki.
+type Size int64
+
+func (s *Size) parseScalar(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = Size(n)
+	return nil
+}
+
+// ParseSize parses a byte quantity: a non-negative integer with an optional
+// suffix k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024).
+func ParseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"k", 1e3}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes or a quantity such as 6Mi)", v)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,117 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/polyfn/polyfn/api/baetyl"
+)
+
+// The fake worker is this test binary re-executed with POLYFN_FAKE_WORKER set
+// to a behaviour. It speaks the call protocol (or fails to, on purpose).
+const fakeEnv = "POLYFN_FAKE_WORKER"
+
+// fakePidDir, when set, is where the fake worker records its pid and the pid
+// of the child it starts, so tests can check nothing is left behind.
+const fakePidDirEnv = "POLYFN_FAKE_PIDDIR"
+
+func runFakeWorker(mode string) {
+	dir := os.Getenv(fakePidDirEnv)
+	record := func(pid int) {
+		if dir != "" {
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprint(pid)), nil, 0o600)
+		}
+	}
+	record(os.Getpid())
+	// A grandchild in the worker's process group: stopping the instance must
+	// take it down too.
+	if sleep, err := exec.LookPath("sleep"); err == nil {
+		c := exec.Command(sleep, "1000")
+		if c.Start() == nil {
+			record(c.Process.Pid)
+		}
+	}
+	switch mode {
+	case "exit":
+		fmt.Fprintln(os.Stderr, "fatal: cannot load handler module nope")
+		os.Exit(3)
+	case "never-ready":
+		fmt.Fprintln(os.Stderr, "thinking about it")
+		select {}
+	case "garbage-listener":
+		addr := strings.TrimPrefix(os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS"), "unix:")
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			os.Exit(4)
+		}
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				os.Exit(5)
+			}
+			_, _ = c.Write([]byte("220 this is not HTTP/2\r\n\x00\xff\xfe"))
+			c.Close()
+		}
+	case "garbage":
+		// Binary junk, an overlong line and a broken JSON line on both streams.
+		os.Stdout.Write([]byte("\x00\x01\xff\xfe binary\n"))
+		os.Stderr.Write([]byte(strings.Repeat("x", 200<<10) + "\n"))
+		os.Stderr.Write([]byte("{\"msg\": broken json\n"))
+	}
+	serveFake()
+}
+
+type fakeServer struct {
+	baetyl.UnimplementedFunctionServer
+}
+
+func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.FunctionMessage, error) {
+	switch p := string(m.Payload); {
+	case p == "crash":
+		fmt.Fprintln(os.Stderr, "crashing on purpose")
+		os.Exit(7)
+	case p == "hang":
+		<-ctx.Done()
+		select {} // and never give the thread back
+	case strings.HasPrefix(p, "sleep:"):
+		d, _ := time.ParseDuration(strings.TrimPrefix(p, "sleep:"))
+		time.Sleep(d)
+	}
+	out := proto.Clone(m).(*baetyl.FunctionMessage)
+	out.Payload = append([]byte("fake:"), m.Payload...)
+	return out, nil
+}
+
+func serveFake() {
+	addr := os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS")
+	network := "tcp"
+	if strings.HasPrefix(addr, "unix:") {
+		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(6)
+	}
+	s := grpc.NewServer()
+	baetyl.RegisterFunctionServer(s, fakeServer{})
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		s.GracefulStop()
+	}()
+	_ = s.Serve(l)
+	os.Exit(0)
+}

@@ -1,0 +1,147 @@
+// Package invoke defines what flows through the host for one invocation: the
+// request, the result, and the error classes every trigger maps to its own
+// protocol (HTTP status, MQTT behaviour, CLI exit code).
+package invoke
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Trigger names what turned an outside event into an invocation.
+type Trigger string
+
+// Triggers.
+const (
+	TriggerHTTP   Trigger = "http"
+	TriggerInvoke Trigger = "invoke"
+)
+
+// Request is one invocation's input.
+type Request struct {
+	// ID is the invocation id, unique per invocation.
+	ID string
+	// Function names the function to run.
+	Function string
+	Trigger  Trigger
+	Payload  []byte
+	// MessageID, QOS and Topic describe a triggering message (MQTT); zero otherwise.
+	MessageID uint64
+	QOS       uint32
+	Topic     string
+	// Timestamp is when the event happened.
+	Timestamp time.Time
+	// HTTP describes the triggering HTTP request, nil for other triggers.
+	HTTP *HTTPInfo
+}
+
+// HTTPInfo is what a function sees of the HTTP request that triggered it.
+type HTTPInfo struct {
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Query   map[string]string `json:"query"`
+	Headers map[string]string `json:"headers"`
+}
+
+// Result is one invocation's output.
+type Result struct {
+	Payload []byte
+}
+
+// Kind classifies an invocation error.
+type Kind int
+
+// Error kinds. Each trigger maps them once, at its boundary.
+const (
+	// KindFunction: the function raised or returned an error.
+	KindFunction Kind = iota + 1
+	// KindNotFound: no function of that name.
+	KindNotFound
+	// KindTooLarge: the payload exceeds the configured limit.
+	KindTooLarge
+	// KindOverloaded: every slot is busy and the queue is full.
+	KindOverloaded
+	// KindWorkerCrashed: the worker died or dropped the connection while it held the invocation.
+	KindWorkerCrashed
+	// KindWorkerStart: no worker could be started for the invocation.
+	KindWorkerStart
+	// KindTimeout: the invocation ran past the function's timeout.
+	KindTimeout
+	// KindUnavailable: the host is shutting down.
+	KindUnavailable
+	// KindBadRequest: the request cannot be turned into an invocation.
+	KindBadRequest
+)
+
+// Error is an invocation that did not produce a result.
+type Error struct {
+	Kind Kind
+	// Type is a short machine-readable name: the exception class for
+	// function errors (ValueError), else one of the names in kindTypes.
+	Type    string
+	Message string
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+var kindTypes = map[Kind]string{
+	KindFunction:      "FunctionError",
+	KindNotFound:      "FunctionNotFound",
+	KindTooLarge:      "PayloadTooLarge",
+	KindOverloaded:    "Overloaded",
+	KindWorkerCrashed: "WorkerCrashed",
+	KindWorkerStart:   "WorkerStartFailed",
+	KindTimeout:       "Timeout",
+	KindUnavailable:   "Unavailable",
+	KindBadRequest:    "BadRequest",
+}
+
+// Errorf returns an *Error of kind k with the kind's type name.
+func Errorf(k Kind, format string, args ...any) *Error {
+	return &Error{Kind: k, Type: kindTypes[k], Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an *Error of kind k whose message is err's.
+func Wrap(k Kind, err error) *Error {
+	return &Error{Kind: k, Type: kindTypes[k], Message: err.Error(), Err: err}
+}
+
+func (e *Error) Error() string {
+	if e.Type == "" {
+		return e.Message
+	}
+	return e.Type + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns err's kind, KindFunction for errors that are not *Error.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindFunction
+}
+
+// NewID returns a random invocation id in the UUID v4 form.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}

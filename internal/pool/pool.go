@@ -1,0 +1,420 @@
+// Package pool keeps the instances that serve one function: it starts them
+// on demand up to a maximum, gives each up to Concurrency invocations at
+// once, queues invocations (bounded) while every slot is busy, replaces
+// instances that die and stops the ones that stay idle.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/invoke"
+)
+
+// Instance is one worker as the pool sees it.
+type Instance interface {
+	ID() string
+	Pid() int
+	// Invoke runs one invocation; ctx carries its deadline.
+	Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error)
+	// Done is closed when the worker has exited.
+	Done() <-chan struct{}
+	// ExitError says how an exited worker ended.
+	ExitError() error
+	// Stop stops the worker and blocks until it is gone.
+	Stop(ctx context.Context)
+}
+
+// StartFunc starts a new instance with the given id. Cancelling ctx aborts
+// the start.
+type StartFunc func(ctx context.Context, id string) (Instance, error)
+
+// Options configure a pool.
+type Options struct {
+	Function    string
+	Concurrency int
+	Queue       int
+	Min, Max    int
+	Idle        time.Duration
+	Start       StartFunc
+	Log         *slog.Logger
+	// RestartDelay is how long the pool waits before replacing an instance
+	// that died while the pool was below Min. Zero means one second.
+	RestartDelay time.Duration
+}
+
+// Pool serves one function. Its methods are safe for concurrent use.
+type Pool struct {
+	o      Options
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	insts    []*slot
+	starting int
+	waiters  []*waiter
+	closed   bool
+	seq      int
+	lastErr  error
+}
+
+type slot struct {
+	Instance
+	inflight int
+	lastUsed time.Time
+	stopping bool
+}
+
+type grant struct {
+	s   *slot
+	err error
+}
+
+type waiter struct{ ch chan grant }
+
+// New returns a pool; call Start to bring up its minimum instances.
+func New(o Options) *Pool {
+	if o.RestartDelay == 0 {
+		o.RestartDelay = time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Pool{o: o, ctx: ctx, cancel: cancel}
+}
+
+// Start starts the minimum instances in the background and the idle reaper.
+func (p *Pool) Start() {
+	p.mu.Lock()
+	for len(p.insts)+p.starting < p.o.Min {
+		p.startLocked()
+	}
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.reap()
+}
+
+// Invoke runs req on a free slot, starting an instance or waiting in the
+// queue if needed. ctx bounds the whole invocation, waiting included.
+func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	s, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Invoke(ctx, req)
+	if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
+		p.retire(s)
+	}
+	p.release(s)
+	return res, err
+}
+
+func (p *Pool) acquire(ctx context.Context) (*slot, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, invoke.Errorf(invoke.KindUnavailable, "function %s is shutting down", p.o.Function)
+	}
+	if s := p.freeLocked(); s != nil {
+		s.inflight++
+		p.mu.Unlock()
+		return s, nil
+	}
+	if len(p.waiters) >= p.o.Queue {
+		p.mu.Unlock()
+		return nil, invoke.Errorf(invoke.KindOverloaded, "function %s is overloaded: every slot is busy and %d invocations are queued", p.o.Function, p.o.Queue)
+	}
+	w := &waiter{ch: make(chan grant, 1)}
+	p.waiters = append(p.waiters, w)
+	p.scaleLocked()
+	p.mu.Unlock()
+
+	select {
+	case g := <-w.ch:
+		return g.s, g.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	removed := p.removeWaiterLocked(w)
+	p.mu.Unlock()
+	if !removed {
+		// A slot or an error was granted as the context ended.
+		if g := <-w.ch; g.s != nil {
+			p.release(g.s)
+		}
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, invoke.Errorf(invoke.KindTimeout, "function %s: no free instance within the timeout", p.o.Function)
+	}
+	return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled while queued: %v", context.Cause(ctx))
+}
+
+// retire takes an instance that lost an invocation out of service, so no
+// further invocation is sent to it; the watcher replaces it once it is gone.
+func (p *Pool) retire(s *slot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.stopping || p.closed {
+		return
+	}
+	s.stopping = true
+	p.removeLocked(s)
+	p.scaleLocked()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
+}
+
+func (p *Pool) release(s *slot) {
+	p.mu.Lock()
+	s.inflight--
+	s.lastUsed = time.Now()
+	p.dispatchLocked()
+	p.mu.Unlock()
+}
+
+// freeLocked returns the first live instance with a free slot. Filling the
+// first instances first lets the others go idle and stop.
+func (p *Pool) freeLocked() *slot {
+	for _, s := range p.insts {
+		if !s.stopping && s.inflight < p.o.Concurrency {
+			return s
+		}
+	}
+	return nil
+}
+
+// dispatchLocked hands free slots to waiters in arrival order.
+func (p *Pool) dispatchLocked() {
+	for len(p.waiters) > 0 {
+		s := p.freeLocked()
+		if s == nil {
+			return
+		}
+		s.inflight++
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		w.ch <- grant{s: s}
+	}
+}
+
+func (p *Pool) removeWaiterLocked(w *waiter) bool {
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// scaleLocked starts instances for the queued invocations that the starting
+// ones will not absorb, within Max.
+func (p *Pool) scaleLocked() {
+	need := (len(p.waiters)+p.o.Concurrency-1)/p.o.Concurrency - p.starting
+	for ; need > 0 && len(p.insts)+p.starting < p.o.Max && !p.closed; need-- {
+		p.startLocked()
+	}
+}
+
+func (p *Pool) startLocked() {
+	p.starting++
+	p.seq++
+	id := fmt.Sprintf("%s-%d", p.o.Function, p.seq)
+	p.wg.Add(1)
+	go p.start(id)
+}
+
+func (p *Pool) start(id string) {
+	defer p.wg.Done()
+	began := time.Now()
+	inst, err := p.o.Start(p.ctx, id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting--
+	if err != nil {
+		p.lastErr = err
+		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "error", err)
+		if len(p.insts) == 0 && p.starting == 0 {
+			// Nothing else can serve the queue: fail it now rather than at the timeout.
+			for _, w := range p.waiters {
+				w.ch <- grant{err: &invoke.Error{Kind: invoke.KindWorkerStart, Type: "WorkerStartFailed",
+					Message: fmt.Sprintf("function %s: %v", p.o.Function, err), Err: err}}
+			}
+			p.waiters = nil
+		}
+		return
+	}
+	if p.closed {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); inst.Stop(context.Background()) }()
+		return
+	}
+	p.o.Log.Info("instance started", "function", p.o.Function, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
+	s := &slot{Instance: inst, lastUsed: time.Now()}
+	p.insts = append(p.insts, s)
+	p.dispatchLocked()
+	p.wg.Add(1)
+	go p.watch(s)
+}
+
+// watch removes an instance from the pool when its worker exits and starts
+// replacements for queued invocations or to keep Min.
+func (p *Pool) watch(s *slot) {
+	defer p.wg.Done()
+	select {
+	case <-s.Done():
+	case <-p.ctx.Done():
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	expected := s.stopping
+	p.removeLocked(s)
+	if expected || p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
+	p.lastErr = fmt.Errorf("instance %s exited: %w", s.ID(), s.ExitError())
+	p.o.Log.Error("instance exited unexpectedly", "function", p.o.Function, "instance", s.ID(), "inflight", s.inflight, "error", s.ExitError())
+	p.scaleLocked()
+	if len(p.insts)+p.starting < p.o.Min {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			select {
+			case <-time.After(p.o.RestartDelay):
+			case <-p.ctx.Done():
+				return
+			}
+			p.mu.Lock()
+			if !p.closed && len(p.insts)+p.starting < p.o.Min {
+				p.startLocked()
+			}
+			p.mu.Unlock()
+		}()
+	}
+}
+
+func (p *Pool) removeLocked(s *slot) {
+	for i, x := range p.insts {
+		if x == s {
+			p.insts = append(p.insts[:i], p.insts[i+1:]...)
+			return
+		}
+	}
+}
+
+// reap stops instances above Min that have been idle for Idle.
+func (p *Pool) reap() {
+	defer p.wg.Done()
+	tick := min(max(p.o.Idle/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		for i := 0; i < len(p.insts); i++ {
+			s := p.insts[i]
+			if len(p.insts) <= p.o.Min {
+				break
+			}
+			if s.inflight == 0 && now.Sub(s.lastUsed) >= p.o.Idle {
+				s.stopping = true
+				p.removeLocked(s)
+				i--
+				p.o.Log.Info("stopping idle instance", "function", p.o.Function, "instance", s.ID(), "idle", now.Sub(s.lastUsed).Round(time.Millisecond))
+				p.wg.Add(1)
+				go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// InstanceInfo describes one live instance.
+type InstanceInfo struct {
+	ID       string `json:"id"`
+	Pid      int    `json:"pid"`
+	InFlight int    `json:"inflight"`
+}
+
+// Stats is a snapshot of a pool.
+type Stats struct {
+	Instances []InstanceInfo `json:"instances"`
+	Starting  int            `json:"starting"`
+	Queued    int            `json:"queued"`
+	LastError string         `json:"last_error,omitempty"`
+}
+
+// Stats returns a snapshot of the pool.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Stats{Starting: p.starting, Queued: len(p.waiters)}
+	for _, s := range p.insts {
+		st.Instances = append(st.Instances, InstanceInfo{ID: s.ID(), Pid: s.Pid(), InFlight: s.inflight})
+	}
+	if p.lastErr != nil {
+		st.LastError = p.lastErr.Error()
+	}
+	return st
+}
+
+// Close stops accepting invocations, fails the queued ones, waits for
+// in-flight invocations until ctx is done, then stops every instance. It
+// blocks until all instances are gone and is safe to call more than once.
+func (p *Pool) Close(ctx context.Context) {
+	p.mu.Lock()
+	p.closed = true
+	for _, w := range p.waiters {
+		w.ch <- grant{err: invoke.Errorf(invoke.KindUnavailable, "function %s is shutting down", p.o.Function)}
+	}
+	p.waiters = nil
+	p.mu.Unlock()
+
+	t := time.NewTicker(10 * time.Millisecond)
+	for p.inflight() > 0 {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			continue
+		}
+		break
+	}
+	t.Stop()
+
+	p.mu.Lock()
+	insts := p.insts
+	p.insts = nil
+	for _, s := range insts {
+		s.stopping = true
+	}
+	p.mu.Unlock()
+	p.cancel()
+	var wg sync.WaitGroup
+	for _, s := range insts {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Stop(context.Background()) }()
+	}
+	wg.Wait()
+	p.wg.Wait()
+}
+
+func (p *Pool) inflight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, s := range p.insts {
+		n += s.inflight
+	}
+	return n
+}

@@ -1,0 +1,170 @@
+// Package http is the HTTP trigger: every function is reachable at
+// /function/{name} with any method; the request body is the payload and the
+// result payload is the response body.
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/invoke"
+)
+
+// InvocationIDHeader carries the invocation id on every /function response.
+const InvocationIDHeader = "X-Polyfn-Invocation-Id"
+
+// Invoker runs invocations; *host.Host implements it.
+type Invoker interface {
+	Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error)
+}
+
+// Handler serves the HTTP trigger's routes.
+type Handler struct {
+	inv     Invoker
+	maxBody int64
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// NewHandler returns the trigger's handler. maxBody bounds request bodies.
+func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
+	h := &Handler{inv: inv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("/function/{name}", h.function)
+	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
+	})
+	return h
+}
+
+// Handle adds a route, for other parts of the host (status, metrics).
+func (h *Handler) Handle(pattern string, handler http.Handler) { h.mux.Handle(pattern, handler) }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
+	id := invoke.NewID()
+	w.Header().Set(InvocationIDHeader, id)
+	body, err := readBody(r, h.maxBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeInvokeError(w, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody))
+			return
+		}
+		writeInvokeError(w, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err))
+		return
+	}
+	req := &invoke.Request{
+		ID:        id,
+		Function:  r.PathValue("name"),
+		Trigger:   invoke.TriggerHTTP,
+		Payload:   body,
+		Timestamp: time.Now(),
+		HTTP:      httpInfo(r),
+	}
+	res, err := h.inv.Invoke(r.Context(), req)
+	if err != nil {
+		writeInvokeError(w, err)
+		return
+	}
+	if len(res.Payload) > 0 {
+		ct := "application/octet-stream"
+		if json.Valid(res.Payload) {
+			ct = "application/json"
+		}
+		w.Header().Set("Content-Type", ct)
+	}
+	_, _ = w.Write(res.Payload)
+}
+
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	rd := http.MaxBytesReader(nil, r.Body, limit)
+	if r.ContentLength > 0 {
+		buf := make([]byte, r.ContentLength)
+		n, err := io.ReadFull(rd, buf)
+		if err != nil {
+			return nil, err
+		}
+		// Anything beyond Content-Length is a protocol error the server handles.
+		return buf[:n], nil
+	}
+	return io.ReadAll(rd)
+}
+
+func httpInfo(r *http.Request) *invoke.HTTPInfo {
+	info := &invoke.HTTPInfo{
+		Method:  r.Method,
+		Path:    r.URL.Path,
+		Query:   make(map[string]string, len(r.URL.Query())),
+		Headers: make(map[string]string, len(r.Header)),
+	}
+	for k, v := range r.URL.Query() {
+		info.Query[k] = strings.Join(v, ",")
+	}
+	for k, v := range r.Header {
+		info.Headers[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	return info
+}
+
+// Status maps an invocation error kind to its HTTP status.
+func Status(k invoke.Kind) int {
+	switch k {
+	case invoke.KindNotFound:
+		return http.StatusNotFound
+	case invoke.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case invoke.KindOverloaded:
+		return http.StatusTooManyRequests
+	case invoke.KindWorkerCrashed, invoke.KindWorkerStart:
+		return http.StatusBadGateway
+	case invoke.KindTimeout:
+		return http.StatusGatewayTimeout
+	case invoke.KindUnavailable:
+		return http.StatusServiceUnavailable
+	case invoke.KindBadRequest:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func writeInvokeError(w http.ResponseWriter, err error) {
+	var ie *invoke.Error
+	if !errors.As(err, &ie) {
+		ie = &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionError", Message: err.Error()}
+	}
+	status := Status(ie.Kind)
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, ie.Type, ie.Message)
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	var b ErrorBody
+	b.Error.Type, b.Error.Message = typ, msg
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(b)
+}

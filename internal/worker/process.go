@@ -1,0 +1,282 @@
+// Package worker starts and stops worker processes: private working
+// directory, scrubbed environment, own process group, stdout and stderr turned
+// into structured log records, polite stop then kill. Protocol adapters
+// (internal/call) build instances on top of it.
+package worker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Spec describes a worker process to start.
+type Spec struct {
+	// Function and Instance tag every log record of the process.
+	Function string
+	Instance string
+	// Command is the argv; Command[0] is looked up on the host's PATH.
+	Command []string
+	// Dir is the working directory. It must exist.
+	Dir string
+	// Env is the complete environment of the process (see ScrubbedEnv).
+	Env []string
+	// Log receives the process's output, one record per line.
+	Log *slog.Logger
+}
+
+// stderrTailLines is how many of the last stderr lines a Process keeps for
+// reporting why it died.
+const stderrTailLines = 20
+
+// maxLogLine bounds one log line; longer lines are cut.
+const maxLogLine = 64 << 10
+
+// outputDrainTimeout bounds how long Wait waits for the output pipes to
+// close after the process exited (a grandchild may still hold them).
+const outputDrainTimeout = time.Second
+
+// Process is a running worker process in its own process group.
+type Process struct {
+	spec Spec
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu      sync.Mutex
+	state   *os.ProcessState
+	waitErr error
+	tail    []string
+	stopped bool // Stop or Kill was called: the exit is expected
+	stopMu  sync.Mutex
+}
+
+// ScrubbedEnv builds a worker environment: PATH, HOME and LANG from the host,
+// then each map in order (later maps win). Nothing else of the host's
+// environment reaches the worker.
+func ScrubbedEnv(extra ...map[string]string) []string {
+	env := map[string]string{}
+	for _, k := range []string{"PATH", "HOME", "LANG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for _, m := range extra {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// Start starts the process. The caller must eventually call Stop or Kill.
+func Start(spec Spec) (*Process, error) {
+	if len(spec.Command) == 0 {
+		return nil, errors.New("empty command")
+	}
+	path, err := exec.LookPath(spec.Command[0])
+	if err != nil {
+		return nil, fmt.Errorf("worker command: %w", err)
+	}
+	cmd := exec.Command(path, spec.Command[1:]...)
+	cmd.Args[0] = spec.Command[0]
+	cmd.Dir = spec.Dir
+	cmd.Env = spec.Env
+	cmd.SysProcAttr = sysProcAttr()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	p := &Process{spec: spec, cmd: cmd, done: make(chan struct{})}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); p.pump(outR, "stdout") }()
+	go func() { defer readers.Done(); p.pump(errR, "stderr") }()
+	go func() {
+		state, werr := cmd.Process.Wait()
+		// The group dies with its leader: nothing a worker started outlives it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		drained := make(chan struct{})
+		go func() { readers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(outputDrainTimeout):
+			// Something in the group still holds the pipes: kill it.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			outR.Close()
+			errR.Close()
+			<-drained
+		}
+		p.mu.Lock()
+		p.state, p.waitErr = state, werr
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid returns the process id, which is also its process group id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited and its output was read.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ExitStatus describes how the process ended ("exit status 1", "signal:
+// killed"), or "running".
+func (p *Process) ExitStatus() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.state != nil:
+		return p.state.String()
+	case p.waitErr != nil:
+		return p.waitErr.Error()
+	}
+	return "running"
+}
+
+// Stopped reports whether the process was asked to stop by the host, so an
+// exit is expected rather than a crash.
+func (p *Process) Stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopped
+}
+
+// StderrTail returns the last lines the process wrote to stderr.
+func (p *Process) StderrTail() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.tail...)
+}
+
+// ExitError describes the exit of a process that ended on its own, with its
+// status and last stderr lines.
+func (p *Process) ExitError() error {
+	msg := p.ExitStatus()
+	if tail := p.StderrTail(); len(tail) > 0 {
+		const show = 5
+		if len(tail) > show {
+			tail = tail[len(tail)-show:]
+		}
+		msg += "; last stderr: " + strings.Join(tail, " | ")
+	}
+	return errors.New(msg)
+}
+
+// Stop asks the process group to exit with SIGTERM, waits up to grace, then
+// kills the group. It blocks until the process has exited or ctx is done, and
+// is safe to call more than once and concurrently with Kill.
+func (p *Process) Stop(ctx context.Context, grace time.Duration) {
+	p.markStopped()
+	if p.Exited() {
+		p.killGroup() // reap anything left in the group
+		return
+	}
+	_ = syscall.Kill(-p.Pid(), syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	p.Kill()
+}
+
+// Kill kills the whole process group and blocks until the process has
+// exited. It is safe to call more than once.
+func (p *Process) Kill() {
+	p.markStopped()
+	p.killGroup()
+	<-p.done
+}
+
+func (p *Process) markStopped() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+}
+
+func (p *Process) killGroup() { _ = syscall.Kill(-p.Pid(), syscall.SIGKILL) }
+
+// pump turns each line of r into a log record. Lines that are JSON objects
+// with a "msg" field (the log format of polyfn's runtimes) keep their level
+// and fields; other lines are logged as text, stderr at warn level.
+func (p *Process) pump(r io.ReadCloser, stream string) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := readLine(br)
+		if len(line) > 0 || err == nil {
+			rec := parseLine(line, stream)
+			if stream == "stderr" {
+				p.mu.Lock()
+				p.tail = append(p.tail, rec.msg)
+				if len(p.tail) > stderrTailLines {
+					p.tail = p.tail[len(p.tail)-stderrTailLines:]
+				}
+				p.mu.Unlock()
+			}
+			p.emit(rec, stream)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readLine reads one line without its newline, cutting it at maxLogLine and
+// discarding the rest of an overlong line.
+func readLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		chunk, isPrefix, err := br.ReadLine()
+		if len(b) < maxLogLine {
+			b = append(b, chunk[:min(len(chunk), maxLogLine-len(b))]...)
+		}
+		if err != nil {
+			return string(b), err
+		}
+		if !isPrefix {
+			return string(b), nil
+		}
+	}
+}
