@@ -71,6 +71,10 @@ func (h *Host) Start() {
 	}
 }
 
+// RunDir is the directory under which every instance gets its private
+// working directory. It is removed by Close.
+func (h *Host) RunDir() string { return h.runDir }
+
 // MaxBody is the largest payload the host accepts.
 func (h *Host) MaxBody() int64 { return int64(h.cfg.HTTP.MaxBody) }
 

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeConfig writes text as polyfn.yaml in a fresh directory that also
+// holds a code directory named "fn", and returns the file's path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "fn"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notadir"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "polyfn.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestBrokenConfigs(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		// want lists every expected error as "line:col: key: message fragment".
+		want []string
+		// n is the number of errors when it is not len(want); 0 means len(want).
+		n int
+	}{
+		{"unknown top-level key", "http: {}\nfunctoins: []\n",
+			[]string{"2:1: functoins: unknown key"}, 0},
+		{"unknown function key", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    handlr: x\n",
+			[]string{"5:5: functions[0].handlr: unknown key"}, 0},
+		{"wrong type for a list", "functions: {name: a}\n",
+			[]string{"1:12: functions: want a list, got a mapping"}, 0},
+		{"wrong type for an int", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    concurrency: many\n",
+			[]string{`5:18: functions[0].concurrency: want int, got "many"`}, 0},
+		{"string given a mapping", "http:\n  listen: {a: 1}\n",
+			[]string{"2:11: http.listen: want string, got a mapping"}, 0},
+		{"bad duration", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    timeout: 10 seconds\n",
+			[]string{`5:14: functions[0].timeout: invalid duration "10 seconds"`}, 0},
+		{"bad size", "http:\n  max_body: lots\n",
+			[]string{`2:13: http.max_body: invalid size "lots"`}, 0},
+		{"bad listen address", "http:\n  listen: localhost\n",
+			[]string{`2:11: http.listen: invalid address "localhost"`}, 0},
+		{"duplicate function name", "functions:\n  - {name: a, handler: a.h, codedir: fn}\n  - {name: a, handler: a.h, codedir: fn}\n",
+			[]string{`3:12: functions[1].name: duplicate function name "a" (first defined at line 2)`}, 0},
+		{"missing handler", "functions:\n  - name: a\n    codedir: fn\n",
+			[]string{"2:5: functions[0].handler: missing"}, 0},
+		{"missing codedir", "functions:\n  - name: a\n    handler: a.h\n",
+			[]string{"2:5: functions[0].codedir: missing"}, 0},
+		{"missing name", "functions:\n  - handler: a.h\n    codedir: fn\n",
+			[]string{"2:5: functions[0].name: missing"}, 0},
+		{"codedir does not exist", "functions:\n  - name: a\n    handler: a.h\n    codedir: nowhere\n",
+			[]string{"4:14: functions[0].codedir: directory /", "/nowhere does not exist"}, 1},
+		{"codedir is a file", "functions:\n  - name: a\n    handler: a.h\n    codedir: notadir\n",
+			[]string{"4:14: functions[0].codedir: /", "/notadir is not a directory"}, 1},
+		{"invalid name", "functions:\n  - name: a/b\n    handler: a.h\n    codedir: fn\n",
+			[]string{`2:11: functions[0].name: invalid name "a/b"`}, 0},
+		{"unknown runtime", "functions:\n  - name: a\n    runtime: cobol\n    handler: a.h\n    codedir: fn\n",
+			[]string{`3:14: functions[0].runtime: unknown runtime "cobol"`}, 0},
+		{"explicit zero concurrency", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    concurrency: 0\n",
+			[]string{"5:18: functions[0].concurrency: must be above zero"}, 0},
+		{"explicit zero timeout", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    timeout: 0s\n",
+			[]string{"5:14: functions[0].timeout: must be above zero"}, 0},
+		{"max below min", "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n    instances: {min: 3, max: 2}\n",
+			[]string{"5:30: functions[0].instances.max: max (2) is below min (3)"}, 0},
+		{"declared runtime without protocol and command", "runtimes:\n  mine:\n    env: {A: b}\n",
+			[]string{"3:5: runtimes.mine.protocol: missing", "3:5: runtimes.mine.command: missing"}, 0},
+		{"declared runtime with unknown protocol", "runtimes:\n  mine:\n    protocol: carrier-pigeon\n    command: [x]\n",
+			[]string{`3:15: runtimes.mine.protocol: unknown protocol "carrier-pigeon"`}, 0},
+		{"duplicate key", "http:\n  listen: 127.0.0.1:1\n  listen: 127.0.0.1:2\n",
+			[]string{"3:3: http.listen: duplicate key"}, 0},
+		{"several problems at once", "http:\n  bogus: 1\nfunctions:\n  - name: a\n    timeout: soon\n",
+			[]string{"2:3: http.bogus: unknown key", "4:5: functions[0].handler: missing", "4:5: functions[0].codedir: missing", `5:14: functions[0].timeout: invalid duration "soon"`}, 0},
+		{"not YAML", "functions: [\n", []string{"(file): yaml:"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.text)
+			_, err := Load(path)
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("Load: got %v, want config errors", err)
+			}
+			got := err.Error()
+			for _, line := range strings.Split(got, "\n") {
+				if !strings.HasPrefix(line, path+":") {
+					t.Errorf("error %q does not start with the file name", line)
+				}
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("errors:\n%s\nwant one containing %q", got, w)
+				}
+			}
+			n := tt.n
+			if n == 0 {
+				n = len(tt.want)
+			}
+			if len(errs) != n {
+				t.Errorf("got %d errors, want %d:\n%s", len(errs), n, got)
+			}
+		})
+	}
+}
+
+func TestDefaultsAndRelativeCodedir(t *testing.T) {
+	path := writeConfig(t, "functions:\n  - name: a\n    handler: a.h\n    codedir: fn\n")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Functions[0]
+	if want := filepath.Join(filepath.Dir(path), "fn"); f.Codedir != want {
+		t.Errorf("codedir %q, want %q (relative to the config file)", f.Codedir, want)
+	}
+	if c.HTTP.Listen != DefaultListen || c.HTTP.MaxBody != DefaultMaxBody {
+		t.Errorf("http defaults: %+v", c.HTTP)
+	}
+	if f.Runtime != DefaultRuntime || f.Timeout.D() != DefaultTimeout || f.Concurrency != DefaultConcurrency ||
+		f.Queue != DefaultQueue || f.Instances.Max != DefaultMaxInstances || f.Instances.Idle.D() != DefaultIdle {
+		t.Errorf("function defaults: %+v", f)
+	}
+	rt := c.Runtimes["python3"]
+	if rt.Protocol != ProtocolCall || rt.StartTimeout.D() != DefaultStartTimeout || rt.StopGrace.D() != DefaultStopGrace {
+		t.Errorf("python3 runtime defaults: %+v", rt)
+	}
+}
+
+func TestDeclaredRuntimeOverridesBuiltin(t *testing.T) {
+	path := writeConfig(t, `
+runtimes:
+  python3:
+    protocol: call
+    command: [/opt/py/bin/python3, -m, polyfn_runtime]
+    start_timeout: 1m
+functions:
+  - {name: a, handler: a.h, codedir: fn, instances: {min: 6}, timeout: 1500ms}
+`)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := c.Runtimes["python3"]
+	if rt.Command[0] != "/opt/py/bin/python3" || rt.StartTimeout.D() != time.Minute || rt.Address != "tcp" {
+		t.Errorf("runtime: %+v", rt)
+	}
+	f := c.Functions[0]
+	if f.Instances.Max != 6 || f.Timeout.D() != 1500*time.Millisecond {
+		t.Errorf("max should rise to min when unset, timeout parsed: %+v", f)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "512": 512, "6Mi": 6 << 20, "1Gi": 1 << 30, "2k": 2000, "3M": 3e6} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5Mi", "Mi", "12Ti"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded, want an error", in)
+		}
+	}
+}

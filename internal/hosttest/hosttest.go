@@ -1,0 +1,166 @@
+// Package hosttest runs a real host behind the real HTTP trigger for tests,
+// and checks that it leaves no process behind.
+package hosttest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/host"
+	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
+)
+
+// Host is a running host serving HTTP on URL.
+type Host struct {
+	*host.Host
+	URL  string
+	Logs *SyncBuffer
+}
+
+// SyncBuffer is a log sink safe for concurrent writes.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start starts a host for the YAML config text after replacing each key of
+// repl by its value. The config file is taken to live in dir. When the test
+// ends the host is closed and every process it started is checked gone.
+func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
+	t.Helper()
+	text := strings.NewReplacer(repl...).Replace(yamlText)
+	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(text))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logs := &SyncBuffer{}
+	h, err := host.New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	srv := httptest.NewServer(httptrigger.NewHandler(h, h.MaxBody(), slog.New(slog.NewTextHandler(logs, nil))))
+	th := &Host{Host: h, URL: srv.URL, Logs: logs}
+	t.Cleanup(func() {
+		srv.Close()
+		h.Close(context.Background())
+		WaitFor(t, 5*time.Second, "every worker process to be gone", func() bool {
+			return len(Leftovers(h.RunDir())) == 0
+		})
+		if t.Failed() {
+			t.Logf("host log:\n%s", logs.String())
+		}
+	})
+	return th
+}
+
+// Leftovers returns the processes whose working directory lies under dir:
+// workers run in private directories under the host's run directory, and
+// whatever they start inherits it.
+func Leftovers(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil || !strings.HasPrefix(cwd, dir+"/") {
+			continue
+		}
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			s := string(stat)
+			if i := strings.LastIndexByte(s, ')'); i > 0 && len(s) > i+2 && s[i+2] == 'Z' {
+				continue // exited, waiting to be reaped by its new parent
+			}
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// WaitFor polls cond until it holds, failing the test after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Response is an HTTP response of the trigger.
+type Response struct {
+	Status int
+	Body   []byte
+	Header http.Header
+	// Err is the decoded error document of a non-2xx response.
+	Err httptrigger.ErrorBody
+}
+
+// Call POSTs body to /function/fn.
+func (h *Host) Call(t testing.TB, fn, body string) Response {
+	t.Helper()
+	return h.Do(t, http.MethodPost, "/function/"+fn, []byte(body), nil)
+}
+
+// Do sends one request and checks the invariants of every trigger response:
+// an invocation id header, and a JSON error document on errors.
+func (h *Host) Do(t testing.TB, method, path string, body []byte, header http.Header) Response {
+	t.Helper()
+	req, err := http.NewRequest(method, h.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Response{Status: resp.StatusCode, Body: b, Header: resp.Header}
+	if resp.StatusCode >= 300 {
+		if err := json.Unmarshal(b, &r.Err); err != nil || r.Err.Error.Type == "" {
+			t.Fatalf("%s %s: error response is not the JSON error document: %d %q", method, path, resp.StatusCode, b)
+		}
+	}
+	if strings.HasPrefix(path, "/function/") && resp.Header.Get(httptrigger.InvocationIDHeader) == "" {
+		t.Errorf("%s %s: response has no %s header", method, path, httptrigger.InvocationIDHeader)
+	}
+	return r
+}
