@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/cli"
+	"github.com/polyfn/polyfn/internal/hosttest"
+)
+
+// runCLI runs the polyfn command line in-process.
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = cli.Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCLIInvoke(t *testing.T) {
+	requirePython(t)
+	th := hosttest.Start(t, testdata(t), pythonConfig)
+	code, out, errOut := runCLI("invoke", "echo", "-d", `{"via": "cli"}`, "--url", th.URL)
+	if code != 0 || out != "{\"via\": \"cli\"}\n" {
+		t.Fatalf("invoke echo: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	payload := filepath.Join(t.TempDir(), "payload.json")
+	if err := os.WriteFile(payload, []byte(`{"from": "file"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runCLI("invoke", "echo", "-d", "@"+payload, "--url", th.URL); code != 0 || out != "{\"from\": \"file\"}\n" {
+		t.Fatalf("invoke -d @FILE: exit %d, stdout %q", code, out)
+	}
+	code, out, errOut = runCLI("invoke", "fail", "-d", `{"why": "cli"}`, "--url", th.URL)
+	if code == 0 || out != "" || !strings.Contains(errOut, "ValueError: bad input: cli") {
+		t.Fatalf("invoke of a failing function: exit %d, stdout %q, stderr %q; want non-zero and the error", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("invoke", "nope", "--url", th.URL); code == 0 || !strings.Contains(errOut, "FunctionNotFound") {
+		t.Fatalf("invoke of an unknown function: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCLIValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("functions:\n  - name: a\n    handler: a.h\n    codedir: nowhere\n    colour: blue\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI("validate", "-c", bad)
+	for _, want := range []string{bad + ":4:14: functions[0].codedir: directory", bad + ":5:5: functions[0].colour: unknown key"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output %q lacks %q", errOut, want)
+		}
+	}
+	if code == 0 {
+		t.Error("validate of a broken config exited 0")
+	}
+	code, out, errOut := runCLI("validate", "-c", "../examples/polyfn.yaml")
+	if code != 0 || !strings.Contains(out, "ok, 2 functions") {
+		t.Fatalf("validate examples: exit %d, %q %q", code, out, errOut)
+	}
+	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "polyfn ") {
+		t.Fatalf("version: exit %d, %q", code, out)
+	}
+}
+
+// TestServeExamples runs the real binary on the examples, as `make run`
+// does, calls sayhi over HTTP, then stops it with SIGTERM.
+func TestServeExamples(t *testing.T) {
+	requirePython(t)
+	bin := filepath.Join(t.TempDir(), "polyfn")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve", "-c", "../examples/polyfn.yaml", "--listen", addr)
+	var logs hosttest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("polyfn output:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	hosttest.WaitFor(t, 10*time.Second, "polyfn to answer /healthz", func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	resp, err := http.Post(base+"/function/sayhi", "application/json", strings.NewReader(`{"name":"polyfn"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"message": "Hello, polyfn!"`) {
+		t.Fatalf("sayhi: got %d %s", resp.StatusCode, body.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("polyfn exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("polyfn did not exit within 20s of SIGTERM")
+	}
+	// The workers were in polyfn's children; none may survive it.
+	if out, _ := exec.Command("pgrep", "-f", "polyfn_runtime -c "+os.TempDir()).Output(); len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("workers left after polyfn exited: %s", out)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr())
+}

@@ -1,0 +1,31 @@
+"""Functions that exercise every payload and return kind."""
+
+import asyncio
+
+
+def echo(event, context):
+    return event
+
+
+def returns(event, context):
+    kind = event.get("kind") if isinstance(event, dict) else None
+    if kind == "none":
+        return None
+    if kind == "bytes":
+        return b"\x00raw\xffbytes"
+    if kind == "str":
+        return "hello"
+    return {"kind": "dict", "n": [1, 2, 3]}
+
+
+def fail(event, context):
+    raise ValueError("bad input: " + str(event.get("why", "none")))
+
+
+async def async_echo(event, context):
+    await asyncio.sleep(0)
+    return {"async": True, "event": event}
+
+
+def whoami(event, context):
+    return {"module": "kinds"}

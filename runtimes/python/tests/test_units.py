@@ -1,0 +1,148 @@
+"""In-process tests of the pieces that need no server."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from polyfn_runtime import logs
+from polyfn_runtime.config import ConfigError, load_config, parse_config
+from polyfn_runtime.context import Context, build_context
+from polyfn_runtime.payload import decode_event, encode_result
+from polyfn_runtime.protos.baetyl.function_pb2 import FunctionMessage
+
+
+def test_decode_event() -> None:
+    assert decode_event(b"") == {}
+    assert decode_event(b'{"a": 1}') == {"a": 1}
+    assert decode_event(b"[1, 2]") == [1, 2]
+    assert decode_event(b"null") is None
+    assert decode_event(b"\xff") == b"\xff"
+    assert decode_event(b"[" * 100_000) == b"[" * 100_000
+
+
+def test_encode_result() -> None:
+    assert encode_result(None) == b""
+    assert encode_result(b"\x00") == b"\x00"
+    assert encode_result(bytearray(b"ab")) == b"ab"
+    assert encode_result("hi") == b'"hi"'
+    assert encode_result({"k": [1, None]}) == b'{"k": [1, null]}'
+    with pytest.raises(TypeError):
+        encode_result(object())
+
+
+BASE = {"functions": [{"name": "f", "handler": "index.handler", "codedir": "code"}]}
+
+
+def test_config_defaults_and_env_overrides() -> None:
+    config = parse_config(BASE, environ={})
+    assert config.name is None
+    assert config.server.address is None
+    assert (config.server.grace, config.server.workers, config.server.engine) == (30.0, 32, "auto")
+    [function] = config.functions
+    assert (function.module, function.attribute, function.codedir) == ("index", "handler", "code")
+
+    data = {**BASE, "name": "from-file", "server": {"address": "127.0.0.1:1", "grace": 2, "workers": 4}}
+    env = {"BAETYL_SERVICE_INSTANCE_ADDRESS": "unix:/tmp/x.sock", "BAETYL_SERVICE_INSTANCE_NAME": "from-env"}
+    config = parse_config(data, environ=env)
+    assert (config.name, config.server.address, config.server.grace, config.server.workers) == (
+        "from-env",
+        "unix:/tmp/x.sock",
+        2.0,
+        4,
+    )
+
+
+def test_config_ignores_unknown_keys() -> None:
+    data = {"functions": [{"name": "f", "handler": "a.b", "codedir": ".", "extra": 1}], "logger": {"level": "debug"}}
+    assert parse_config(data, environ={}).functions[0].name == "f"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (None, "mapping"),
+        ({}, "functions: required"),
+        ({"functions": [{"name": "f", "handler": "a.b"}, {"name": "f", "handler": "c.d"}]}, "duplicate"),
+        ({"functions": [{"name": "f", "handler": "a.b-c"}]}, "functions[0].handler"),
+        ({"functions": [{"name": "f", "handler": "a.b", "codedir": 3}]}, "functions[0].codedir"),
+        ({**BASE, "server": {"workers": 0}}, "server.workers"),
+        ({**BASE, "server": {"workers": True}}, "server.workers"),
+        ({**BASE, "server": {"grace": -1}}, "server.grace"),
+        ({**BASE, "server": {"engine": "fast"}}, "server.engine"),
+    ],
+)
+def test_config_errors(data: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(data, environ={})
+
+
+def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "service.yml"
+    path.write_text("functions: [\n")
+    with pytest.raises(ConfigError, match=r"service\.yml: invalid YAML"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yml", environ={})
+
+
+def test_context_keys_and_accessors() -> None:
+    request = FunctionMessage(QOS=1, Topic="t", Timestamp=5, FunctionName="f", FunctionInvokeID="i")
+    extra = json.dumps({"trigger": "timer", "invokeid": "spoofed"}).encode()
+    metadata = [("polyfn-context-bin", extra)]
+    context = build_context(request, metadata, time_remaining=30.0, logger=logging.getLogger("t"))
+    assert isinstance(context, Context) and isinstance(context, dict)
+    assert context == {
+        "trigger": "timer",
+        "messageQOS": 1,
+        "messageTopic": "t",
+        "messageTimestamp": 5,
+        "functionName": "f",
+        "functionInvokeID": "i",
+        "invokeid": "i",
+    }
+    assert (context.function_name, context.invocation_id, context.trigger) == ("f", "i", "timer")
+    assert 29 < context.remaining() <= 30
+    assert json.loads(json.dumps(context)) == dict(context)
+
+
+def test_context_ignores_bad_metadata() -> None:
+    request = FunctionMessage(FunctionName="f")
+    for value in (b"not json", b"[1]"):
+        metadata = [("polyfn-context-bin", value)]
+        context = build_context(request, metadata, time_remaining=None, logger=logging.getLogger())
+        assert context["trigger"] == "invoke"
+        assert context.remaining() is None
+
+
+def test_tagged_writer_buffers_lines_per_invocation() -> None:
+    out = io.BytesIO()
+    sink = logs.LogSink(out)
+    writer = logs.TaggedWriter("<stdout>", "info", sink)
+    first, second = logs.Scope("f", "1"), logs.Scope("f", "2")
+
+    token = logs.current_scope.set(first)
+    writer.write("a")  # a partial line, kept until "e\n" below
+    logs.current_scope.reset(token)
+    token = logs.current_scope.set(second)
+    writer.write("b\nc\r\n")
+    writer.write("tail")
+    logs.current_scope.reset(token)
+    logs.end_scope(second)
+    token = logs.current_scope.set(first)
+    writer.write("e\n")
+    logs.current_scope.reset(token)
+    logs.end_scope(first)
+
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["invocation_id"], r["msg"]) for r in records if "invocation_id" in r] == [
+        ("2", "b"),
+        ("2", "c"),
+        ("2", "tail"),
+        ("1", "ae"),
+    ]
+    assert records[0] == {"level": "info", "msg": "b", "function": "f", "invocation_id": "2", "source": "user"}
