@@ -19,7 +19,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv run test test-go test-python gen tools vet fmt clean
+.PHONY: all build venv run test test-go test-python gen tools vet fmt clean bench
 
 all: build
 
@@ -67,3 +67,7 @@ fmt:
 
 clean:
 	rm -rf bin $(VENV) $(TOOLS)
+
+# Benchmarks print numbers; they do not pass or fail on speed.
+bench: build venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(GO) test -run '^$$' -bench . -benchtime 3000x -count 3 ./bench

@@ -31,6 +31,10 @@ func TestCLIInvoke(t *testing.T) {
 	if code != 0 || out != "{\"via\": \"cli\"}\n" {
 		t.Fatalf("invoke echo: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	code, out, _ = runCLI("invoke", "ctx", "--url", th.URL)
+	if code != 0 || !strings.Contains(out, `"trigger": "invoke"`) {
+		t.Fatalf("invoke ctx: exit %d, stdout %q; want the context to say trigger invoke", code, out)
+	}
 	payload := filepath.Join(t.TempDir(), "payload.json")
 	if err := os.WriteFile(payload, []byte(`{"from": "file"}`), 0o644); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,13 @@ func invokeCmd() *cobra.Command {
 			}
 			u := strings.TrimRight(base, "/") + "/function/" + url.PathEscape(args[0])
 			client := &http.Client{Timeout: timeout}
-			resp, err := client.Post(u, "application/octet-stream", bytes.NewReader(payload))
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, u, bytes.NewReader(payload))
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			req.Header.Set("Content-Type", "application/octet-stream")
+			req.Header.Set(httptrigger.TriggerHeader, "invoke")
+			resp, err := client.Do(req)
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("invoke %s: %w", args[0], err)}
 			}

@@ -19,6 +19,10 @@ import (
 // InvocationIDHeader carries the invocation id on every /function response.
 const InvocationIDHeader = "X-Polyfn-Invocation-Id"
 
+// TriggerHeader, set to "invoke" by `polyfn invoke`, makes the function see
+// trigger "invoke" instead of "http". Other values are ignored.
+const TriggerHeader = "X-Polyfn-Trigger"
+
 // Invoker runs invocations; *host.Host implements it.
 type Invoker interface {
 	Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error)
@@ -71,6 +75,9 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		Payload:   body,
 		Timestamp: time.Now(),
 		HTTP:      httpInfo(r),
+	}
+	if r.Header.Get(TriggerHeader) == string(invoke.TriggerInvoke) {
+		req.Trigger = invoke.TriggerInvoke
 	}
 	res, err := h.inv.Invoke(r.Context(), req)
 	if err != nil {
