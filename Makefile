@@ -55,12 +55,22 @@ tools:
 	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/pip install -q grpcio-tools==$(GRPCIO_TOOLS_VERSION)
 
+PY_PROTOS := runtimes/python/polyfn_runtime/protos
+
 gen: tools
 	PATH="$(TOOLS)/bin:$$PATH" $(TOOLS)/venv/bin/python -m grpc_tools.protoc -I api \
 		--go_out=. --go_opt=module=github.com/polyfn/polyfn \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/polyfn/polyfn \
-		--python_out=runtimes/python/polyfn_runtime/protos \
+		--python_out=$(PY_PROTOS) \
 		api/baetyl/function.proto
+	PATH="$(TOOLS)/bin:$$PATH" $(TOOLS)/venv/bin/python -m grpc_tools.protoc -I api/azure \
+		--go_out=api/azure --go_opt=paths=source_relative \
+		--go-grpc_out=api/azure --go-grpc_opt=paths=source_relative \
+		--python_out=$(PY_PROTOS)/azure \
+		api/azure/NullableTypes.proto api/azure/ClaimsIdentityRpc.proto api/azure/FunctionRpc.proto
+	# The package-less files import each other by bare module name; inside the
+	# Python package they are siblings.
+	sed -i 's/^import \(NullableTypes_pb2\|ClaimsIdentityRpc_pb2\) as/from . import \1 as/' $(PY_PROTOS)/azure/*_pb2.py
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
