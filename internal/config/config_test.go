@@ -132,8 +132,43 @@ func TestDefaultsAndRelativeCodedir(t *testing.T) {
 		t.Errorf("function defaults: %+v", f)
 	}
 	rt := c.Runtimes["python3"]
-	if rt.Protocol != ProtocolCall || rt.StartTimeout.D() != DefaultStartTimeout || rt.StopGrace.D() != DefaultStopGrace {
+	if rt.Protocol != ProtocolStream || rt.Discovery != DiscoveryConfig || rt.StartTimeout.D() != DefaultStartTimeout ||
+		rt.StopGrace.D() != DefaultStopGrace || rt.InitTimeout.D() != DefaultInitTimeout {
 		t.Errorf("python3 runtime defaults: %+v", rt)
+	}
+	if eff := c.Effective(f); eff.Protocol != ProtocolStream || eff.Command[2] != "polyfn_runtime" {
+		t.Errorf("effective runtime of a function without protocol: %+v", eff)
+	}
+}
+
+func TestProtocolSelection(t *testing.T) {
+	path := writeConfig(t, `
+runtimes:
+  azure-node:
+    protocol: stream
+    command: [node, worker.js]
+functions:
+  - {name: a, handler: a.h, codedir: fn, protocol: call}
+  - {name: app, runtime: azure-node, codedir: fn}
+`)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eff := c.Effective(c.Functions[0]); eff.Protocol != ProtocolCall || eff.Command[len(eff.Command)-1] != "{config}" {
+		t.Errorf("protocol: call on python3 must select the call command: %+v", eff)
+	}
+	if eff := c.Effective(c.Functions[1]); eff.Protocol != ProtocolStream || eff.Discovery != DiscoveryApp {
+		t.Errorf("a declared stream runtime discovers an app: %+v", eff)
+	}
+	_, err = Parse(path, []byte(`
+runtimes:
+  baetyl: {protocol: call, command: [x]}
+functions:
+  - {name: a, runtime: baetyl, handler: a.h, codedir: fn, protocol: stream}
+`))
+	if err == nil || !strings.Contains(err.Error(), "5:69: functions[0].protocol: runtime baetyl speaks only the call protocol") {
+		t.Errorf("stream on a call-only runtime: got %v", err)
 	}
 }
 

@@ -14,6 +14,7 @@ const (
 	DefaultIdle          = 5 * time.Minute
 	DefaultStartTimeout  = 10 * time.Second
 	DefaultStopGrace     = 10 * time.Second
+	DefaultInitTimeout   = 60 * time.Second
 	DefaultAddress       = "tcp"
 	MaxFunctionNameBytes = 64
 )
@@ -24,15 +25,28 @@ func BuiltinRuntimes() map[string]Runtime {
 	return map[string]Runtime{
 		"python3": {
 			Name:     "python3",
-			Protocol: ProtocolCall,
+			Protocol: ProtocolStream,
 			// polyfn's Python runtime, from the python3 found on PATH
 			// (make run puts .venv/bin first).
-			Command: []string{"python3", "-m", "polyfn_runtime", "-c", "{config}"},
-			Env:     map[string]string{"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
-			Address: "unix",
-			BuiltIn: true,
+			Command:     []string{"python3", "-m", "polyfn_runtime"},
+			CallCommand: []string{"python3", "-m", "polyfn_runtime", "-c", "{config}"},
+			Discovery:   DiscoveryConfig,
+			Env:         map[string]string{"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "FUNCTIONS_WORKER_RUNTIME": "python"},
+			Address:     "unix",
+			BuiltIn:     true,
 		},
 	}
+}
+
+// Effective returns the runtime a function runs with: the function's runtime,
+// switched to its call command when the function selects protocol: call on a
+// runtime that speaks both.
+func (c *Config) Effective(f Function) Runtime {
+	rt := c.Runtimes[f.Runtime]
+	if f.Protocol == ProtocolCall && rt.Protocol == ProtocolStream && len(rt.CallCommand) > 0 {
+		rt.Protocol, rt.Command, rt.Discovery = ProtocolCall, rt.CallCommand, DiscoveryConfig
+	}
+	return rt
 }
 
 func applyDefaults(c *Config) {
@@ -56,6 +70,15 @@ func applyDefaults(c *Config) {
 		}
 		if rt.StopGrace == 0 {
 			rt.StopGrace = Duration(DefaultStopGrace)
+		}
+		if rt.InitTimeout == 0 {
+			rt.InitTimeout = Duration(DefaultInitTimeout)
+		}
+		if rt.Discovery == "" {
+			rt.Discovery = DiscoveryConfig
+			if rt.Protocol == ProtocolStream {
+				rt.Discovery = DiscoveryApp
+			}
 		}
 		rts[name] = rt
 	}

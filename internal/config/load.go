@@ -118,11 +118,17 @@ func validate(c *Config, d *decoder) {
 		}
 		p := "runtimes." + name
 		switch rt.Protocol {
-		case ProtocolCall:
+		case ProtocolCall, ProtocolStream:
 		case "":
-			d.errorf(d.at(p+".protocol"), p+".protocol", "missing: set the worker protocol (call)")
+			d.errorf(d.at(p+".protocol"), p+".protocol", "missing: set the worker protocol (call or stream)")
 		default:
-			d.errorf(d.at(p+".protocol"), p+".protocol", "unknown protocol %q (known: call)", rt.Protocol)
+			d.errorf(d.at(p+".protocol"), p+".protocol", "unknown protocol %q (known: call, stream)", rt.Protocol)
+		}
+		switch {
+		case rt.Discovery != DiscoveryConfig && rt.Discovery != DiscoveryApp:
+			d.errorf(d.at(p+".discovery"), p+".discovery", "unknown discovery %q (known: config, app)", rt.Discovery)
+		case rt.Discovery == DiscoveryApp && rt.Protocol == ProtocolCall:
+			d.errorf(d.at(p+".discovery"), p+".discovery", "app discovery needs protocol stream")
 		}
 		if len(rt.Command) == 0 || rt.Command[0] == "" {
 			d.errorf(d.at(p+".command"), p+".command", "missing: set the worker command, such as [python3, runtime.py, -c, \"{config}\"]")
@@ -145,10 +151,22 @@ func validate(c *Config, d *decoder) {
 			n := d.at(p + ".name")
 			seen[f.Name] = fmt.Sprintf("line %d", n.Line)
 		}
-		if _, ok := c.Runtimes[f.Runtime]; !ok {
+		rt, ok := c.Runtimes[f.Runtime]
+		if !ok {
 			d.errorf(d.at(p+".runtime"), p+".runtime", "unknown runtime %q (known: %s)", f.Runtime, runtimeNames(c))
 		}
-		if f.Handler == "" {
+		switch f.Protocol {
+		case "", rt.Protocol:
+		case ProtocolCall:
+			if len(rt.CallCommand) == 0 {
+				d.errorf(d.at(p+".protocol"), p+".protocol", "runtime %s speaks only the %s protocol", f.Runtime, rt.Protocol)
+			}
+		case ProtocolStream:
+			d.errorf(d.at(p+".protocol"), p+".protocol", "runtime %s speaks only the %s protocol", f.Runtime, rt.Protocol)
+		default:
+			d.errorf(d.at(p+".protocol"), p+".protocol", "unknown protocol %q (known: call, stream)", f.Protocol)
+		}
+		if f.Handler == "" && c.Effective(f).Discovery == DiscoveryConfig {
 			d.errorf(d.at(p+".handler"), p+".handler", "missing: set the entry point, such as module.function")
 		}
 		if f.Codedir == "" {

@@ -41,6 +41,22 @@ const (
 	// ProtocolCall is the Baetyl convention: the worker is a gRPC server and
 	// the host calls /baetyl.Function/Call once per invocation.
 	ProtocolCall Protocol = "call"
+	// ProtocolStream is the Azure Functions language-worker convention: the
+	// host is the gRPC server and each worker opens one EventStream.
+	ProtocolStream Protocol = "stream"
+)
+
+// Discovery says where a runtime's functions come from.
+type Discovery string
+
+// Discovery modes.
+const (
+	// DiscoveryConfig: the functions are the entries of polyfn.yaml; the host
+	// tells the worker what to load.
+	DiscoveryConfig Discovery = "config"
+	// DiscoveryApp: codedir is an Azure Functions app; the worker (or the
+	// host, from function.json files) discovers its functions.
+	DiscoveryApp Discovery = "app"
 )
 
 // Runtime says how to start a worker for a language and which protocol it speaks.
@@ -53,6 +69,14 @@ type Runtime struct {
 	// path of the runtime config file the host writes for each instance; when
 	// no argument holds it, "-c FILE" is appended. Required.
 	Command []string `yaml:"command"`
+	// CallCommand is the argv for call-protocol workers of a runtime whose
+	// Protocol is stream but that speaks both (polyfn's own runtimes); a
+	// function selects it with protocol: call.
+	CallCommand []string `yaml:"call_command"`
+	// Discovery says where the functions come from: "config" (entries of
+	// polyfn.yaml) or "app" (an Azure Functions app in codedir). Zero means
+	// "app" for declared stream runtimes and "config" otherwise.
+	Discovery Discovery `yaml:"discovery"`
 	// Env is added to the worker's scrubbed environment.
 	Env map[string]string `yaml:"env"`
 	// Address is where call-protocol workers listen: "tcp" (127.0.0.1 on a free
@@ -62,6 +86,9 @@ type Runtime struct {
 	// StartTimeout bounds the time from process start to readiness.
 	// Zero means DefaultStartTimeout.
 	StartTimeout Duration `yaml:"start_timeout"`
+	// InitTimeout bounds a stream worker's start: from process start through
+	// StartStream, init, indexing and function load. Zero means DefaultInitTimeout.
+	InitTimeout Duration `yaml:"init_timeout"`
 	// StopGrace is how long a worker has to exit after SIGTERM before its
 	// process group is killed. Zero means DefaultStopGrace.
 	StopGrace Duration `yaml:"stop_grace"`
@@ -75,7 +102,11 @@ type Function struct {
 	Name string `yaml:"name"`
 	// Runtime names a built-in or declared runtime. Empty means DefaultRuntime.
 	Runtime string `yaml:"runtime"`
-	// Handler is the entry point, module.function for Python. Required.
+	// Protocol selects the call protocol on a runtime that speaks both.
+	// Zero means the runtime's protocol.
+	Protocol Protocol `yaml:"protocol"`
+	// Handler is the entry point, module.function for Python. Required for
+	// runtimes with discovery "config"; unused for apps.
 	Handler string `yaml:"handler"`
 	// Codedir holds the function's code. Relative to the config file's
 	// directory; made absolute by Load. Required, and it must exist.

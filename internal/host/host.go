@@ -17,11 +17,13 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/pool"
+	"github.com/polyfn/polyfn/internal/stream"
 )
 
 // Host runs the functions of one configuration.
 type Host struct {
 	cfg    *config.Config
+	stream *stream.Server
 	log    *slog.Logger
 	runDir string
 	fns    map[string]*function
@@ -42,7 +44,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}}
 	for _, fc := range cfg.Functions {
-		rt := cfg.Runtimes[fc.Runtime]
+		rt := cfg.Effective(fc)
+		if rt.Protocol == config.ProtocolStream && h.stream == nil {
+			if h.stream, err = stream.NewServer(log); err != nil {
+				os.RemoveAll(runDir)
+				return nil, err
+			}
+		}
 		f := &function{cfg: fc, runtime: rt}
 		f.pool = pool.New(pool.Options{
 			Function:    fc.Name,
@@ -52,16 +60,29 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			Max:         fc.Instances.Max,
 			Idle:        fc.Instances.Idle.D(),
 			Log:         log,
-			Start: func(ctx context.Context, id string) (pool.Instance, error) {
-				return call.Start(ctx, call.Options{
-					Function: fc, Runtime: rt, ID: id,
-					Dir: filepath.Join(runDir, id), Log: log,
-				})
-			},
+			Start:       h.starter(fc, rt),
 		})
 		h.fns[fc.Name] = f
 	}
 	return h, nil
+}
+
+// starter returns how the pool of function fc starts an instance.
+func (h *Host) starter(fc config.Function, rt config.Runtime) pool.StartFunc {
+	if rt.Protocol == config.ProtocolStream {
+		return func(ctx context.Context, id string) (pool.Instance, error) {
+			return stream.Start(ctx, stream.Options{
+				Server: h.stream, Runtime: rt, Functions: []config.Function{fc},
+				Name: fc.Name, ID: id, Dir: filepath.Join(h.runDir, id), Env: fc.Env, Log: h.log,
+			})
+		}
+	}
+	return func(ctx context.Context, id string) (pool.Instance, error) {
+		return call.Start(ctx, call.Options{
+			Function: fc, Runtime: rt, ID: id,
+			Dir: filepath.Join(h.runDir, id), Log: h.log,
+		})
+	}
 }
 
 // Start starts every function's minimum instances in the background.
@@ -134,6 +155,9 @@ func (h *Host) Close(ctx context.Context) {
 			go func() { defer wg.Done(); f.pool.Close(ctx) }()
 		}
 		wg.Wait()
+		if h.stream != nil {
+			h.stream.Close()
+		}
 		os.RemoveAll(h.runDir)
 	})
 }

@@ -2,12 +2,17 @@ package host_test
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeEnv); mode != "" {
-		runFakeWorker(mode)
+		if strings.HasPrefix(mode, "stream") {
+			runFakeStreamWorker(mode)
+		} else {
+			runFakeWorker(mode)
+		}
 		return
 	}
 	os.Exit(m.Run())

@@ -1,0 +1,435 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	rpc "github.com/polyfn/polyfn/api/azure"
+	"github.com/polyfn/polyfn/internal/buildinfo"
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/worker"
+)
+
+// Capabilities the host acts on.
+const (
+	CapCancel    = "HandlesInvocationCancelMessage"
+	CapTerminate = "HandlesWorkerTerminateMessage"
+)
+
+// cancelGrace is the grace period sent with InvocationCancel.
+const cancelGrace = time.Second
+
+// Options configure one instance.
+type Options struct {
+	Server *Server
+	// Runtime is the effective runtime (protocol stream).
+	Runtime config.Runtime
+	// Functions are loaded into the worker by the host (discovery config).
+	Functions []config.Function
+	// Name tags logs: the function or app the instance serves.
+	Name string
+	// ID names the instance.
+	ID string
+	// Dir is the instance's private directory, created and removed by the
+	// instance; AppDir is the working directory and the app directory the
+	// worker is told about (Dir when empty).
+	Dir    string
+	AppDir string
+	Env    map[string]string
+	Log    *slog.Logger
+}
+
+// Instance is one running stream-protocol worker.
+type Instance struct {
+	opts Options
+	proc *worker.Process
+	conn *Conn
+	caps map[string]string
+
+	mu       sync.Mutex
+	inflight map[string]string // invocation id → function name, for log records
+	stopOnce sync.Once
+}
+
+// Start launches the worker and waits, within the runtime's init timeout,
+// for its stream, init and the load of every function. On any failure the
+// process group is killed and the error says why.
+func Start(ctx context.Context, o Options) (*Instance, error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("instance directory: %w", err)
+	}
+	if o.AppDir == "" {
+		o.AppDir = o.Dir
+	}
+	workerID := invoke.NewID()
+	requestID := invoke.NewID()
+	connc := o.Server.expect(workerID)
+	defer o.Server.forget(workerID)
+
+	host, port := splitHostPort(o.Server.Addr())
+	args := append(append([]string(nil), o.Runtime.Command...),
+		"--host", host, "--port", port, "--workerId", workerID, "--requestId", requestID,
+		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
+		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
+		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
+	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, map[string]string{
+		"FUNCTIONS_WORKER_DIRECTORY":      o.Dir,
+		"FUNCTIONS_APPLICATION_DIRECTORY": o.AppDir,
+	})
+	if _, ok := o.Runtime.Env["FUNCTIONS_WORKER_RUNTIME"]; !ok {
+		env = append(env, "FUNCTIONS_WORKER_RUNTIME="+o.Runtime.Name)
+	}
+	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: env, Log: o.Log})
+	if err != nil {
+		os.RemoveAll(o.Dir)
+		return nil, err
+	}
+	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}}
+	if err := i.handshake(ctx, connc); err != nil {
+		i.proc.Kill()
+		if i.conn != nil {
+			i.conn.Close()
+		}
+		os.RemoveAll(o.Dir)
+		return nil, err
+	}
+	// A worker whose stream ends is done for: stop its process so the pool
+	// sees it exit.
+	go func() {
+		select {
+		case <-i.conn.Done():
+			i.proc.Stop(context.Background(), o.Runtime.StopGrace.D())
+		case <-i.proc.Done():
+			i.conn.Close()
+		}
+	}()
+	return i, nil
+}
+
+func splitHostPort(addr string) (string, string) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[:i], addr[i+1:]
+		}
+	}
+	return addr, ""
+}
+
+func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
+	timeout := i.opts.Runtime.InitTimeout.D()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-i.proc.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	fail := func(stage string, err error) error {
+		if i.proc.Exited() {
+			return fmt.Errorf("worker exited during %s: %w", stage, i.proc.ExitError())
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("worker did not complete %s within init timeout %s (runtimes.%s.init_timeout)", stage, timeout, i.opts.Runtime.Name)
+		}
+		return fmt.Errorf("worker %s: %w", stage, err)
+	}
+	select {
+	case i.conn = <-connc:
+	case <-ctx.Done():
+		return fail("its connection (StartStream)", ctx.Err())
+	}
+	i.conn.SetHandlers(i.onLog, i.onOther)
+	resp, err := i.conn.Request(ctx, "init", &rpc.StreamingMessage{
+		RequestId: invoke.NewID(),
+		Content: &rpc.StreamingMessage_WorkerInitRequest{WorkerInitRequest: &rpc.WorkerInitRequest{
+			HostVersion:          buildinfo.HostVersion(),
+			Capabilities:         map[string]string{},
+			WorkerDirectory:      i.opts.Dir,
+			FunctionAppDirectory: i.opts.AppDir,
+		}},
+	})
+	if err != nil {
+		return fail("init", err)
+	}
+	ir := resp.GetWorkerInitResponse()
+	if err := resultError(ir.GetResult()); err != nil {
+		return fmt.Errorf("worker init failed: %w", err)
+	}
+	i.caps = ir.GetCapabilities()
+	for _, f := range i.opts.Functions {
+		if err := i.load(ctx, loadRequest(f, i.opts.Runtime.Name)); err != nil {
+			return fail("function load", err)
+		}
+	}
+	return nil
+}
+
+func (i *Instance) load(ctx context.Context, req *rpc.FunctionLoadRequest) error {
+	resp, err := i.conn.Request(ctx, "load:"+req.FunctionId, &rpc.StreamingMessage{
+		RequestId: invoke.NewID(),
+		Content:   &rpc.StreamingMessage_FunctionLoadRequest{FunctionLoadRequest: req},
+	})
+	if err != nil {
+		return err
+	}
+	if err := resultError(resp.GetFunctionLoadResponse().GetResult()); err != nil {
+		return fmt.Errorf("load %s: %w", req.Metadata.GetName(), err)
+	}
+	return nil
+}
+
+// loadRequest is how the host tells a worker to load a function of
+// polyfn.yaml (docs/protocols.md, "polyfn functions over the stream").
+func loadRequest(f config.Function, language string) *rpc.FunctionLoadRequest {
+	return &rpc.FunctionLoadRequest{
+		FunctionId: f.Name,
+		Metadata: &rpc.RpcFunctionMetadata{
+			Name:       f.Name,
+			FunctionId: f.Name,
+			Directory:  f.Codedir,
+			EntryPoint: f.Handler,
+			Language:   language,
+			Bindings: map[string]*rpc.BindingInfo{
+				"event":   {Type: "polyfn", Direction: rpc.BindingInfo_in, DataType: rpc.BindingInfo_binary},
+				"$return": {Type: "polyfn", Direction: rpc.BindingInfo_out, DataType: rpc.BindingInfo_binary},
+			},
+			Properties: map[string]string{"polyfn": "1"},
+		},
+	}
+}
+
+// resultError turns a non-success StatusResult into an error carrying the
+// worker's exception.
+func resultError(r *rpc.StatusResult) error {
+	if r.GetStatus() == rpc.StatusResult_Success {
+		return nil
+	}
+	msg := r.GetResult()
+	if ex := r.GetException(); ex != nil {
+		msg = ex.GetMessage()
+		if ex.GetType() != "" {
+			msg = ex.GetType() + ": " + msg
+		}
+	}
+	if msg == "" {
+		msg = "status " + r.GetStatus().String()
+	}
+	return errors.New(msg)
+}
+
+// ID returns the instance id.
+func (i *Instance) ID() string { return i.opts.ID }
+
+// Pid returns the worker's process id.
+func (i *Instance) Pid() int { return i.proc.Pid() }
+
+// Done is closed when the worker process has exited.
+func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
+
+// ExitError says how an exited worker ended.
+func (i *Instance) ExitError() error {
+	if err := i.conn.Err(); err != nil && !errors.Is(err, errClosedByHost) && !i.proc.Stopped() {
+		return fmt.Errorf("%v (stream: %v)", i.proc.ExitError(), err)
+	}
+	return i.proc.ExitError()
+}
+
+// Capabilities returns what the worker advertised at init.
+func (i *Instance) Capabilities() map[string]string { return i.caps }
+
+// Stop sends WorkerTerminate to workers that handle it, waits up to the
+// runtime's stop grace, then stops the process (SIGTERM, grace, SIGKILL to
+// the group). It blocks until the worker is gone and is safe to call more
+// than once.
+func (i *Instance) Stop(ctx context.Context) {
+	i.stopOnce.Do(func() {
+		grace := i.opts.Runtime.StopGrace.D()
+		if i.caps[CapTerminate] != "" && i.conn.Err() == nil {
+			_ = i.conn.Send(ctx, &rpc.StreamingMessage{Content: &rpc.StreamingMessage_WorkerTerminate{
+				WorkerTerminate: &rpc.WorkerTerminate{GracePeriod: durationpb.New(grace)}}})
+			t := time.NewTimer(grace)
+			select {
+			case <-i.proc.Done():
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		i.proc.Stop(ctx, grace)
+		i.conn.Close()
+		os.RemoveAll(i.opts.Dir)
+	})
+	<-i.proc.Done()
+}
+
+// Invoke runs one invocation of a polyfn function. ctx carries the
+// deadline; when it passes, workers that handle cancellation are sent
+// InvocationCancel.
+func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	m := &rpc.StreamingMessage{RequestId: req.ID, Content: &rpc.StreamingMessage_InvocationRequest{
+		InvocationRequest: &rpc.InvocationRequest{
+			InvocationId:    req.ID,
+			FunctionId:      req.Function,
+			InputData:       []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}},
+			TriggerMetadata: triggerMetadata(ctx, req),
+		}}}
+	resp, err := i.Request(ctx, req.ID, req.Function, m)
+	if err != nil {
+		return nil, err
+	}
+	ir := resp.GetInvocationResponse()
+	switch r := ir.GetResult(); r.GetStatus() {
+	case rpc.StatusResult_Success:
+		return &invoke.Result{Payload: typedBytes(ir.GetReturnValue())}, nil
+	case rpc.StatusResult_Cancelled:
+		return nil, invoke.Errorf(invoke.KindTimeout, "invocation cancelled by the worker")
+	default:
+		ex := r.GetException()
+		typ := ex.GetType()
+		if typ == "" {
+			typ = "FunctionError"
+		}
+		msg := ex.GetMessage()
+		if msg == "" {
+			msg = r.GetResult()
+		}
+		return nil, &invoke.Error{Kind: invoke.KindFunction, Type: typ, Message: msg}
+	}
+}
+
+// Request sends an InvocationRequest and waits for its response, mapping a
+// lost stream, a timeout and a cancelled context to invocation errors.
+func (i *Instance) Request(ctx context.Context, invocationID, function string, m *rpc.StreamingMessage) (*rpc.StreamingMessage, error) {
+	i.mu.Lock()
+	i.inflight[invocationID] = function
+	i.mu.Unlock()
+	defer func() {
+		i.mu.Lock()
+		delete(i.inflight, invocationID)
+		i.mu.Unlock()
+	}()
+	resp, err := i.conn.Request(ctx, "inv:"+invocationID, m)
+	if err == nil {
+		return resp, nil
+	}
+	if ctx.Err() != nil {
+		if i.caps[CapCancel] != "" {
+			_ = i.conn.Send(context.Background(), &rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationCancel{
+				InvocationCancel: &rpc.InvocationCancel{InvocationId: invocationID, GracePeriod: durationpb.New(cancelGrace)}}})
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, invoke.Errorf(invoke.KindTimeout, "function %s did not finish within its timeout", function)
+		}
+		return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
+	}
+	return nil, invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.opts.ID, err)
+}
+
+// invocationContext is the JSON of trigger_metadata "http".
+func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.TypedData {
+	str := func(s string) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_String_{String_: s}} }
+	num := func(n int64) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_Int{Int: n}} }
+	md := map[string]*rpc.TypedData{
+		"trigger":          str(string(req.Trigger)),
+		"functionName":     str(req.Function),
+		"messageID":        num(int64(req.MessageID)),
+		"messageQOS":       num(int64(req.QOS)),
+		"messageTopic":     str(req.Topic),
+		"messageTimestamp": num(req.Timestamp.Unix()),
+	}
+	if d, ok := ctx.Deadline(); ok {
+		md["deadline"] = str(d.UTC().Format(time.RFC3339Nano))
+	}
+	if req.HTTP != nil {
+		if b, err := json.Marshal(req.HTTP); err == nil {
+			md["http"] = &rpc.TypedData{Data: &rpc.TypedData_Json{Json: string(b)}}
+		}
+	}
+	return md
+}
+
+// typedBytes returns the payload of a result value.
+func typedBytes(td *rpc.TypedData) []byte {
+	switch d := td.GetData().(type) {
+	case *rpc.TypedData_Bytes:
+		return d.Bytes
+	case *rpc.TypedData_String_:
+		return []byte(d.String_)
+	case *rpc.TypedData_Json:
+		return []byte(d.Json)
+	case *rpc.TypedData_Stream:
+		return d.Stream
+	case *rpc.TypedData_Int:
+		return strconv.AppendInt(nil, d.Int, 10)
+	case *rpc.TypedData_Double:
+		return strconv.AppendFloat(nil, d.Double, 'g', -1, 64)
+	}
+	return nil
+}
+
+var rpcLevels = map[rpc.RpcLog_Level]slog.Level{
+	rpc.RpcLog_Trace: slog.LevelDebug, rpc.RpcLog_Debug: slog.LevelDebug, rpc.RpcLog_Information: slog.LevelInfo,
+	rpc.RpcLog_Warning: slog.LevelWarn, rpc.RpcLog_Error: slog.LevelError, rpc.RpcLog_Critical: slog.LevelError,
+}
+
+// onLog turns an RpcLog into a host log record tagged with the function,
+// instance and invocation.
+func (i *Instance) onLog(l *rpc.RpcLog) {
+	if l.GetLevel() == rpc.RpcLog_None || i.opts.Log == nil {
+		return
+	}
+	lvl := rpcLevels[l.GetLevel()]
+	if !i.opts.Log.Enabled(context.Background(), lvl) {
+		return
+	}
+	fn := i.opts.Name
+	attrs := make([]slog.Attr, 0, 6)
+	if id := l.GetInvocationId(); id != "" {
+		i.mu.Lock()
+		if name, ok := i.inflight[id]; ok {
+			fn = name
+		}
+		i.mu.Unlock()
+		attrs = append(attrs, slog.String("invocation", id))
+	}
+	attrs = append(attrs, slog.String("function", fn), slog.String("instance", i.opts.ID))
+	source := "user"
+	if l.GetLogCategory() == rpc.RpcLog_System {
+		source = "runtime"
+	}
+	attrs = append(attrs, slog.String("source", source))
+	if c := l.GetCategory(); c != "" {
+		attrs = append(attrs, slog.String("category", c))
+	}
+	if ex := l.GetException(); ex != nil {
+		attrs = append(attrs, slog.String("exception", ex.GetMessage()+"\n"+ex.GetStackTrace()))
+	}
+	i.opts.Log.LogAttrs(context.Background(), lvl, l.GetMessage(), attrs...)
+}
+
+// onOther handles worker messages that answer no pending request: late
+// responses for invocations that already timed out, and unsolicited ones.
+func (i *Instance) onOther(m *rpc.StreamingMessage) {
+	if i.opts.Log == nil {
+		return
+	}
+	switch x := m.Content.(type) {
+	case *rpc.StreamingMessage_InvocationResponse:
+		i.opts.Log.Debug("response for an invocation that is no longer waiting", "instance", i.opts.ID, "invocation", x.InvocationResponse.GetInvocationId())
+	case *rpc.StreamingMessage_WorkerHeartbeat, *rpc.StreamingMessage_WorkerStatusResponse:
+	default:
+		i.opts.Log.Debug("unexpected message from worker", "instance", i.opts.ID, "message", fmt.Sprintf("%T", m.Content))
+	}
+}
