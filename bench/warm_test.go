@@ -60,8 +60,10 @@ func BenchmarkDirectCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	f := cfg.Functions[0]
+	f.Protocol = config.ProtocolCall
 	inst, err := call.Start(context.Background(), call.Options{
-		Function: cfg.Functions[0], Runtime: cfg.Runtimes["python3"], ID: "noop-direct",
+		Functions: []config.Function{f}, Name: f.Name, Runtime: cfg.Effective(f), ID: "noop-direct",
 		Dir: filepath.Join(b.TempDir(), "i"),
 	})
 	if err != nil {

@@ -45,8 +45,13 @@ var readinessBackoff = backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplie
 
 // Options configure one instance.
 type Options struct {
-	Function config.Function
-	Runtime  config.Runtime
+	// Functions are the functions the worker serves (one, or every function
+	// of a shared-worker app).
+	Functions []config.Function
+	// Name tags logs: the function or app the instance serves.
+	Name    string
+	Env     map[string]string
+	Runtime config.Runtime
 	// ID names the instance in logs and in BAETYL_SERVICE_INSTANCE_NAME.
 	ID string
 	// Dir is the instance's private working directory; it is created, and
@@ -84,9 +89,11 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
 	cfgPath := filepath.Join(o.Dir, "service.yml")
-	data, err := yaml.Marshal(runtimeConfig{Name: o.ID, Functions: []runtimeFunction{{
-		Name: o.Function.Name, Handler: o.Function.Handler, Codedir: o.Function.Codedir,
-	}}})
+	rc := runtimeConfig{Name: o.ID}
+	for _, f := range o.Functions {
+		rc.Functions = append(rc.Functions, runtimeFunction{Name: f.Name, Handler: f.Handler, Codedir: f.Codedir})
+	}
+	data, err := yaml.Marshal(rc)
 	if err != nil {
 		return nil, err
 	}
@@ -97,12 +104,12 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := worker.ScrubbedEnv(o.Runtime.Env, o.Function.Env, map[string]string{
+	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, map[string]string{
 		"BAETYL_SERVICE_INSTANCE_ADDRESS": addr,
 		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
 	})
 	proc, err := worker.Start(worker.Spec{
-		Function: o.Function.Name,
+		Function: o.Name,
 		Instance: o.ID,
 		Command:  Command(o.Runtime.Command, cfgPath),
 		Dir:      o.Dir,
@@ -233,7 +240,7 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		Topic:            req.Topic,
 		Payload:          req.Payload,
 		Timestamp:        req.Timestamp.Unix(),
-		FunctionName:     i.opts.Function.Name,
+		FunctionName:     req.Function,
 		FunctionInvokeID: req.ID,
 	}
 	if md := contextMetadata(ctx, req); md != nil {
@@ -277,7 +284,7 @@ func (i *Instance) mapError(ctx context.Context, err error) error {
 	st := status.Convert(err)
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded), st.Code() == codes.DeadlineExceeded:
-		return invoke.Errorf(invoke.KindTimeout, "function %s did not finish within its timeout %s", i.opts.Function.Name, i.opts.Function.Timeout)
+		return invoke.Errorf(invoke.KindTimeout, "function did not finish within its timeout")
 	case ctx.Err() != nil:
 		return invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
 	case st.Code() == codes.Unavailable || st.Code() == codes.Canceled:

@@ -82,6 +82,12 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{"3:3: http.listen: duplicate key"}, 0},
 		{"several problems at once", "http:\n  bogus: 1\nfunctions:\n  - name: a\n    timeout: soon\n",
 			[]string{"2:3: http.bogus: unknown key", "4:5: functions[0].handler: missing", "4:5: functions[0].codedir: missing", `5:14: functions[0].timeout: invalid duration "soon"`}, 0},
+		{"app function sets pool settings", "functions:\n  - {name: a, handler: a.h, codedir: fn, app: x, concurrency: 2}\n",
+			[]string{"2:63: functions[0].concurrency: belongs to the app: set it under apps.x"}, 0},
+		{"app with two runtimes", "runtimes:\n  other: {protocol: call, command: [x]}\nfunctions:\n  - {name: a, handler: a.h, codedir: fn, app: x}\n  - {name: b, handler: a.h, codedir: fn, app: x, runtime: other}\n",
+			[]string{"5:59: functions[1].runtime: app x runs runtime python3"}, 0},
+		{"app nobody uses", "apps:\n  lonely: {concurrency: 2}\n",
+			[]string{"2:11: apps.lonely: no function names app lonely"}, 0},
 		{"not YAML", "functions: [\n", []string{"(file): yaml:"}, 1},
 	}
 	for _, tt := range tests {

@@ -83,6 +83,34 @@ func applyDefaults(c *Config) {
 		rts[name] = rt
 	}
 	c.Runtimes = rts
+	apps := map[string]App{}
+	for name, a := range c.Apps {
+		a.Name = name
+		apps[name] = a
+	}
+	for _, f := range c.Functions {
+		if f.App != "" {
+			if _, ok := apps[f.App]; !ok {
+				apps[f.App] = App{Name: f.App}
+			}
+		}
+	}
+	for name, a := range apps {
+		if a.Concurrency == 0 {
+			a.Concurrency = DefaultConcurrency
+		}
+		if a.Queue == 0 {
+			a.Queue = DefaultQueue
+		}
+		if a.Instances.Max == 0 {
+			a.Instances.Max = max(DefaultMaxInstances, a.Instances.Min)
+		}
+		if a.Instances.Idle == 0 {
+			a.Instances.Idle = Duration(DefaultIdle)
+		}
+		apps[name] = a
+	}
+	c.Apps = apps
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		if f.Runtime == "" {

@@ -137,7 +137,20 @@ func validate(c *Config, d *decoder) {
 			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
 		}
 	}
+	for name := range c.Apps {
+		if !nameRE.MatchString(name) {
+			d.errorf(d.at("apps."+name), "apps."+name, "invalid app name %q", name)
+		}
+		used := false
+		for _, f := range c.Functions {
+			used = used || f.App == name
+		}
+		if !used {
+			d.errorf(d.at("apps."+name), "apps."+name, "no function names app %s", name)
+		}
+	}
 	seen := map[string]string{}
+	appRuntime := map[string]string{}
 	for i, f := range c.Functions {
 		p := fmt.Sprintf("functions[%d]", i)
 		switch {
@@ -187,6 +200,21 @@ func validate(c *Config, d *decoder) {
 				d.errorf(d.at(p+".codedir"), p+".codedir", "%s is not a directory", dir)
 			}
 		}
+		if f.App != "" {
+			for _, k := range []string{"env", "concurrency", "queue", "instances"} {
+				if d.present(p + "." + k) {
+					d.errorf(d.at(p+"."+k), p+"."+k, "belongs to the app: set it under apps.%s", f.App)
+				}
+			}
+			if first, ok := appRuntime[f.App]; ok && first != f.Runtime {
+				d.errorf(d.at(p+".runtime"), p+".runtime", "app %s runs runtime %s; every function of an app uses the same runtime", f.App, first)
+			} else {
+				appRuntime[f.App] = f.Runtime
+			}
+			if c.Effective(f).Discovery == DiscoveryApp {
+				d.errorf(d.at(p+".app"), p+".app", "an Azure Functions app already shares its workers; app is for functions of polyfn.yaml")
+			}
+		}
 		for _, k := range []string{"concurrency", "queue", "instances.max", "timeout"} {
 			if d.explicitZero(p + "." + k) {
 				d.errorf(d.at(p+"."+k), p+"."+k, "must be above zero (leave it out for the default)")
@@ -206,6 +234,8 @@ func validate(c *Config, d *decoder) {
 		}
 	}
 }
+
+func (d *decoder) present(path string) bool { _, ok := d.pos[path]; return ok }
 
 func runtimeNames(c *Config) string {
 	names := make([]string, 0, len(c.Runtimes))

@@ -22,6 +22,8 @@ type Config struct {
 	HTTP      HTTP               `yaml:"http"`
 	Runtimes  map[string]Runtime `yaml:"runtimes"`
 	Functions []Function         `yaml:"functions"`
+	// Apps holds the pool settings of shared-worker apps (see Function.App).
+	Apps map[string]App `yaml:"apps"`
 }
 
 // HTTP configures the HTTP trigger.
@@ -123,6 +125,21 @@ type Function struct {
 	Queue int `yaml:"queue"`
 	// Instances bounds the pool.
 	Instances Instances `yaml:"instances"`
+	// App names a shared-worker app: every function naming the same app (and
+	// runtime) is loaded into each of the app's workers, and they share one
+	// pool whose settings and env belong to the app (apps.NAME). Empty: the
+	// function has a pool of its own.
+	App string `yaml:"app"`
+}
+
+// App holds the pool settings of functions that share workers.
+type App struct {
+	// Name is the key the app is declared under.
+	Name        string            `yaml:"-"`
+	Env         map[string]string `yaml:"env"`
+	Concurrency int               `yaml:"concurrency"`
+	Queue       int               `yaml:"queue"`
+	Instances   Instances         `yaml:"instances"`
 }
 
 // Instances bounds a function's pool.

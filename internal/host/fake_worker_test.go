@@ -73,6 +73,10 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 	case strings.HasPrefix(p, "sleep:"):
 		d, _ := time.ParseDuration(strings.TrimPrefix(p, "sleep:"))
 		time.Sleep(d)
+	case p == "whoami":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(m.FunctionName)
+		return out, nil
 	}
 	out := proto.Clone(m).(*baetyl.FunctionMessage)
 	out.Payload = append([]byte("fake:"), m.Payload...)

@@ -27,6 +27,7 @@ type Host struct {
 	log    *slog.Logger
 	runDir string
 	fns    map[string]*function
+	pools  []*pool.Pool
 	once   sync.Once
 }
 
@@ -36,6 +37,17 @@ type function struct {
 	pool    *pool.Pool
 }
 
+// poolSpec is what one pool serves: a function, or a shared-worker app.
+type poolSpec struct {
+	name      string
+	runtime   config.Runtime
+	functions []config.Function
+	env       map[string]string
+	conc      int
+	queue     int
+	instances config.Instances
+}
+
 // New prepares a host for cfg; Start brings it up.
 func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	runDir, err := os.MkdirTemp("", "polyfn-")
@@ -43,6 +55,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}}
+	var specs []*poolSpec
+	apps := map[string]*poolSpec{}
 	for _, fc := range cfg.Functions {
 		rt := cfg.Effective(fc)
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
@@ -51,35 +65,53 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 				return nil, err
 			}
 		}
-		f := &function{cfg: fc, runtime: rt}
-		f.pool = pool.New(pool.Options{
-			Function:    fc.Name,
-			Concurrency: fc.Concurrency,
-			Queue:       fc.Queue,
-			Min:         fc.Instances.Min,
-			Max:         fc.Instances.Max,
-			Idle:        fc.Instances.Idle.D(),
+		spec := &poolSpec{name: fc.Name, runtime: rt, functions: []config.Function{fc}, env: fc.Env,
+			conc: fc.Concurrency, queue: fc.Queue, instances: fc.Instances}
+		if fc.App != "" {
+			if apps[fc.App] == nil {
+				a := cfg.Apps[fc.App]
+				apps[fc.App] = &poolSpec{name: fc.App, runtime: rt, env: a.Env, conc: a.Concurrency, queue: a.Queue, instances: a.Instances}
+				specs = append(specs, apps[fc.App])
+			}
+			spec = apps[fc.App]
+			spec.functions = append(spec.functions, fc)
+		} else {
+			specs = append(specs, spec)
+		}
+		h.fns[fc.Name] = &function{cfg: fc, runtime: rt}
+	}
+	for _, spec := range specs {
+		p := pool.New(pool.Options{
+			Function:    spec.name,
+			Concurrency: spec.conc,
+			Queue:       spec.queue,
+			Min:         spec.instances.Min,
+			Max:         spec.instances.Max,
+			Idle:        spec.instances.Idle.D(),
 			Log:         log,
-			Start:       h.starter(fc, rt),
+			Start:       h.starter(spec),
 		})
-		h.fns[fc.Name] = f
+		h.pools = append(h.pools, p)
+		for _, fc := range spec.functions {
+			h.fns[fc.Name].pool = p
+		}
 	}
 	return h, nil
 }
 
-// starter returns how the pool of function fc starts an instance.
-func (h *Host) starter(fc config.Function, rt config.Runtime) pool.StartFunc {
-	if rt.Protocol == config.ProtocolStream {
+// starter returns how a pool starts an instance.
+func (h *Host) starter(spec *poolSpec) pool.StartFunc {
+	if spec.runtime.Protocol == config.ProtocolStream {
 		return func(ctx context.Context, id string) (pool.Instance, error) {
 			return stream.Start(ctx, stream.Options{
-				Server: h.stream, Runtime: rt, Functions: []config.Function{fc},
-				Name: fc.Name, ID: id, Dir: filepath.Join(h.runDir, id), Env: fc.Env, Log: h.log,
+				Server: h.stream, Runtime: spec.runtime, Functions: spec.functions,
+				Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
 			})
 		}
 	}
 	return func(ctx context.Context, id string) (pool.Instance, error) {
 		return call.Start(ctx, call.Options{
-			Function: fc, Runtime: rt, ID: id,
+			Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: spec.runtime, ID: id,
 			Dir: filepath.Join(h.runDir, id), Log: h.log,
 		})
 	}
@@ -87,8 +119,8 @@ func (h *Host) starter(fc config.Function, rt config.Runtime) pool.StartFunc {
 
 // Start starts every function's minimum instances in the background.
 func (h *Host) Start() {
-	for _, f := range h.fns {
-		f.pool.Start()
+	for _, p := range h.pools {
+		p.Start()
 	}
 }
 
@@ -131,6 +163,7 @@ type FunctionStatus struct {
 	Name     string `json:"name"`
 	Runtime  string `json:"runtime"`
 	Protocol string `json:"protocol"`
+	App      string `json:"app,omitempty"`
 	pool.Stats
 }
 
@@ -138,7 +171,7 @@ type FunctionStatus struct {
 func (h *Host) Status() []FunctionStatus {
 	out := make([]FunctionStatus, 0, len(h.fns))
 	for _, f := range h.fns {
-		out = append(out, FunctionStatus{Name: f.cfg.Name, Runtime: f.runtime.Name, Protocol: string(f.runtime.Protocol), Stats: f.pool.Stats()})
+		out = append(out, FunctionStatus{Name: f.cfg.Name, Runtime: f.runtime.Name, Protocol: string(f.runtime.Protocol), App: f.cfg.App, Stats: f.pool.Stats()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -150,9 +183,9 @@ func (h *Host) Status() []FunctionStatus {
 func (h *Host) Close(ctx context.Context) {
 	h.once.Do(func() {
 		var wg sync.WaitGroup
-		for _, f := range h.fns {
+		for _, p := range h.pools {
 			wg.Add(1)
-			go func() { defer wg.Done(); f.pool.Close(ctx) }()
+			go func() { defer wg.Done(); p.Close(ctx) }()
 		}
 		wg.Wait()
 		if h.stream != nil {
