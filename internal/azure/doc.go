@@ -18,7 +18,8 @@
 //     https when the connection is TLS, else the first X-Forwarded-Proto
 //     value when it is http or https, else http. The host is r.Host.
 //   - headers: names lower-cased; several lines of one header are joined
-//     with ", " (empty values skipped). Go moves Host out of r.Header; it is
+//     with ", " (empty values skipped; the official host joins with ",",
+//     both are the same HTTP list). Go moves Host out of r.Header; it is
 //     put back as "host", as ASP.NET lists it.
 //   - query: keys are grouped case-insensitively (ASP.NET's query collection
 //     is case-insensitive; the first spelling is kept) and the values of a

@@ -16,10 +16,9 @@ import (
 	rpc "github.com/polyfn/polyfn/api/azure"
 )
 
-// runFakeStreamWorker is a stream-protocol worker with a behaviour chosen by
-// mode. Like the official Node.js worker it insists on the --functions-*
-// arguments.
-func runFakeStreamWorker(mode string) {
+// dialFakeStream parses the launch arguments and opens the worker's stream.
+// Like the official Node.js worker it insists on the --functions-* arguments.
+func dialFakeStream() (rpc.FunctionRpc_EventStreamClient, func(*rpc.StreamingMessage), string) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	uri := fs.String("functions-uri", "", "")
 	workerID := fs.String("functions-worker-id", "", "")
@@ -50,13 +49,20 @@ func runFakeStreamWorker(mode string) {
 		defer wmu.Unlock()
 		_ = st.Send(m)
 	}
+	return st, send, *workerID
+}
+
+// runFakeStreamWorker is a stream-protocol worker serving polyfn functions,
+// with a behaviour chosen by mode.
+func runFakeStreamWorker(mode string) {
+	st, send, workerID := dialFakeStream()
 	switch mode {
 	case "stream-wrong-first":
 		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_WorkerHeartbeat{WorkerHeartbeat: &rpc.WorkerHeartbeat{}}})
 	case "stream-unknown-id":
 		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_StartStream{StartStream: &rpc.StartStream{WorkerId: "not-issued"}}})
 	default:
-		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_StartStream{StartStream: &rpc.StartStream{WorkerId: *workerID}}})
+		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_StartStream{StartStream: &rpc.StartStream{WorkerId: workerID}}})
 	}
 	success := &rpc.StatusResult{Status: rpc.StatusResult_Success}
 	for {

@@ -28,6 +28,7 @@ type Host struct {
 	runDir string
 	fns    map[string]*function
 	pools  []*pool.Pool
+	apps   []*app
 	once   sync.Once
 }
 
@@ -64,6 +65,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 				os.RemoveAll(runDir)
 				return nil, err
 			}
+		}
+		if rt.Discovery == config.DiscoveryApp {
+			a := h.newApp(fc, rt)
+			h.apps = append(h.apps, a)
+			h.pools = append(h.pools, a.pool)
+			continue
 		}
 		spec := &poolSpec{name: fc.Name, runtime: rt, functions: []config.Function{fc}, env: fc.Env,
 			conc: fc.Concurrency, queue: fc.Queue, instances: fc.Instances}
@@ -121,6 +128,9 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 func (h *Host) Start() {
 	for _, p := range h.pools {
 		p.Start()
+	}
+	for _, a := range h.apps {
+		a.pool.Prestart(1) // index the app now: its routes must be known
 	}
 }
 

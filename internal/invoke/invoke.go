@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	rpc "github.com/polyfn/polyfn/api/azure"
 )
 
 // Trigger names what turned an outside event into an invocation.
@@ -36,6 +38,18 @@ type Request struct {
 	Timestamp time.Time
 	// HTTP describes the triggering HTTP request, nil for other triggers.
 	HTTP *HTTPInfo
+	// Stream, when set, builds the stream-protocol input itself (the
+	// functions of Azure Functions apps, whose encoding depends on the
+	// worker's capabilities); the result then carries the worker's response.
+	Stream *StreamInput
+}
+
+// StreamInput builds an InvocationRequest's input for a worker with the
+// given capabilities.
+type StreamInput struct {
+	// FunctionID is the id the worker knows the function by.
+	FunctionID string
+	Build      func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData)
 }
 
 // HTTPInfo is what a function sees of the HTTP request that triggered it.
@@ -49,6 +63,8 @@ type HTTPInfo struct {
 // Result is one invocation's output.
 type Result struct {
 	Payload []byte
+	// Stream is the worker's response to a request with Stream input.
+	Stream *rpc.InvocationResponse
 }
 
 // Kind classifies an invocation error.
@@ -74,6 +90,8 @@ const (
 	KindUnavailable
 	// KindBadRequest: the request cannot be turned into an invocation.
 	KindBadRequest
+	// KindMethodNotAllowed: the function does not accept the request's method.
+	KindMethodNotAllowed
 )
 
 // Error is an invocation that did not produce a result.
@@ -88,15 +106,16 @@ type Error struct {
 }
 
 var kindTypes = map[Kind]string{
-	KindFunction:      "FunctionError",
-	KindNotFound:      "FunctionNotFound",
-	KindTooLarge:      "PayloadTooLarge",
-	KindOverloaded:    "Overloaded",
-	KindWorkerCrashed: "WorkerCrashed",
-	KindWorkerStart:   "WorkerStartFailed",
-	KindTimeout:       "Timeout",
-	KindUnavailable:   "Unavailable",
-	KindBadRequest:    "BadRequest",
+	KindFunction:         "FunctionError",
+	KindNotFound:         "FunctionNotFound",
+	KindTooLarge:         "PayloadTooLarge",
+	KindOverloaded:       "Overloaded",
+	KindWorkerCrashed:    "WorkerCrashed",
+	KindWorkerStart:      "WorkerStartFailed",
+	KindTimeout:          "Timeout",
+	KindUnavailable:      "Unavailable",
+	KindBadRequest:       "BadRequest",
+	KindMethodNotAllowed: "MethodNotAllowed",
 }
 
 // Errorf returns an *Error of kind k with the kind's type name.

@@ -97,6 +97,16 @@ func (p *Pool) Start() {
 	go p.reap()
 }
 
+// Prestart starts instances in the background until n are live or starting,
+// within Max. Unlike Min they may stop when idle.
+func (p *Pool) Prestart(n int) {
+	p.mu.Lock()
+	for len(p.insts)+p.starting < min(n, p.o.Max) && !p.closed {
+		p.startLocked()
+	}
+	p.mu.Unlock()
+}
+
 // Invoke runs req on a free slot, starting an instance or waiting in the
 // queue if needed. ctx bounds the whole invocation, waiting included.
 func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
+	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/buildinfo"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
@@ -47,6 +48,9 @@ type Options struct {
 	AppDir string
 	Env    map[string]string
 	Log    *slog.Logger
+	// App: AppDir is an Azure Functions app; the instance asks the worker for
+	// its functions (or reads their function.json files) and loads them all.
+	App bool
 }
 
 // Instance is one running stream-protocol worker.
@@ -59,6 +63,11 @@ type Instance struct {
 	mu       sync.Mutex
 	inflight map[string]string // invocation id → function name, for log records
 	stopOnce sync.Once
+
+	// For apps: the functions the worker loaded, and the ones that failed
+	// indexing or loading with why.
+	appFunctions []*azure.Function
+	broken       []error
 }
 
 // Start launches the worker and waits, within the runtime's init timeout,
@@ -173,8 +182,75 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 			return fail("function load", err)
 		}
 	}
+	if i.opts.App {
+		if err := i.index(ctx); err != nil {
+			return fail("indexing", err)
+		}
+	}
 	return nil
 }
+
+// index discovers an app's functions and loads each. Functions that fail
+// to index or load are recorded as broken; an app with no function left
+// is an error.
+func (i *Instance) index(ctx context.Context) error {
+	resp, err := i.conn.Request(ctx, "metadata", &rpc.StreamingMessage{
+		RequestId: invoke.NewID(),
+		Content: &rpc.StreamingMessage_FunctionsMetadataRequest{FunctionsMetadataRequest: &rpc.FunctionsMetadataRequest{
+			FunctionAppDirectory: i.opts.AppDir}},
+	})
+	if err != nil {
+		return err
+	}
+	mr := resp.GetFunctionMetadataResponse()
+	type candidate struct {
+		fn    *azure.Function
+		props map[string]string
+	}
+	var found []candidate
+	switch {
+	case mr.GetUseDefaultMetadataIndexing():
+		fns, errs := azure.IndexApp(i.opts.AppDir)
+		i.broken = append(i.broken, errs...)
+		for _, fn := range fns {
+			found = append(found, candidate{fn: fn})
+		}
+	default:
+		if err := resultError(mr.GetResult()); err != nil {
+			return fmt.Errorf("the worker could not index the app: %w", err)
+		}
+		for _, md := range mr.GetFunctionMetadataResults() {
+			if st := md.GetStatus(); st != nil && st.GetStatus() != rpc.StatusResult_Success {
+				i.broken = append(i.broken, fmt.Errorf("function %s: %w", md.GetName(), resultError(st)))
+				continue
+			}
+			fn, err := azure.FromWorkerMetadata(md)
+			if err != nil {
+				i.broken = append(i.broken, err)
+				continue
+			}
+			found = append(found, candidate{fn: fn, props: md.GetProperties()})
+		}
+	}
+	for _, c := range found {
+		if err := i.load(ctx, c.fn.LoadRequest(c.props)); err != nil {
+			i.broken = append(i.broken, err)
+			continue
+		}
+		i.appFunctions = append(i.appFunctions, c.fn)
+	}
+	if len(i.appFunctions) == 0 {
+		if len(i.broken) > 0 {
+			return fmt.Errorf("no function of app %s could be loaded: %w", i.opts.AppDir, errors.Join(i.broken...))
+		}
+		return fmt.Errorf("app %s has no functions (the worker listed none and no */function.json exists)", i.opts.AppDir)
+	}
+	return nil
+}
+
+// AppFunctions returns the functions an app instance loaded, and the errors
+// of those that could not be indexed or loaded.
+func (i *Instance) AppFunctions() ([]*azure.Function, []error) { return i.appFunctions, i.broken }
 
 func (i *Instance) load(ctx context.Context, req *rpc.FunctionLoadRequest) error {
 	resp, err := i.conn.Request(ctx, "load:"+req.FunctionId, &rpc.StreamingMessage{
@@ -278,21 +354,27 @@ func (i *Instance) Stop(ctx context.Context) {
 // deadline; when it passes, workers that handle cancellation are sent
 // InvocationCancel.
 func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	m := &rpc.StreamingMessage{RequestId: req.ID, Content: &rpc.StreamingMessage_InvocationRequest{
-		InvocationRequest: &rpc.InvocationRequest{
-			InvocationId:    req.ID,
-			FunctionId:      req.Function,
-			InputData:       []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}},
-			TriggerMetadata: triggerMetadata(ctx, req),
-		}}}
+	ir := &rpc.InvocationRequest{InvocationId: req.ID}
+	if req.Stream != nil {
+		ir.FunctionId = req.Stream.FunctionID
+		ir.InputData, ir.TriggerMetadata = req.Stream.Build(i.caps)
+	} else {
+		ir.FunctionId = req.Function
+		ir.InputData = []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}}
+		ir.TriggerMetadata = triggerMetadata(ctx, req)
+	}
+	m := &rpc.StreamingMessage{RequestId: req.ID, Content: &rpc.StreamingMessage_InvocationRequest{InvocationRequest: ir}}
 	resp, err := i.Request(ctx, req.ID, req.Function, m)
 	if err != nil {
 		return nil, err
 	}
-	ir := resp.GetInvocationResponse()
-	switch r := ir.GetResult(); r.GetStatus() {
+	out := resp.GetInvocationResponse()
+	switch r := out.GetResult(); r.GetStatus() {
 	case rpc.StatusResult_Success:
-		return &invoke.Result{Payload: typedBytes(ir.GetReturnValue())}, nil
+		if req.Stream != nil {
+			return &invoke.Result{Stream: out}, nil
+		}
+		return &invoke.Result{Payload: typedBytes(out.GetReturnValue())}, nil
 	case rpc.StatusResult_Cancelled:
 		return nil, invoke.Errorf(invoke.KindTimeout, "invocation cancelled by the worker")
 	default:

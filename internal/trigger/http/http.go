@@ -7,12 +7,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	rpc "github.com/polyfn/polyfn/api/azure"
+	"github.com/polyfn/polyfn/internal/azure"
+	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/invoke"
 )
 
@@ -28,9 +32,16 @@ type Invoker interface {
 	Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error)
 }
 
+// AppRouter finds the Azure Functions app function serving a request under
+// /api/; *host.Host implements it.
+type AppRouter interface {
+	RouteApp(ctx context.Context, method, path string) (*host.AppRoute, error)
+}
+
 // Handler serves the HTTP trigger's routes.
 type Handler struct {
 	inv     Invoker
+	apps    AppRouter
 	maxBody int64
 	log     *slog.Logger
 	mux     *http.ServeMux
@@ -40,6 +51,10 @@ type Handler struct {
 func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 	h := &Handler{inv: inv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
 	h.mux.HandleFunc("/function/{name}", h.function)
+	if apps, ok := inv.(AppRouter); ok {
+		h.apps = apps
+		h.mux.HandleFunc(azure.RoutePrefix, h.app)
+	}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
@@ -94,6 +109,52 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(res.Payload)
 }
 
+// app serves an HTTP function of an Azure Functions app: the request is
+// encoded for the worker's capabilities and its response decoded as the
+// Azure Functions host would.
+func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
+	id := invoke.NewID()
+	w.Header().Set(InvocationIDHeader, id)
+	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.Path)
+	if err != nil {
+		writeInvokeError(w, err)
+		return
+	}
+	body, err := readBody(r, h.maxBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeInvokeError(w, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody))
+			return
+		}
+		writeInvokeError(w, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err))
+		return
+	}
+	fn := route.Function
+	req := &invoke.Request{
+		ID:        id,
+		Function:  fn.Name,
+		Trigger:   invoke.TriggerHTTP,
+		Payload:   body,
+		Timestamp: time.Now(),
+		Stream: &invoke.StreamInput{FunctionID: fn.ID, Build: func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData) {
+			rh := azure.BuildHTTP(r, body, route.Params, azure.Capabilities(caps))
+			return azure.InvocationInput(fn, rh, azure.Capabilities(caps))
+		}},
+	}
+	res, err := route.Invoke(r.Context(), req)
+	if err != nil {
+		writeInvokeError(w, err)
+		return
+	}
+	resp, err := azure.DecodeResponse(fn, res.Stream)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, "InvalidResponse", fmt.Sprintf("function %s answered with an HTTP response the host cannot send: %v", fn.Name, err))
+		return
+	}
+	_ = resp.Write(w)
+}
+
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
@@ -144,6 +205,8 @@ func Status(k invoke.Kind) int {
 		return http.StatusServiceUnavailable
 	case invoke.KindBadRequest:
 		return http.StatusBadRequest
+	case invoke.KindMethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	}
 	return http.StatusInternalServerError
 }

@@ -1,0 +1,190 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/polyfn/polyfn/internal/azure"
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/pool"
+	"github.com/polyfn/polyfn/internal/stream"
+)
+
+// app is an Azure Functions app run by a language worker: the worker (or
+// the app's function.json files) lists its functions when an instance
+// starts, and the app's HTTP functions are served under /api/.
+type app struct {
+	cfg     config.Function
+	runtime config.Runtime
+	pool    *pool.Pool
+
+	indexed   chan struct{} // closed after the first indexing attempt
+	indexOnce sync.Once
+
+	mu        sync.RWMutex
+	functions []*azure.Function
+	router    *azure.Router
+	broken    []string
+	err       error // why the app has no working function, if it has none
+}
+
+func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
+	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{})}
+	a.pool = pool.New(pool.Options{
+		Function:    fc.Name,
+		Concurrency: fc.Concurrency,
+		Queue:       fc.Queue,
+		Min:         fc.Instances.Min,
+		Max:         fc.Instances.Max,
+		Idle:        fc.Instances.Idle.D(),
+		Log:         h.log,
+		Start: func(ctx context.Context, id string) (pool.Instance, error) {
+			inst, err := stream.Start(ctx, stream.Options{
+				Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
+				Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true,
+			})
+			if err != nil {
+				a.failed(err)
+				return nil, err
+			}
+			fns, broken := inst.AppFunctions()
+			a.update(h, fns, broken)
+			return inst, nil
+		},
+	})
+	return a
+}
+
+func (a *app) failed(err error) {
+	a.mu.Lock()
+	if len(a.functions) == 0 {
+		a.err = err
+	}
+	a.mu.Unlock()
+	a.indexOnce.Do(func() { close(a.indexed) })
+}
+
+func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
+	router, err := azure.NewRouter(fns)
+	msgs := make([]string, 0, len(broken)+1)
+	for _, b := range broken {
+		msgs = append(msgs, b.Error())
+	}
+	if err != nil {
+		msgs = append(msgs, err.Error())
+	}
+	a.mu.Lock()
+	first := a.router == nil
+	a.functions, a.router, a.broken, a.err = fns, router, msgs, nil
+	a.mu.Unlock()
+	if first {
+		names := make([]string, len(fns))
+		for i, f := range fns {
+			names[i] = f.Name
+		}
+		h.log.Info("app indexed", "app", a.cfg.Name, "functions", strings.Join(names, ","), "broken", len(msgs))
+		for _, m := range msgs {
+			h.log.Error("app function broken", "app", a.cfg.Name, "error", m)
+		}
+	}
+	a.indexOnce.Do(func() { close(a.indexed) })
+}
+
+// AppRoute is an app function chosen to serve an HTTP request.
+type AppRoute struct {
+	Function *azure.Function
+	Params   map[string]string
+	app      *app
+}
+
+// RouteApp finds the app function serving method and path under /api/. It
+// waits (within ctx) for apps still being indexed. Errors: not found, method
+// not allowed, or an app that could not be indexed.
+func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, error) {
+	var brokenApps []string
+	notAllowed := false
+	for _, a := range h.apps {
+		select {
+		case <-a.indexed:
+		case <-ctx.Done():
+			return nil, invoke.Errorf(invoke.KindUnavailable, "app %s is still starting", a.cfg.Name)
+		}
+		a.mu.RLock()
+		router, err := a.router, a.err
+		a.mu.RUnlock()
+		if router == nil {
+			if err != nil {
+				brokenApps = append(brokenApps, fmt.Sprintf("app %s: %v", a.cfg.Name, err))
+				a.pool.Prestart(1) // try again in the background
+			}
+			continue
+		}
+		fn, params, status := router.Match(method, path)
+		switch status {
+		case 200:
+			return &AppRoute{Function: fn, Params: params, app: a}, nil
+		case 405:
+			notAllowed = true
+		}
+	}
+	switch {
+	case notAllowed:
+		return nil, invoke.Errorf(invoke.KindMethodNotAllowed, "method %s is not allowed for %s", method, path)
+	case len(brokenApps) > 0:
+		return nil, &invoke.Error{Kind: invoke.KindWorkerStart, Type: "AppBroken", Message: strings.Join(brokenApps, "; ")}
+	}
+	return nil, invoke.Errorf(invoke.KindNotFound, "no function serves %s", path)
+}
+
+// Invoke runs req on the route's app, bounded by the app's timeout.
+func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.app.cfg.Timeout.D())
+	defer cancel()
+	return r.app.pool.Invoke(ctx, req)
+}
+
+// WaitApps waits until every app has been indexed once (or failed to be),
+// or ctx is done.
+func (h *Host) WaitApps(ctx context.Context) error {
+	for _, a := range h.apps {
+		select {
+		case <-a.indexed:
+		case <-ctx.Done():
+			return errors.New("apps still indexing: " + a.cfg.Name)
+		}
+	}
+	return nil
+}
+
+// AppStatus describes one app.
+type AppStatus struct {
+	Name      string   `json:"name"`
+	Runtime   string   `json:"runtime"`
+	Functions []string `json:"functions"`
+	Broken    []string `json:"broken,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	pool.Stats
+}
+
+// AppStatus returns every app's state.
+func (h *Host) AppStatus() []AppStatus {
+	out := make([]AppStatus, 0, len(h.apps))
+	for _, a := range h.apps {
+		a.mu.RLock()
+		st := AppStatus{Name: a.cfg.Name, Runtime: a.runtime.Name, Broken: a.broken, Stats: a.pool.Stats()}
+		for _, f := range a.functions {
+			st.Functions = append(st.Functions, f.Name)
+		}
+		if a.err != nil {
+			st.Error = a.err.Error()
+		}
+		a.mu.RUnlock()
+		out = append(out, st)
+	}
+	return out
+}
