@@ -26,7 +26,7 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 
 func TestCLIInvoke(t *testing.T) {
 	requirePython(t)
-	th := hosttest.Start(t, testdata(t), pythonConfig)
+	th := hosttest.Start(t, testdata(t), pythonRuntimes["stream"]+pythonConfig)
 	code, out, errOut := runCLI("invoke", "echo", "-d", `{"via": "cli"}`, "--url", th.URL)
 	if code != 0 || out != "{\"via\": \"cli\"}\n" {
 		t.Fatalf("invoke echo: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -130,7 +130,7 @@ func TestServeExamples(t *testing.T) {
 		t.Fatal("polyfn did not exit within 20s of SIGTERM")
 	}
 	// The workers were in polyfn's children; none may survive it.
-	if out, _ := exec.Command("pgrep", "-f", "polyfn_runtime -c "+os.TempDir()).Output(); len(bytes.TrimSpace(out)) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", "polyfn_runtime --host").Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("workers left after polyfn exited: %s", out)
 	}
 }

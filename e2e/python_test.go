@@ -35,15 +35,30 @@ func testdata(t *testing.T) string {
 	return dir
 }
 
-const pythonConfig = `
-http:
-  max_body: 64Ki
+// pythonRuntimes declare polyfn's Python runtime in each protocol, with a
+// runtime env variable the tests look for.
+var pythonRuntimes = map[string]string{
+	"call": `
 runtimes:
   python3:
     protocol: call
     command: [python3, -m, polyfn_runtime, -c, "{config}"]
     address: unix
     env: {RUNTIME_VAR: from-runtime, PYTHONUNBUFFERED: "1"}
+`,
+	"stream": `
+runtimes:
+  python3:
+    protocol: stream
+    discovery: config
+    command: [python3, -m, polyfn_runtime]
+    env: {RUNTIME_VAR: from-runtime, PYTHONUNBUFFERED: "1"}
+`,
+}
+
+const pythonConfig = `
+http:
+  max_body: 64Ki
 functions:
   - {name: echo, handler: index.echo, codedir: functions/kinds}
   - {name: returns, handler: index.returns, codedir: functions/kinds}
@@ -69,7 +84,14 @@ func jsonOf(t *testing.T, b []byte) any {
 func TestPythonRuntime(t *testing.T) {
 	requirePython(t)
 	t.Setenv("POLYFN_SECRET", "must-not-reach-workers")
-	th := hosttest.Start(t, testdata(t), pythonConfig)
+	for _, protocol := range []string{"call", "stream"} {
+		t.Run(protocol, func(t *testing.T) {
+			testPythonRuntime(t, protocol, hosttest.Start(t, testdata(t), pythonRuntimes[protocol]+pythonConfig))
+		})
+	}
+}
+
+func testPythonRuntime(t *testing.T, protocol string, th *hosttest.Host) {
 
 	t.Run("payload kinds", func(t *testing.T) {
 		tests := []struct {
@@ -157,8 +179,11 @@ func TestPythonRuntime(t *testing.T) {
 		if env["POLYFN_SECRET"] != nil {
 			t.Errorf("host environment leaked into the worker: POLYFN_SECRET=%s", *env["POLYFN_SECRET"])
 		}
-		if env["BAETYL_SERVICE_INSTANCE_NAME"] == nil || !strings.HasPrefix(*env["BAETYL_SERVICE_INSTANCE_NAME"], "ctx-") {
+		if protocol == "call" && (env["BAETYL_SERVICE_INSTANCE_NAME"] == nil || !strings.HasPrefix(*env["BAETYL_SERVICE_INSTANCE_NAME"], "ctx-")) {
 			t.Errorf("BAETYL_SERVICE_INSTANCE_NAME = %v", env["BAETYL_SERVICE_INSTANCE_NAME"])
+		}
+		if protocol == "stream" && (env["FUNCTIONS_WORKER_DIRECTORY"] == nil || !strings.HasPrefix(*env["FUNCTIONS_WORKER_DIRECTORY"], th.RunDir())) {
+			t.Errorf("FUNCTIONS_WORKER_DIRECTORY = %v", env["FUNCTIONS_WORKER_DIRECTORY"])
 		}
 		if !strings.HasPrefix(got.Cwd, th.RunDir()+"/") {
 			t.Errorf("worker cwd %q is not a private directory under %s", got.Cwd, th.RunDir())

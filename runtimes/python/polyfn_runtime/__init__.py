@@ -1,8 +1,14 @@
 """polyfn's Python language runtime.
 
-The runtime is started by the polyfn host as a worker process. In call mode it
-is a gRPC server for ``baetyl.Function/Call`` and serves the functions listed in
-its config file (see :mod:`polyfn_runtime.config`).
+The runtime is started by the polyfn host as a worker process, in one of two
+modes with the same programming model:
+
+* call mode (:mod:`polyfn_runtime.server`): a gRPC server for
+  ``baetyl.Function/Call`` serving the functions listed in its config file
+  (see :mod:`polyfn_runtime.config`);
+* stream mode (:mod:`polyfn_runtime.stream`): an Azure Functions language
+  worker that dials the host and serves the functions the host loads over one
+  ``EventStream``.
 """
 
 __version__ = "0.1.0"

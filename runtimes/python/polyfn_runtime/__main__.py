@@ -2,21 +2,37 @@
 
 Call mode (Baetyl): ``-c FILE`` names the config file listing the functions to
 serve; the address to listen on comes from ``BAETYL_SERVICE_INSTANCE_ADDRESS``.
+
+Stream mode (Azure Functions language worker): chosen when the host passes
+``--host H --port P`` or ``--functions-uri http://H:P/``, with the worker id
+(``--workerId`` / ``--functions-worker-id``), the request id
+(``--requestId`` / ``--functions-request-id``) and the max message size
+(``--grpcMaxMessageLength`` / ``--functions-grpc-max-message-length``). Either
+spelling is enough. The functions come from the host over the stream.
+
+Unknown arguments are ignored with a warning, in either mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from .config import DEFAULT_CONFIG_PATH
+from .config import DEFAULT_CONFIG_PATH, ConfigError, StreamOptions, stream_options
+
+EXIT_USAGE = 2
+
+log = logging.getLogger("polyfn_runtime")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyfn-python",
         description="polyfn's Python runtime: serves Python functions to the polyfn host.",
+        # Hosts pass extra arguments of their own: no prefix matching against ours.
+        allow_abbrev=False,
     )
     call = parser.add_argument_group("call mode (baetyl.Function/Call server)")
     call.add_argument(
@@ -26,15 +42,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG_PATH,
         help=f"the worker's config file (default: {DEFAULT_CONFIG_PATH})",
     )
+    stream = parser.add_argument_group(
+        "stream mode (Azure Functions language worker; the host passes these, either spelling)"
+    )
+    stream.add_argument("--host", help="the host's address")
+    stream.add_argument("--port", type=int, help="the host's port")
+    stream.add_argument("--workerId", dest="worker_id", metavar="ID", help="this worker's id")
+    stream.add_argument("--requestId", dest="request_id", metavar="ID", help="the id of the StartStream message")
+    stream.add_argument(
+        "--grpcMaxMessageLength", dest="max_message_length", type=int, metavar="N", help="max message size, bytes"
+    )
+    stream.add_argument("--functions-uri", dest="functions_uri", metavar="URI", help="http://HOST:PORT/")
+    stream.add_argument("--functions-worker-id", dest="functions_worker_id", metavar="ID")
+    stream.add_argument("--functions-request-id", dest="functions_request_id", metavar="ID")
+    stream.add_argument(
+        "--functions-grpc-max-message-length", dest="functions_max_message_length", type=int, metavar="N"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # One argument group and one branch per mode: a stream mode (the host
-    # starts the worker with --host/--port) adds its group in build_parser()
-    # and a branch here.
-    args = build_parser().parse_args(argv)
-    # Imported here so that --help does not pay for importing grpc.
+    args, unknown = build_parser().parse_known_args(argv)
+    # Imported here so that --help does not pay for it (logs is light; grpc is not).
+    from . import logs
+
+    logs.install()
+    if unknown:
+        log.warning("ignoring unknown arguments: %s", " ".join(unknown))
+    try:
+        options: StreamOptions | None = stream_options(
+            host=args.host,
+            port=args.port,
+            worker_id=args.worker_id,
+            request_id=args.request_id,
+            max_message_length=args.max_message_length,
+            functions_uri=args.functions_uri,
+            functions_worker_id=args.functions_worker_id,
+            functions_request_id=args.functions_request_id,
+            functions_max_message_length=args.functions_max_message_length,
+        )
+    except ConfigError as err:
+        log.error("%s", err)
+        return EXIT_USAGE
+
+    if options is not None:
+        from . import stream
+
+        return stream.run(options)
+
     from . import server
 
     return server.run(args.config)

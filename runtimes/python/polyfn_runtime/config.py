@@ -14,6 +14,10 @@ Example::
       engine: auto                 # auto | asyncio | threads (see polyfn_runtime.server)
 
 Unknown keys are ignored, so config files written for Baetyl load unchanged.
+
+Stream mode has no config file: the host passes where to connect on the
+command line (see :class:`StreamOptions`) and the functions in
+``FunctionLoadRequest`` messages.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ NAME_ENV = "BAETYL_SERVICE_INSTANCE_NAME"
 
 DEFAULT_GRACE = 30.0
 DEFAULT_WORKERS = 32
+DEFAULT_MAX_MESSAGE_LENGTH = 2**31 - 1
 ENGINES = ("auto", "asyncio", "threads")
 
 
@@ -99,6 +104,12 @@ def parse_config(data: Any, environ: Mapping[str, str] = os.environ) -> ServiceC
     )
 
 
+def valid_handler(handler: str) -> bool:
+    """Whether ``handler`` has the ``module.function`` shape (``pkg.mod.function`` too)."""
+    module, _, attribute = handler.rpartition(".")
+    return bool(module and attribute) and all(part.isidentifier() for part in handler.split("."))
+
+
 def _functions(raw: Any) -> tuple[FunctionConfig, ...]:
     if raw is None:
         raise ConfigError("functions: required, a list of {name, handler, codedir}")
@@ -115,8 +126,7 @@ def _functions(raw: Any) -> tuple[FunctionConfig, ...]:
             raise ConfigError(f"{where}.name: duplicate function name {name!r}")
         seen.add(name)
         handler = _required_str(item, "handler", f"{where}.handler")
-        module, _, attribute = handler.rpartition(".")
-        if not module or not attribute or not all(part.isidentifier() for part in handler.split(".")):
+        if not valid_handler(handler):
             raise ConfigError(f"{where}.handler: expected 'module.function', got {handler!r}")
         codedir = _optional_str(item, "codedir", f"{where}.codedir") or "."
         functions.append(FunctionConfig(name=name, handler=handler, codedir=codedir))
@@ -159,3 +169,76 @@ def _optional_str(mapping: Mapping[str, Any], key: str, where: str) -> str | Non
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {type(value).__name__}")
     return value
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Stream mode's launch arguments: where the host listens and who this worker is."""
+
+    host: str
+    port: int
+    worker_id: str
+    request_id: str
+    max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH
+
+    @property
+    def target(self) -> str:
+        """The gRPC target: ``host:port``, IPv6 literals in brackets."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+
+def stream_options(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    worker_id: str | None = None,
+    request_id: str | None = None,
+    max_message_length: int | None = None,
+    functions_uri: str | None = None,
+    functions_worker_id: str | None = None,
+    functions_request_id: str | None = None,
+    functions_max_message_length: int | None = None,
+) -> StreamOptions | None:
+    """Combine the two argument spellings the host passes; ``None`` when neither asks for stream mode.
+
+    ``--host/--port`` and ``--functions-uri`` are alternatives (the host sends
+    both); when both are given, ``--host/--port`` win. Raises
+    :class:`ConfigError` when stream mode is asked for but cannot run.
+    """
+    if host is None and port is None and functions_uri is None:
+        return None
+    if host is None or port is None:
+        if functions_uri is None:
+            raise ConfigError("--host and --port go together (or pass --functions-uri http://HOST:PORT/)")
+        host, port = _split_uri(functions_uri)
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is out of range")
+    worker = worker_id or functions_worker_id
+    if not worker:
+        raise ConfigError("stream mode needs a worker id: --workerId or --functions-worker-id")
+    length = max_message_length or functions_max_message_length or DEFAULT_MAX_MESSAGE_LENGTH
+    if length < 1:
+        raise ConfigError(f"max message length must be positive, got {length}")
+    return StreamOptions(
+        host=host,
+        port=port,
+        worker_id=worker,
+        request_id=request_id or functions_request_id or "",
+        max_message_length=min(length, DEFAULT_MAX_MESSAGE_LENGTH),
+    )
+
+
+def _split_uri(uri: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri if "//" in uri else f"//{uri}")
+        host, port = parts.hostname, parts.port
+    except ValueError as err:
+        raise ConfigError(f"--functions-uri {uri!r}: {err}") from None
+    if not host or port is None:
+        raise ConfigError(f"--functions-uri {uri!r}: expected http://HOST:PORT/")
+    return host, port

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line on the process's stderr.
+"""Structured logs: one JSON object per line on the process's stderr, or another sink.
 
 Every line has this shape (``function`` and ``invocation_id`` are left out
 when unknown)::
@@ -19,6 +19,11 @@ After :func:`install`:
 * warnings go through ``logging`` and uncaught exceptions in threads become one
   ``error`` record each.
 
+Records go to a :class:`Sink`. By default that is :class:`LogSink`, JSON lines
+on the process's stderr; :func:`set_sink` routes every record elsewhere (stream
+mode sends them to the host as ``RpcLog`` messages while its stream is up) and
+``set_sink(None)`` goes back to stderr.
+
 Which function and invocation a line belongs to comes from a
 :class:`contextvars.ContextVar` holding the current :class:`Scope`; asyncio
 tasks inherit it and the runtime copies it into the threads that run
@@ -35,7 +40,7 @@ import sys
 import threading
 import traceback
 from contextvars import ContextVar
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 Level = Literal["debug", "info", "warning", "error"]
 Source = Literal["user", "runtime"]
@@ -62,6 +67,20 @@ class Scope:
 
 
 current_scope: ContextVar[Scope | None] = ContextVar("polyfn_scope", default=None)
+
+
+class Sink(Protocol):
+    """Where log records go. ``emit`` may be called from any thread."""
+
+    def emit(
+        self,
+        level: Level,
+        msg: str,
+        *,
+        source: Source,
+        function: str | None = None,
+        invocation_id: str | None = None,
+    ) -> None: ...
 
 
 class LogSink:
@@ -104,7 +123,36 @@ def _original_stderr() -> BinaryIO | None:
     return getattr(stream, "buffer", None) if stream is not None else None
 
 
-_sink = LogSink(_original_stderr())
+class _SwitchableSink:
+    """The sink installed writers and handlers write to; forwards to the current target."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: Sink) -> None:
+        self.target = target
+
+    def emit(
+        self,
+        level: Level,
+        msg: str,
+        *,
+        source: Source,
+        function: str | None = None,
+        invocation_id: str | None = None,
+    ) -> None:
+        self.target.emit(level, msg, source=source, function=function, invocation_id=invocation_id)
+
+
+stderr_sink = LogSink(_original_stderr())
+_sink = _SwitchableSink(stderr_sink)
+_installed = False
+
+
+def set_sink(sink: Sink | None) -> None:
+    """Send every record (output, ``logging``, :func:`emit`) to ``sink``; ``None``: back to stderr."""
+    _sink.target = sink if sink is not None else stderr_sink
+
+
 _orphans = Scope()  # output written outside any function or invocation
 _pending_lock = threading.Lock()
 
@@ -122,7 +170,7 @@ def emit(level: Level, msg: str, *, source: Source = "runtime", scope: Scope | N
 class TaggedWriter(io.TextIOBase):
     """A text stream that turns each line written to it into a log record."""
 
-    def __init__(self, name: str, level: Level, sink: LogSink) -> None:
+    def __init__(self, name: str, level: Level, sink: Sink) -> None:
         super().__init__()
         self.name = name
         self.level: Level = level
@@ -223,7 +271,7 @@ def flush_all() -> None:
 class JsonLogHandler(logging.Handler):
     """A ``logging`` handler that writes records as JSON log lines."""
 
-    def __init__(self, sink: LogSink) -> None:
+    def __init__(self, sink: Sink) -> None:
         super().__init__()
         self._sink = sink
         self._formatter = logging.Formatter()
@@ -294,7 +342,11 @@ def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
 
 
 def install() -> None:
-    """Route stdout, stderr, ``logging``, warnings and thread errors to JSON lines."""
+    """Route stdout, stderr, ``logging``, warnings and thread errors to the sink (once per process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
     sys.stdout = TaggedWriter("<stdout>", "info", _sink)
     sys.stderr = TaggedWriter("<stderr>", "error", _sink)
 

@@ -128,7 +128,7 @@ def _load_functions(config: ServiceConfig) -> dict[str, LoadedFunction] | None:
 async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFunction]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    on_signal = _StopSignal(stop.set)
+    on_signal = StopSignal(stop.set)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
@@ -148,7 +148,7 @@ async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFu
 
 def _serve_threads(config: ServiceConfig, functions: Mapping[str, LoadedFunction]) -> int:
     stop = threading.Event()
-    on_signal = _StopSignal(stop.set)
+    on_signal = StopSignal(stop.set)
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
 
@@ -165,7 +165,7 @@ def _serve_threads(config: ServiceConfig, functions: Mapping[str, LoadedFunction
     return _finish(config, calls.running, executor)
 
 
-class _StopSignal:
+class StopSignal:
     """First signal: stop gracefully. Second: exit now."""
 
     def __init__(self, stop: Callable[[], object]) -> None:
