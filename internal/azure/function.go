@@ -3,6 +3,7 @@ package azure
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,7 +112,7 @@ func FromWorkerMetadata(md *rpc.RpcFunctionMetadata) (*Function, error) {
 		Language:   md.Language,
 	}
 	if fn.ID == "" {
-		fn.ID = NewID()
+		fn.ID = StableID(md.GetName())
 	}
 	if len(md.Properties) > 0 {
 		fn.Properties = maps.Clone(md.Properties)
@@ -474,6 +475,17 @@ func dataTypeValue(d string) rpc.BindingInfo_DataType {
 }
 
 // NewID returns a new random function id (a version 4 UUID).
+// StableID derives a UUID-formed id from key, the same in every process, so
+// that every worker of an app knows a function by the same id (the host
+// sends an invocation to any of them).
+func StableID(key string) string {
+	sum := sha1.Sum([]byte("polyfn function " + key))
+	b := sum[:16]
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
 func NewID() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {

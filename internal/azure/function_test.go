@@ -24,7 +24,7 @@ var pythonV2Raw = []string{
 	`{"direction": "OUT", "type": "http", "name": "$return"}`,
 }
 
-var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+var uuidRe = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[45][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestFromWorkerMetadata(t *testing.T) {
 	tests := []struct {
@@ -114,7 +114,10 @@ func TestFromWorkerMetadata(t *testing.T) {
 				t.Errorf("ID = %q, want %q", fn.ID, tt.wantID)
 			}
 			if tt.wantID == "" && !uuidRe.MatchString(fn.ID) {
-				t.Errorf("ID = %q, want a new UUID", fn.ID)
+				t.Errorf("ID = %q, want a UUID", fn.ID)
+			}
+			if again, _ := FromWorkerMetadata(tt.md); again.ID != fn.ID {
+				t.Errorf("ID %q then %q: every worker must get the same id for a function", fn.ID, again.ID)
 			}
 			if fn.Name != tt.md.Name || fn.ScriptFile != tt.wantScript || fn.Language != tt.md.Language {
 				t.Errorf("name/script/language = %q %q %q", fn.Name, fn.ScriptFile, fn.Language)

@@ -44,7 +44,8 @@ type functionFile struct {
 // there (it is an error when the file does not exist or none is found);
 // "entryPoint"; a language guessed from the script's extension (".js",
 // ".mjs", ".cjs" → node, ".py" → python, ".ps1" → powershell, else
-// empty); and a new random id.
+// empty); and an id derived from the function's directory, the same in
+// every worker of the app.
 func IndexApp(appDir string) ([]*Function, []error) {
 	abs, err := filepath.Abs(appDir)
 	if err != nil {
@@ -98,7 +99,7 @@ func readFunction(dir string, data []byte) (*Function, error) {
 		return nil, fmt.Errorf("invalid function name %q: use a letter, then letters, digits, '_' or '-' (at most 128)", name)
 	}
 	fn := &Function{
-		ID:         NewID(),
+		ID:         StableID(dir),
 		Name:       name,
 		Directory:  dir,
 		EntryPoint: ff.EntryPoint,

@@ -116,6 +116,12 @@ func TestIndexApp(t *testing.T) {
 	if got := strings.Join(names, ","); got != "HttpNode,HttpPy,HttpTs,PyMain,Tick" {
 		t.Fatalf("functions = %s", got)
 	}
+	again, _ := IndexApp(app)
+	for i, fn := range again {
+		if fn.ID != fns[i].ID {
+			t.Errorf("%s: id %q then %q: ids must be stable across indexings (every worker gets the same)", fn.Name, fns[i].ID, fn.ID)
+		}
+	}
 	ids := map[string]bool{}
 	for _, fn := range fns {
 		w := wants[fn.Name]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -272,7 +273,14 @@ func requestHost(r *http.Request) string {
 	if r.Host != "" {
 		return r.Host
 	}
-	return r.URL.Host
+	if r.URL.Host != "" {
+		return r.URL.Host
+	}
+	// An HTTP/1.0 request without Host: the workers need an absolute URL.
+	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return addr.String()
+	}
+	return "localhost"
 }
 
 // joinNonEmpty joins the non-empty values with sep.

@@ -3,10 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -94,19 +97,61 @@ func serveCmd() *cobra.Command {
 
 func validateCmd() *cobra.Command {
 	var file string
+	var index bool
 	cmd := &cobra.Command{
-		Use:   "validate -c FILE",
+		Use:   "validate -c FILE [--index]",
 		Short: "Check a config file and print every problem with file:line and key",
-		Args:  cobra.NoArgs,
+		Long: "Check a config file and print every problem with file:line and key.\n" +
+			"With --index, also start one worker of each Azure Functions app, list the\n" +
+			"functions it finds and report every function that fails to index or load.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(file)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			cmd.Printf("%s: ok, %d functions\n", cfg.File, len(cfg.Functions))
-			return nil
+			if !index {
+				return nil
+			}
+			return indexApps(cmd, cfg)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
+	cmd.Flags().BoolVar(&index, "index", false, "start each app's worker once and report its functions")
 	return cmd
+}
+
+// indexApps starts every app of cfg once and prints what its worker indexed.
+func indexApps(cmd *cobra.Command, cfg *config.Config) error {
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h, err := host.New(cfg, log)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	defer h.Close(context.Background())
+	h.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*config.DefaultInitTimeout)
+	defer cancel()
+	if err := h.WaitApps(ctx); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	problems := 0
+	for _, a := range h.AppStatus() {
+		switch {
+		case a.Error != "":
+			problems++
+			cmd.Printf("app %s: broken: %s\n", a.Name, a.Error)
+		default:
+			cmd.Printf("app %s: %d functions: %s\n", a.Name, len(a.Functions), strings.Join(a.Functions, ", "))
+		}
+		for _, b := range a.Broken {
+			problems++
+			cmd.Printf("app %s: broken function: %s\n", a.Name, b)
+		}
+	}
+	if problems > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d problems found while indexing", problems)}
+	}
+	return nil
 }

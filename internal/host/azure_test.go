@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
@@ -26,7 +27,7 @@ runtimes:
     env: {POLYFN_FAKE_WORKER: azure-index-fail}
 functions:
   - {name: nodeapp, runtime: node-worker, codedir: "{nodeapp}"}
-  - {name: pyapp, runtime: python-worker, codedir: "{pyapp}"}
+  - {name: pyapp, runtime: python-worker, codedir: "{pyapp}", concurrency: 1, instances: {max: 2}}
 `
 
 // A function.json app as the Python worker's v1 model has it.
@@ -134,6 +135,33 @@ func TestAzureAppIndexingFailureIsLoud(t *testing.T) {
 	for _, a := range th.AppStatus() {
 		if a.Name == "failing" && !strings.Contains(a.Error, "ModuleNotFoundError") {
 			t.Fatalf("status of the failing app: %+v", a)
+		}
+	}
+}
+
+// Every worker of a function.json app must know each function by the same
+// id: the host sends an invocation to whichever instance is free.
+func TestAzureAppAcrossInstances(t *testing.T) {
+	th := startAzureHost(t, "")
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := th.Do(t, http.MethodGet, "/api/HttpExample?name=slow&sleep=300ms", nil, http.Header{"X-Test": {"python"}}); r.Status != 200 {
+				t.Errorf("got %d %s", r.Status, r.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, a := range th.AppStatus() {
+		if a.Name == "pyapp" && len(a.Instances) != 2 {
+			t.Fatalf("pyapp has %d instances, want 2", len(a.Instances))
+		}
+	}
+	for i := 0; i < 4; i++ {
+		if r := th.Do(t, http.MethodGet, "/api/HttpExample?name=x", nil, http.Header{"X-Test": {"python"}}); r.Status != 200 || string(r.Body) != "Hello, x." {
+			t.Fatalf("request %d: got %d %s", i, r.Status, r.Body)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
 )
@@ -107,6 +108,9 @@ func checkLoad(mode string, req *rpc.FunctionLoadRequest) string {
 			return fmt.Sprintf("trigger binding missing from the bindings map: %v", md.Bindings)
 		}
 	case "azure-python":
+		if root := os.Getenv("AzureWebJobsScriptRoot"); root == "" || !strings.HasPrefix(md.Directory, root) {
+			return fmt.Sprintf("AzureWebJobsScriptRoot %q does not hold the function directory %q (the worker imports from it)", root, md.Directory)
+		}
 		if !strings.HasSuffix(md.ScriptFile, "/HttpExample/__init__.py") || !strings.HasPrefix(md.Directory, "/") {
 			return fmt.Sprintf("want absolute directory and script_file, got %q %q", md.Directory, md.ScriptFile)
 		}
@@ -148,6 +152,9 @@ func fakeAzureInvoke(mode string, md *rpc.RpcFunctionMetadata, req *rpc.Invocati
 	case "azure-python":
 		if req.InputData[0].Name != "req" || h.Headers["x-test"] != "python" || !strings.HasPrefix(h.Url, "http://") {
 			return fail(fmt.Sprintf("unexpected request: binding %s headers %v url %q", req.InputData[0].Name, h.Headers, h.Url))
+		}
+		if d, err := time.ParseDuration(h.Query["sleep"]); err == nil {
+			time.Sleep(d)
 		}
 		resp.OutputData = []*rpc.ParameterBinding{{Name: "res", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Http{Http: &rpc.RpcHttp{
 			StatusCode: "200",

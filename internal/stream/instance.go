@@ -91,13 +91,16 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
 		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
 		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
-	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, map[string]string{
+	base := map[string]string{"FUNCTIONS_WORKER_RUNTIME": o.Runtime.Name}
+	if o.App {
+		// The Python worker puts the script root on sys.path to import
+		// function_app; the Azure host has it in every worker's environment.
+		base["AzureWebJobsScriptRoot"] = o.AppDir
+	}
+	env := worker.ScrubbedEnv(base, o.Runtime.Env, o.Env, map[string]string{
 		"FUNCTIONS_WORKER_DIRECTORY":      o.Dir,
 		"FUNCTIONS_APPLICATION_DIRECTORY": o.AppDir,
 	})
-	if _, ok := o.Runtime.Env["FUNCTIONS_WORKER_RUNTIME"]; !ok {
-		env = append(env, "FUNCTIONS_WORKER_RUNTIME="+o.Runtime.Name)
-	}
 	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: env, Log: o.Log})
 	if err != nil {
 		os.RemoveAll(o.Dir)
@@ -177,6 +180,9 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 		return fmt.Errorf("worker init failed: %w", err)
 	}
 	i.caps = ir.GetCapabilities()
+	if uri := i.caps["HttpUri"]; uri != "" {
+		return fmt.Errorf("the worker asks for HTTP streaming through a proxy (HttpUri %s, e.g. app.setup({enableHttpStream: true}) or the http-v2 extension), which polyfn does not support yet", uri)
+	}
 	for _, f := range i.opts.Functions {
 		if err := i.load(ctx, loadRequest(f, i.opts.Runtime.Name)); err != nil {
 			return fail("function load", err)
@@ -208,6 +214,11 @@ func (i *Instance) index(ctx context.Context) error {
 		props map[string]string
 	}
 	var found []candidate
+	if r := mr.GetResult(); r != nil && r.GetStatus() != rpc.StatusResult_Success && mr.GetUseDefaultMetadataIndexing() {
+		// The worker failed (an entry point that does not load, say) and falls
+		// back to function.json files: keep its error.
+		i.broken = append(i.broken, fmt.Errorf("worker indexing: %w", resultError(r)))
+	}
 	switch {
 	case mr.GetUseDefaultMetadataIndexing():
 		fns, errs := azure.IndexApp(i.opts.AppDir)
@@ -358,6 +369,7 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	if req.Stream != nil {
 		ir.FunctionId = req.Stream.FunctionID
 		ir.InputData, ir.TriggerMetadata = req.Stream.Build(i.caps)
+		ir.TraceContext = req.Stream.TraceContext
 	} else {
 		ir.FunctionId = req.Function
 		ir.InputData = []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}}
@@ -473,6 +485,10 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 		return
 	}
 	lvl := rpcLevels[l.GetLevel()]
+	if l.GetLogCategory() == rpc.RpcLog_System && lvl == slog.LevelInfo && i.opts.App {
+		// The official workers log every invocation at System/Information.
+		lvl = slog.LevelDebug
+	}
 	if !i.opts.Log.Enabled(context.Background(), lvl) {
 		return
 	}

@@ -140,7 +140,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		Stream: &invoke.StreamInput{FunctionID: fn.ID, Build: func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData) {
 			rh := azure.BuildHTTP(r, body, route.Params, azure.Capabilities(caps))
 			return azure.InvocationInput(fn, rh, azure.Capabilities(caps))
-		}},
+		}, TraceContext: &rpc.RpcTraceContext{TraceParent: r.Header.Get("traceparent"), TraceState: r.Header.Get("tracestate")}},
 	}
 	res, err := route.Invoke(r.Context(), req)
 	if err != nil {
