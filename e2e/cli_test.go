@@ -144,3 +144,10 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return fmt.Sprint(l.Addr())
 }
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
