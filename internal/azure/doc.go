@@ -1,11 +1,15 @@
 // Package azure holds what the host needs to run the HTTP functions of an
 // unmodified Azure Functions app over the FunctionRpc stream: the function
 // model, worker and host (function.json) indexing, the FunctionLoadRequest,
-// HTTP routing, and the RpcHttp encoding of requests and decoding of
-// responses. Everything here is a pure function of its inputs; the stream
-// code calls it.
+// HTTP routing (under host.json's route prefix, see ReadRoutePrefix), and
+// the RpcHttp encoding of requests and decoding of responses. Apart from
+// reading the app's files (IndexApp, ReadRoutePrefix), everything here is
+// a pure function of its inputs; the stream code calls it.
 //
 // The behaviour follows the official host (Azure/azure-functions-host,
+// src/WebJobs.Script/Host/HostFunctionMetadataProvider.cs,
+// src/WebJobs.Script/Config/HostJsonFileConfigurationSource.cs,
+// src/WebJobs.Script.WebHost/WebScriptHostHttpRoutesManager.cs,
 // src/WebJobs.Script.Grpc/MessageExtensions/GrpcMessageConversionExtensions.cs,
 // GrpcMessageExtensionUtilities.cs, Extensions/ScriptInvocationContextExtensions.cs,
 // src/WebJobs.Script/Binding/Http/RawScriptResult.cs, and the HTTP trigger

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -16,10 +17,12 @@ import (
 // indexing.
 const FunctionJSON = "function.json"
 
-// DefaultScriptFiles are tried, in this order, in the function's directory
-// when function.json has no "scriptFile"; the first that exists is the
-// function's script.
-var DefaultScriptFiles = []string{"index.js", "index.mjs", "index.cjs", "__init__.py", "main.py", "run.py"}
+// DefaultScriptFiles are the file names (compared without regard to case)
+// that make a file the function's script when function.json has no
+// "scriptFile" and the function's directory holds more than one file
+// besides function.json; so does a file named "run" with any extension
+// (run.py, run.ps1, run.csx, ...). See IndexApp.
+var DefaultScriptFiles = []string{"index.js", "index.mjs", "index.cjs", "__init__.py"}
 
 // functionName is the official host's rule for function names.
 var functionName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_\-]{0,127}$`)
@@ -39,13 +42,31 @@ type functionFile struct {
 // file and does not stop the others.
 //
 // Each function gets: the directory's name as its name; the absolute
-// directory; the absolute script file — "scriptFile" resolved against the
-// function's directory, or else the first of DefaultScriptFiles that exists
-// there (it is an error when the file does not exist or none is found);
-// "entryPoint"; a language guessed from the script's extension (".js",
-// ".mjs", ".cjs" → node, ".py" → python, ".ps1" → powershell, else
-// empty); and an id derived from the function's directory, the same in
-// every worker of the app.
+// directory; the absolute script file; "entryPoint"; a language guessed
+// from the script's extension (".js", ".mjs", ".cjs" → node, ".py" →
+// python, ".ps1" → powershell, else empty); and an id derived from the
+// function's directory, the same in every worker of the app.
+//
+// The script file is found as the official host's DeterminePrimaryScriptFile
+// (HostFunctionMetadataProvider.cs) finds it:
+//   - "scriptFile", resolved against the function's directory (it may be
+//     absolute or lead elsewhere, as "../dist/Fn/index.js"); it is an
+//     error when that file does not exist;
+//   - else, when the directory holds exactly one file besides
+//     function.json (whatever its name), that file;
+//   - else the first file named "run" with any extension or one of
+//     DefaultScriptFiles (index.js, index.mjs, index.cjs, __init__.py),
+//     names compared without regard to case. The official host takes the
+//     first such file in the file system's enumeration order, which is
+//     unspecified; polyfn takes the first in name order (os.ReadDir's), so
+//     the choice does not depend on the file system;
+//   - else it is an error naming the directory. (The official host then
+//     indexes the function without a script, which only custom handlers
+//     can serve; polyfn has none.)
+//
+// Files are the directory's entries that are not directories (a symbolic
+// link counts as what it points to; a broken one as a file), hidden ones
+// included; function.json is left out without regard to case.
 func IndexApp(appDir string) ([]*Function, []error) {
 	abs, err := filepath.Abs(appDir)
 	if err != nil {
@@ -143,13 +164,54 @@ func scriptFile(dir, configured string) (string, error) {
 		}
 		return p, nil
 	}
-	for _, name := range DefaultScriptFiles {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p, nil
+	return primaryScript(dir)
+}
+
+// primaryScript finds the script of the function in dir when function.json
+// has no "scriptFile"; see IndexApp.
+func primaryScript(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("no script file: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		if strings.ToLower(e.Name()) == FunctionJSON {
+			continue
+		}
+		isDir := e.IsDir()
+		if e.Type()&fs.ModeSymlink != 0 {
+			st, err := os.Stat(filepath.Join(dir, e.Name()))
+			isDir = err == nil && st.IsDir()
+		}
+		if !isDir {
+			files = append(files, e.Name())
 		}
 	}
-	return "", fmt.Errorf("no script file: set \"scriptFile\" or add one of %s", strings.Join(DefaultScriptFiles, ", "))
+	switch len(files) {
+	case 0:
+		return "", fmt.Errorf("no script file in %s: it holds no file besides %s; add the script or set \"scriptFile\"", dir, FunctionJSON)
+	case 1:
+		return filepath.Join(dir, files[0]), nil
+	}
+	for _, name := range files {
+		if isDefaultScript(name) {
+			return filepath.Join(dir, name), nil
+		}
+	}
+	return "", fmt.Errorf("no script file in %s: it holds %d files besides %s and none is run.* or one of %s; set \"scriptFile\"",
+		dir, len(files), FunctionJSON, strings.Join(DefaultScriptFiles, ", "))
+}
+
+// isDefaultScript reports whether a file of this name is a function's
+// script by default: "run" with any extension, or one of
+// DefaultScriptFiles (any case).
+func isDefaultScript(name string) bool {
+	lower := strings.ToLower(name)
+	if strings.TrimSuffix(lower, filepath.Ext(lower)) == "run" {
+		return true
+	}
+	return slices.ContainsFunc(DefaultScriptFiles, func(n string) bool { return strings.ToLower(n) == lower })
 }
 
 func languageOf(script string) string {

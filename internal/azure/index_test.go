@@ -180,3 +180,98 @@ func TestIndexAppInvalidName(t *testing.T) {
 		t.Fatalf("IndexApp = %v, %v", fns, errs)
 	}
 }
+
+func TestPrimaryScriptFile(t *testing.T) {
+	const fj = `{"bindings": [{"type": "httpTrigger", "direction": "in", "name": "req"}]}`
+	tests := []struct {
+		name    string
+		files   []string // besides function.json; a trailing "/" makes a directory, "name->target" a symbolic link
+		want    string   // the script's name, or "" for an error
+		wantErr string
+	}{
+		{name: "single index.js", files: []string{"index.js"}, want: "index.js"},
+		{name: "single file of any name", files: []string{"main.py"}, want: "main.py"},
+		{name: "single odd file", files: []string{"handler.txt"}, want: "handler.txt"},
+		{name: "index.js among others", files: []string{"index.js", "package.json", "util.js"}, want: "index.js"},
+		{name: "index.mjs", files: []string{"index.mjs", "lib.mjs"}, want: "index.mjs"},
+		{name: "index.cjs", files: []string{"index.cjs", "lib.cjs"}, want: "index.cjs"},
+		{name: "__init__.py", files: []string{"__init__.py", "helpers.py", "sample.dat"}, want: "__init__.py"},
+		{name: "run.py", files: []string{"helpers.py", "run.py"}, want: "run.py"},
+		{name: "run.ps1", files: []string{"readme.md", "run.ps1"}, want: "run.ps1"},
+		{name: "run.csx", files: []string{"run.csx", "project.json"}, want: "run.csx"},
+		{name: "run without extension", files: []string{"run", "x.sh"}, want: "run"},
+		{name: "names in any case", files: []string{"INDEX.JS", "other.js"}, want: "INDEX.JS"},
+		{name: "Run in any case", files: []string{"RUN.PY", "other.py"}, want: "RUN.PY"},
+		{name: "first in name order: index.js before run.py", files: []string{"run.py", "index.js"}, want: "index.js"},
+		{name: "first in name order: __init__.py before index.js", files: []string{"index.js", "__init__.py"}, want: "__init__.py"},
+		{name: "first in name order: Run.py before __init__.py", files: []string{"__init__.py", "Run.py"}, want: "Run.py"},
+		{name: "directories do not count", files: []string{"lib/", "node_modules/", "main.py"}, want: "main.py"},
+		{name: "a directory named index.js does not count", files: []string{"index.js/", "app.js"}, want: "app.js"},
+		{name: "link to a directory does not count", files: []string{"lib/", "shared->lib", "main.py"}, want: "main.py"},
+		{name: "link to a file counts", files: []string{"real.js", "index.js->real.js"}, want: "index.js"},
+		{name: "hidden files count", files: []string{".DS_Store", "index.js"}, want: "index.js"},
+		{name: "function.json in another case is left out", files: []string{"FUNCTION.JSON", "main.py"}, want: "main.py"},
+
+		{name: "no file", files: nil, wantErr: "holds no file besides function.json"},
+		{name: "only directories", files: []string{"lib/"}, wantErr: "holds no file besides function.json"},
+		{name: "main.py is not a default", files: []string{"main.py", "helpers.py"}, wantErr: "holds 2 files besides function.json and none is run.* or one of index.js, index.mjs, index.cjs, __init__.py"},
+		{name: "hidden file makes two", files: []string{".gitignore", "main.py"}, wantErr: "holds 2 files"},
+		{name: "run.tar.gz is not run.*", files: []string{"run.tar.gz", "x.js"}, wantErr: "none is run.*"},
+		{name: "runner.py is not run.*", files: []string{"runner.py", "x.py"}, wantErr: "none is run.*"},
+		{name: "index.ts is not a default", files: []string{"index.ts", "x.ts"}, wantErr: "none is run.*"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app := t.TempDir()
+			dir := filepath.Join(app, "Fn")
+			writeFiles(t, dir, map[string]string{"function.json": fj})
+			for _, f := range tt.files {
+				switch name, target, link := strings.Cut(f, "->"); {
+				case link:
+					if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+						t.Skipf("symbolic links: %v", err)
+					}
+				case strings.HasSuffix(f, "/"):
+					if err := os.MkdirAll(filepath.Join(dir, f), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				default:
+					writeFiles(t, dir, map[string]string{f: ""})
+				}
+			}
+			fns, errs := IndexApp(app)
+			if tt.wantErr != "" {
+				if len(fns) != 0 || len(errs) != 1 {
+					t.Fatalf("IndexApp = %v, %v; want one error", fns, errs)
+				}
+				msg := errs[0].Error()
+				if !strings.Contains(msg, "no script file in "+dir+": ") || !strings.Contains(msg, tt.wantErr) {
+					t.Errorf("error = %q, want it to name %s and contain %q", msg, dir, tt.wantErr)
+				}
+				return
+			}
+			if len(errs) != 0 || len(fns) != 1 {
+				t.Fatalf("IndexApp = %v, %v", fns, errs)
+			}
+			if want := filepath.Join(dir, tt.want); fns[0].ScriptFile != want {
+				t.Errorf("ScriptFile = %q, want %q", fns[0].ScriptFile, want)
+			}
+		})
+	}
+}
+
+func TestExplicitScriptFileWins(t *testing.T) {
+	// "scriptFile" is used even when the default rule would pick another
+	// file, and even when it names a file of no default name.
+	app := t.TempDir()
+	writeFiles(t, app, map[string]string{
+		"Fn/function.json": `{"scriptFile": "handler.py", "bindings": [{"type": "httpTrigger", "direction": "in", "name": "req"}]}`,
+		"Fn/handler.py":    "",
+		"Fn/__init__.py":   "",
+		"Fn/run.py":        "",
+	})
+	fns, errs := IndexApp(app)
+	if len(errs) != 0 || len(fns) != 1 || fns[0].ScriptFile != filepath.Join(app, "Fn", "handler.py") {
+		t.Fatalf("IndexApp = %v, %v", fns, errs)
+	}
+}

@@ -9,13 +9,38 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
-// RoutePrefix is the fixed prefix of every function route.
-const RoutePrefix = "/api/"
+// DefaultRoutePrefix is the route prefix of an app whose host.json does
+// not set extensions.http.routePrefix (or that has no host.json).
+const DefaultRoutePrefix = "api"
 
-// Router maps request paths under RoutePrefix to HTTP-triggered functions.
+// RoutePrefix is the path prefix of DefaultRoutePrefix:
+// PathPrefix(DefaultRoutePrefix).
+const RoutePrefix = "/" + DefaultRoutePrefix + "/"
+
+// PathPrefix returns the path under which the routes of prefix (a route
+// prefix as ReadRoutePrefix returns it; slashes around it are ignored) are
+// served: "/api/" for "api", "/v1/beta/" for "v1/beta", "/" for "". It is
+// the pattern to register the router under in an http.ServeMux.
+func PathPrefix(prefix string) string {
+	if prefix = strings.Trim(prefix, "/"); prefix == "" {
+		return "/"
+	}
+	return "/" + prefix + "/"
+}
+
+// Router maps request paths under a route prefix to HTTP-triggered
+// functions.
+//
+// The route prefix (host.json's extensions.http.routePrefix, see
+// ReadRoutePrefix; "api" by default) comes before every function's route,
+// as in the official host, which maps "<prefix>/<route>": with "api",
+// route "products/{id}" serves /api/products/42; with "", it serves
+// /products/42. The prefix is made of literal segments, matched without
+// regard to case (like literal segments of a route) after percent-decoding.
 //
 // Route templates follow ASP.NET Core's syntax, which the official host
 // uses: literal segments (matched without regard to case), "{name}",
@@ -41,6 +66,7 @@ const RoutePrefix = "/api/"
 // routes in the order the functions were loaded; polyfn's order does not
 // depend on load order.)
 type Router struct {
+	prefix []string // the route prefix's segments
 	routes []*route
 }
 
@@ -66,11 +92,22 @@ type constraint struct {
 }
 
 // NewRouter builds a router from the functions that have an HTTP trigger;
-// the others are ignored. A function whose route template is invalid is
-// left out and reported in the returned error (one line per function); the
-// router still serves the others, so the error is never fatal by itself.
-func NewRouter(fns []*Function) (*Router, error) {
+// the others are ignored. prefix is the app's route prefix (see
+// ReadRoutePrefix; DefaultRoutePrefix unless host.json sets another; ""
+// for none); slashes around it are ignored.
+//
+// A function whose route template is invalid is left out and reported in
+// the returned error (one line per function); the router still serves the
+// others, so the error is never fatal by itself. An invalid prefix (see
+// ReadRoutePrefix, which never returns one) is reported too, and then the
+// router serves no route.
+func NewRouter(fns []*Function, prefix string) (*Router, error) {
 	r := &Router{}
+	pre, err := parsePrefix(prefix)
+	if err != nil {
+		return r, fmt.Errorf("route prefix %q: %w", prefix, err)
+	}
+	r.prefix = pre
 	var errs []error
 	for _, fn := range fns {
 		if fn == nil || fn.HTTP == nil {
@@ -95,17 +132,21 @@ func NewRouter(fns []*Function) (*Router, error) {
 	return r, errors.Join(errs...)
 }
 
+// Prefix returns the router's route prefix without slashes around it
+// ("api", "v1", "" for none); PathPrefix(r.Prefix()) is the path it serves.
+func (r *Router) Prefix() string { return strings.Join(r.prefix, "/") }
+
 // Match finds the function serving method and path (the request's path,
-// escaped as in r.URL.EscapedPath(); it must start with RoutePrefix). It
-// returns the function, its route parameters and http.StatusOK; or nil and
-// http.StatusMethodNotAllowed when a route matches the path but none allows
-// the method; or nil and http.StatusNotFound.
+// escaped as in r.URL.EscapedPath(); only paths under the route prefix,
+// see PathPrefix, can match). It returns the function, its route
+// parameters and http.StatusOK; or nil and http.StatusMethodNotAllowed
+// when a route matches the path but none allows the method; or nil and
+// http.StatusNotFound.
 func (r *Router) Match(method, path string) (fn *Function, params map[string]string, status int) {
-	rest, ok := cutPrefix(path)
+	segs, ok := r.cutPrefix(path)
 	if !ok {
 		return nil, nil, http.StatusNotFound
 	}
-	segs := splitPath(rest)
 	method = strings.ToUpper(method)
 	pathMatched := false
 	for _, rt := range r.routes {
@@ -127,11 +168,10 @@ func (r *Router) Match(method, path string) (fn *Function, params map[string]str
 // Allowed returns the methods the routes matching path accept, for an
 // Allow header with a 405; nil when some route accepts any method.
 func (r *Router) Allowed(path string) []string {
-	rest, ok := cutPrefix(path)
+	segs, ok := r.cutPrefix(path)
 	if !ok {
 		return nil
 	}
-	segs := splitPath(rest)
 	var out []string
 	for _, rt := range r.routes {
 		if _, ok := rt.match(segs); !ok {
@@ -150,25 +190,52 @@ func (r *Router) Allowed(path string) []string {
 	return out
 }
 
-// cutPrefix strips RoutePrefix ("/api/", any case; "/api" alone also
-// matches) from path.
-func cutPrefix(path string) (string, bool) {
-	const p = "/api"
-	if len(path) < len(p) || !strings.EqualFold(path[:len(p)], p) {
-		return "", false
+// cutPrefix splits path (which must start with "/") into decoded segments
+// and strips the route prefix's segments (any case) from the front: with
+// prefix "api", "/api/a/b" gives [a b], and "/api" and "/api/" give none.
+func (r *Router) cutPrefix(path string) ([]string, bool) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, false
 	}
-	rest := path[len(p):]
-	if rest == "" {
-		return "", true
+	segs := splitPath(path[1:])
+	if len(segs) < len(r.prefix) {
+		return nil, false
 	}
-	if rest[0] != '/' {
-		return "", false
+	for i, p := range r.prefix {
+		if !strings.EqualFold(segs[i], p) {
+			return nil, false
+		}
 	}
-	return rest[1:], true
+	return segs[len(r.prefix):], true
 }
 
-// splitPath splits the path after the prefix into decoded segments; one
-// trailing slash is ignored.
+// parsePrefix parses a route prefix into its literal segments; slashes
+// around it are ignored and "" has none. Route parameters (any brace),
+// empty segments, '?', '#', spaces and control characters are refused: the
+// prefix must also make a plain path (PathPrefix) for an http.ServeMux.
+func parsePrefix(prefix string) ([]string, error) {
+	prefix = strings.Trim(prefix, "/")
+	if prefix == "" {
+		return nil, nil
+	}
+	if i := strings.IndexFunc(prefix, func(r rune) bool {
+		return strings.ContainsRune("{}?#", r) || unicode.IsSpace(r) || unicode.IsControl(r)
+	}); i >= 0 {
+		c, _ := utf8.DecodeRuneInString(prefix[i:])
+		if c == '{' || c == '}' {
+			return nil, errors.New("route parameters are not supported in a route prefix")
+		}
+		return nil, fmt.Errorf("character %q is not allowed in a route prefix", c)
+	}
+	segs := strings.Split(prefix, "/")
+	if slices.Contains(segs, "") {
+		return nil, errors.New("empty segment")
+	}
+	return segs, nil
+}
+
+// splitPath splits a path (without its leading slash) into decoded
+// segments; one trailing slash is ignored.
 func splitPath(rest string) []string {
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
@@ -255,7 +322,7 @@ func precedence(segs []segment) string {
 	return b.String()
 }
 
-// parseTemplate parses a route template (without RoutePrefix).
+// parseTemplate parses a route template (without the route prefix).
 func parseTemplate(t string) ([]segment, error) {
 	t = strings.Trim(t, "/")
 	if t == "" {

@@ -32,7 +32,7 @@ func TestRouter(t *testing.T) {
 		httpFn("Code", "codes/{c:length(3)}/{rest:regex(^[a-z]+$)}"),
 		{Name: "Timer"}, // not HTTP: ignored
 	}
-	r, err := NewRouter(fns)
+	r, err := NewRouter(fns, DefaultRoutePrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestRouterAllowed(t *testing.T) {
 		httpFn("A", "x/{id}", "GET"),
 		httpFn("B", "x/{id:int}", "POST", "PUT"),
 		httpFn("C", "y"),
-	})
+	}, "api")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestRouterPrecedenceIsStable(t *testing.T) {
 	b := httpFn("Beta", "p/{y}", "GET")
 	c := httpFn("Gamma", "p/{*all}", "GET")
 	for _, order := range [][]*Function{{a, b, c}, {c, b, a}, {b, c, a}} {
-		r, err := NewRouter(order)
+		r, err := NewRouter(order, "api")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func TestRouterInvalidTemplates(t *testing.T) {
 		httpFn("EmptySeg", "a//b"),
 		httpFn("BadMin", "m/{v:min(x)}"),
 	}
-	r, err := NewRouter(fns)
+	r, err := NewRouter(fns, DefaultRoutePrefix)
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -184,5 +184,134 @@ func TestParseTemplateEscapes(t *testing.T) {
 	}
 	if len(segs) != 2 || segs[0].literal != "lit{x}" || segs[1].param != "v" {
 		t.Errorf("segments = %+v", segs)
+	}
+}
+
+func TestRouterPrefix(t *testing.T) {
+	fns := []*Function{
+		httpFn("Hello", ""),
+		httpFn("Item", "items/{id:int}", "GET"),
+		httpFn("Files", "files/{*path}"),
+	}
+	type req struct {
+		method, path string
+		want         string // function name, or "" for none
+		params       map[string]string
+		status       int
+	}
+	tests := []struct {
+		prefix     string
+		wantPrefix string
+		pathPrefix string
+		reqs       []req
+	}{
+		{"api", "api", "/api/", []req{ // the default: as before
+			{"GET", "/api/Hello", "Hello", map[string]string{}, 200},
+			{"GET", "/API/hello/", "Hello", map[string]string{}, 200},
+			{"GET", "/%61pi/Hello", "Hello", map[string]string{}, 200}, // the path is decoded, as in ASP.NET
+			{"GET", "/api/items/7", "Item", map[string]string{"id": "7"}, 200},
+			{"POST", "/api/items/7", "", nil, 405},
+			{"GET", "/Hello", "", nil, 404},
+			{"GET", "/apix/Hello", "", nil, 404},
+			{"GET", "/api%2FHello", "", nil, 404},
+			{"GET", "/api", "", nil, 404},
+		}},
+		{"", "", "/", []req{ // no prefix: routes start at "/"
+			{"GET", "/Hello", "Hello", map[string]string{}, 200},
+			{"GET", "/hello/", "Hello", map[string]string{}, 200},
+			{"GET", "/items/7", "Item", map[string]string{"id": "7"}, 200},
+			{"PUT", "/items/7", "", nil, 405},
+			{"GET", "/files/a/b", "Files", map[string]string{"path": "a/b"}, 200},
+			{"GET", "/files", "Files", map[string]string{}, 200},
+			{"GET", "/api/Hello", "", nil, 404},
+			{"GET", "/", "", nil, 404},
+			{"GET", "", "", nil, 404},
+			{"GET", "Hello", "", nil, 404},
+		}},
+		{"v1", "v1", "/v1/", []req{
+			{"GET", "/v1/Hello", "Hello", map[string]string{}, 200},
+			{"GET", "/V1/HELLO", "Hello", map[string]string{}, 200},
+			{"GET", "/v1/items/8", "Item", map[string]string{"id": "8"}, 200},
+			{"GET", "/v1/files/x", "Files", map[string]string{"path": "x"}, 200},
+			{"GET", "/api/Hello", "", nil, 404},
+			{"GET", "/Hello", "", nil, 404},
+			{"GET", "/v1x/Hello", "", nil, 404},
+			{"GET", "/v1", "", nil, 404},
+		}},
+		{"/v1/", "v1", "/v1/", []req{ // slashes around the prefix are ignored
+			{"GET", "/v1/Hello", "Hello", map[string]string{}, 200},
+			{"GET", "/Hello", "", nil, 404},
+		}},
+		{"v1/Beta", "v1/Beta", "/v1/Beta/", []req{ // several segments
+			{"GET", "/v1/beta/Hello", "Hello", map[string]string{}, 200},
+			{"GET", "/v1/Hello", "", nil, 404},
+			{"GET", "/v1/beta", "", nil, 404},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run("prefix "+tt.prefix, func(t *testing.T) {
+			r, err := NewRouter(fns, tt.prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Prefix(); got != tt.wantPrefix {
+				t.Errorf("Prefix() = %q, want %q", got, tt.wantPrefix)
+			}
+			if got := PathPrefix(r.Prefix()); got != tt.pathPrefix {
+				t.Errorf("PathPrefix = %q, want %q", got, tt.pathPrefix)
+			}
+			for _, q := range tt.reqs {
+				fn, params, status := r.Match(q.method, q.path)
+				got := ""
+				if fn != nil {
+					got = fn.Name
+				}
+				if status != q.status || got != q.want || !maps.Equal(params, q.params) || (params == nil) != (q.params == nil) {
+					t.Errorf("Match(%s %q) = %q %v %d, want %q %v %d", q.method, q.path, got, params, status, q.want, q.params, q.status)
+				}
+			}
+			if q := tt.reqs[0]; r.Allowed(q.path) != nil { // Hello: any method
+				t.Errorf("Allowed(%q) = %v", q.path, r.Allowed(q.path))
+			}
+		})
+	}
+}
+
+func TestRouterPrefixAllowed(t *testing.T) {
+	r, err := NewRouter([]*Function{httpFn("A", "x", "GET", "POST")}, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.Allowed("/V1/x"), ","); got != "GET,POST" {
+		t.Errorf("Allowed(/V1/x) = %s", got)
+	}
+	if got := r.Allowed("/api/x"); got != nil {
+		t.Errorf("Allowed(/api/x) = %v", got)
+	}
+}
+
+func TestRouterInvalidPrefix(t *testing.T) {
+	for _, prefix := range []string{"{tenant}", "api/{v}", "a//b", "a b", "a?b", "a#b"} {
+		r, err := NewRouter([]*Function{httpFn("Hello", "")}, prefix)
+		if err == nil || !strings.Contains(err.Error(), "route prefix") {
+			t.Errorf("NewRouter(%q): error = %v", prefix, err)
+		}
+		if r == nil {
+			t.Fatalf("NewRouter(%q): nil router", prefix)
+		}
+		if _, _, st := r.Match("GET", "/"+prefix+"/Hello"); st != http.StatusNotFound {
+			t.Errorf("NewRouter(%q): status = %d", prefix, st)
+		}
+	}
+}
+
+func TestPathPrefix(t *testing.T) {
+	for in, want := range map[string]string{"api": "/api/", "": "/", "/": "/", "/v1/": "/v1/", "a/b": "/a/b/"} {
+		if got := PathPrefix(in); got != want {
+			t.Errorf("PathPrefix(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if PathPrefix(DefaultRoutePrefix) != RoutePrefix {
+		t.Errorf("RoutePrefix = %q", RoutePrefix)
 	}
 }

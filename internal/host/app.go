@@ -26,6 +26,7 @@ type app struct {
 	indexed   chan struct{} // closed after the first indexing attempt
 	indexOnce sync.Once
 
+	prefix    string // route prefix from the app's host.json
 	mu        sync.RWMutex
 	functions []*azure.Function
 	router    *azure.Router
@@ -34,7 +35,12 @@ type app struct {
 }
 
 func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
-	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{})}
+	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{}), prefix: azure.DefaultRoutePrefix}
+	if p, err := azure.ReadRoutePrefix(fc.Codedir); err != nil {
+		h.log.Error("app route prefix: using the default", "app", fc.Name, "prefix", azure.DefaultRoutePrefix, "error", err)
+	} else {
+		a.prefix = p
+	}
 	a.pool = pool.New(pool.Options{
 		Function:    fc.Name,
 		Concurrency: fc.Concurrency,
@@ -70,7 +76,7 @@ func (a *app) failed(err error) {
 }
 
 func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
-	router, err := azure.NewRouter(fns)
+	router, err := azure.NewRouter(fns, a.prefix)
 	msgs := make([]string, 0, len(broken)+1)
 	for _, b := range broken {
 		msgs = append(msgs, b.Error())
@@ -102,7 +108,8 @@ type AppRoute struct {
 	app      *app
 }
 
-// RouteApp finds the app function serving method and path under /api/. It
+// RouteApp finds the app function serving method and path (escaped, as
+// in URL.EscapedPath) under its app's route prefix (/api/ by default). It
 // waits (within ctx) for apps still being indexed. Errors: not found, method
 // not allowed, or an app that could not be indexed.
 func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, error) {
@@ -147,6 +154,9 @@ func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	defer cancel()
 	return r.app.pool.Invoke(ctx, req)
 }
+
+// HasApps reports whether the config has Azure Functions apps.
+func (h *Host) HasApps() bool { return len(h.apps) > 0 }
 
 // WaitApps waits until every app has been indexed once (or failed to be),
 // or ctx is done.

@@ -165,3 +165,23 @@ func TestAzureAppAcrossInstances(t *testing.T) {
 		}
 	}
 }
+
+// An app's host.json sets its route prefix, as under the Azure host.
+func TestAzureAppRoutePrefix(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "host.json"), []byte("\ufeff{\"version\": \"2.0\", // comment\n \"extensions\": {\"http\": {\"routePrefix\": \"v1\"}}}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	th := startAzureHost(t, `  - {name: v1app, runtime: node-worker, codedir: "`+dir+`"}
+`)
+	if r := th.Do(t, http.MethodGet, "/v1/hello/bob", nil, http.Header{"X-Test": {"node"}}); r.Status != 201 || !strings.HasPrefix(string(r.Body), "hello bob via GET") {
+		t.Fatalf("/v1/hello/bob: got %d %q", r.Status, r.Body)
+	}
+	if r := th.Do(t, http.MethodGet, "/v2/hello/bob", nil, nil); r.Status != http.StatusNotFound {
+		t.Fatalf("/v2/hello/bob: got %d, want 404", r.Status)
+	}
+	// /function/ and /healthz are still the host's.
+	if r := th.Do(t, http.MethodGet, "/healthz", nil, nil); r.Status != 200 {
+		t.Fatalf("/healthz: got %d", r.Status)
+	}
+}

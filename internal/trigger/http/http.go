@@ -35,6 +35,7 @@ type Invoker interface {
 // AppRouter finds the Azure Functions app function serving a request under
 // /api/; *host.Host implements it.
 type AppRouter interface {
+	HasApps() bool
 	RouteApp(ctx context.Context, method, path string) (*host.AppRoute, error)
 }
 
@@ -51,17 +52,20 @@ type Handler struct {
 func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 	h := &Handler{inv: inv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
 	h.mux.HandleFunc("/function/{name}", h.function)
-	if apps, ok := inv.(AppRouter); ok {
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
+	}
+	if apps, ok := inv.(AppRouter); ok && apps.HasApps() {
+		// Azure Functions apps own every other path: their routes sit under a
+		// prefix each app's host.json sets (/api/ by default, possibly none).
 		h.apps = apps
-		h.mux.HandleFunc(azure.RoutePrefix, h.app)
+		notFound = h.app
 	}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
-	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
-	})
+	h.mux.HandleFunc("/", notFound)
 	return h
 }
 
@@ -115,7 +119,7 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.Path)
+	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
 	if err != nil {
 		writeInvokeError(w, err)
 		return
