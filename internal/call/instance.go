@@ -36,6 +36,11 @@ import (
 // deadline, http), as a JSON object. Runtimes that do not know it ignore it.
 const ContextMetadataKey = "polyfn-context-bin"
 
+// ResponseMetadataKey is the gRPC response header metadata key under which a
+// worker sends the status and headers of an explicit HTTP response, as a
+// JSON object {"status": 201, "headers": {...}}; Payload is the body.
+const ResponseMetadataKey = "polyfn-response-bin"
+
 // maxMessageSize is the largest message either side may send.
 const maxMessageSize = 2147483647
 
@@ -246,11 +251,23 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	if md := contextMetadata(ctx, req); md != nil {
 		ctx = metadata.AppendToOutgoingContext(ctx, ContextMetadataKey, string(md))
 	}
-	out, err := i.client.Call(ctx, msg)
+	var header metadata.MD
+	out, err := i.client.Call(ctx, msg, grpc.Header(&header))
 	if err != nil {
 		return nil, i.mapError(ctx, err)
 	}
-	return &invoke.Result{Payload: out.Payload}, nil
+	res := &invoke.Result{Payload: out.Payload}
+	if v := header.Get(ResponseMetadataKey); len(v) > 0 {
+		var hr invoke.HTTPResponse
+		if err := json.Unmarshal([]byte(v[0]), &hr); err != nil {
+			return nil, &invoke.Error{Kind: invoke.KindFunction, Type: "InvalidResponse", Message: fmt.Sprintf("%s metadata is not a JSON response object: %v", ResponseMetadataKey, err)}
+		}
+		if err := hr.Validate(); err != nil {
+			return nil, &invoke.Error{Kind: invoke.KindFunction, Type: "InvalidResponse", Message: err.Error()}
+		}
+		res.HTTP = &hr
+	}
+	return res, nil
 }
 
 // invocationContext is the JSON sent under ContextMetadataKey.

@@ -119,6 +119,13 @@ func fakeInvoke(mode string, req *rpc.InvocationRequest, send func(*rpc.Streamin
 			ReturnValue:  &rpc.TypedData{Data: &rpc.TypedData_String_{String_: req.FunctionId}},
 			Result:       &rpc.StatusResult{Status: rpc.StatusResult_Success}}}})
 		return
+	case p == "respond":
+		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: &rpc.InvocationResponse{
+			InvocationId: req.InvocationId,
+			ReturnValue: &rpc.TypedData{Data: &rpc.TypedData_Http{Http: &rpc.RpcHttp{StatusCode: "201", Headers: map[string]string{"x-a": "b"},
+				Body: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: []byte("created")}}}}},
+			Result: &rpc.StatusResult{Status: rpc.StatusResult_Success}}}})
+		return
 	case p == "raise":
 		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: &rpc.InvocationResponse{
 			InvocationId: req.InvocationId,

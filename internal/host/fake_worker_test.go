@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/polyfn/polyfn/api/baetyl"
@@ -73,6 +74,15 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 	case strings.HasPrefix(p, "sleep:"):
 		d, _ := time.ParseDuration(strings.TrimPrefix(p, "sleep:"))
 		time.Sleep(d)
+	case p == "respond", p == "respond-bad":
+		status := 201
+		if p == "respond-bad" {
+			status = 999
+		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs("polyfn-response-bin", fmt.Sprintf(`{"status": %d, "headers": {"x-a": "b"}}`, status)))
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte("created")
+		return out, nil
 	case p == "whoami":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte(m.FunctionName)

@@ -65,8 +65,29 @@ type HTTPInfo struct {
 // Result is one invocation's output.
 type Result struct {
 	Payload []byte
+	// HTTP is set when the function returned an explicit HTTP response;
+	// Payload is then its body.
+	HTTP *HTTPResponse
 	// Stream is the worker's response to a request with Stream input.
 	Stream *rpc.InvocationResponse
+}
+
+// HTTPResponse is the status and headers of an explicit HTTP response a
+// function returned (docs/protocols.md, "HTTP response objects").
+type HTTPResponse struct {
+	Status  int               `json:"status"`
+	Headers map[string]string `json:"headers"`
+}
+
+// Validate checks what a worker sent.
+func (r *HTTPResponse) Validate() error {
+	if r.Status == 0 {
+		r.Status = 200
+	}
+	if r.Status < 100 || r.Status > 599 {
+		return fmt.Errorf("invalid HTTP status %d in the function's response", r.Status)
+	}
+	return nil
 }
 
 // Kind classifies an invocation error.

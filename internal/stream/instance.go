@@ -386,6 +386,9 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		if req.Stream != nil {
 			return &invoke.Result{Stream: out}, nil
 		}
+		if h := out.GetReturnValue().GetHttp(); h != nil {
+			return httpResult(h)
+		}
 		return &invoke.Result{Payload: typedBytes(out.GetReturnValue())}, nil
 	case rpc.StatusResult_Cancelled:
 		return nil, invoke.Errorf(invoke.KindTimeout, "invocation cancelled by the worker")
@@ -452,6 +455,22 @@ func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.T
 		}
 	}
 	return md
+}
+
+// httpResult is an explicit HTTP response a polyfn runtime returned.
+func httpResult(h *rpc.RpcHttp) (*invoke.Result, error) {
+	hr := &invoke.HTTPResponse{Headers: h.GetHeaders()}
+	if sc := h.GetStatusCode(); sc != "" {
+		n, err := strconv.Atoi(sc)
+		if err != nil {
+			return nil, &invoke.Error{Kind: invoke.KindFunction, Type: "InvalidResponse", Message: fmt.Sprintf("status code %q is not a number", sc)}
+		}
+		hr.Status = n
+	}
+	if err := hr.Validate(); err != nil {
+		return nil, &invoke.Error{Kind: invoke.KindFunction, Type: "InvalidResponse", Message: err.Error()}
+	}
+	return &invoke.Result{Payload: typedBytes(h.GetBody()), HTTP: hr}, nil
 }
 
 // typedBytes returns the payload of a result value.

@@ -103,13 +103,23 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		writeInvokeError(w, err)
 		return
 	}
-	if len(res.Payload) > 0 {
+	status := http.StatusOK
+	if res.HTTP != nil {
+		for k, v := range res.HTTP.Headers {
+			if !strings.EqualFold(k, "Content-Length") {
+				w.Header().Set(k, v)
+			}
+		}
+		status = res.HTTP.Status
+	}
+	if len(res.Payload) > 0 && w.Header().Get("Content-Type") == "" {
 		ct := "application/octet-stream"
 		if json.Valid(res.Payload) {
 			ct = "application/json"
 		}
 		w.Header().Set("Content-Type", ct)
 	}
+	w.WriteHeader(status)
 	_, _ = w.Write(res.Payload)
 }
 
