@@ -35,6 +35,30 @@ func BuiltinRuntimes() map[string]Runtime {
 			Address:     "unix",
 			BuiltIn:     true,
 		},
+		"node": {
+			Name:     "node",
+			Protocol: ProtocolStream,
+			// polyfn's Node.js runtime: the polyfn-node command on PATH
+			// (make run links it into bin/; npm install -g runtimes/node does too).
+			Command:     []string{"polyfn-node"},
+			CallCommand: []string{"polyfn-node", "-c", "{config}"},
+			Discovery:   DiscoveryConfig,
+			Env:         map[string]string{"FUNCTIONS_WORKER_RUNTIME": "node"},
+			Address:     "unix",
+			BuiltIn:     true,
+		},
+		"go": {
+			Name:     "go",
+			Protocol: ProtocolStream,
+			// A main package using the Go SDK, built by the host.
+			Command:     []string{"{binary}"},
+			CallCommand: []string{"{binary}", "-c", "{config}"},
+			Build:       "go",
+			Discovery:   DiscoveryConfig,
+			Env:         map[string]string{"FUNCTIONS_WORKER_RUNTIME": "go"},
+			Address:     "unix",
+			BuiltIn:     true,
+		},
 	}
 }
 

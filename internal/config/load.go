@@ -133,6 +133,9 @@ func validate(c *Config, d *decoder) {
 		if len(rt.Command) == 0 || rt.Command[0] == "" {
 			d.errorf(d.at(p+".command"), p+".command", "missing: set the worker command, such as [python3, runtime.py, -c, \"{config}\"]")
 		}
+		if rt.Build != "" && rt.Build != "go" {
+			d.errorf(d.at(p+".build"), p+".build", "unknown build %q (known: go)", rt.Build)
+		}
 		if rt.Address != "tcp" && rt.Address != "unix" {
 			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
 		}
@@ -179,7 +182,7 @@ func validate(c *Config, d *decoder) {
 		default:
 			d.errorf(d.at(p+".protocol"), p+".protocol", "unknown protocol %q (known: call, stream)", f.Protocol)
 		}
-		if f.Handler == "" && c.Effective(f).Discovery == DiscoveryConfig {
+		if f.Handler == "" && c.Effective(f).Discovery == DiscoveryConfig && rt.Build == "" {
 			d.errorf(d.at(p+".handler"), p+".handler", "missing: set the entry point, such as module.function")
 		}
 		if f.Codedir == "" {
@@ -210,6 +213,9 @@ func validate(c *Config, d *decoder) {
 				d.errorf(d.at(p+".runtime"), p+".runtime", "app %s runs runtime %s; every function of an app uses the same runtime", f.App, first)
 			} else {
 				appRuntime[f.App] = f.Runtime
+			}
+			if rt.Build != "" {
+				d.errorf(d.at(p+".app"), p+".app", "a %s function is its own program and cannot share a worker", f.Runtime)
 			}
 			if c.Effective(f).Discovery == DiscoveryApp {
 				d.errorf(d.at(p+".app"), p+".app", "an Azure Functions app already shares its workers; app is for functions of polyfn.yaml")

@@ -79,6 +79,11 @@ type Runtime struct {
 	// polyfn.yaml) or "app" (an Azure Functions app in codedir). Zero means
 	// "app" for declared stream runtimes and "config" otherwise.
 	Discovery Discovery `yaml:"discovery"`
+	// Build, when "go", makes the host build each function's codedir with
+	// go build (cached by source) and put the binary where {binary} stands in
+	// the command. A function's handler, when set, names a prebuilt binary
+	// (relative to codedir) instead.
+	Build string `yaml:"build"`
 	// Env is added to the worker's scrubbed environment.
 	Env map[string]string `yaml:"env"`
 	// Address is where call-protocol workers listen: "tcp" (127.0.0.1 on a free
@@ -107,8 +112,10 @@ type Function struct {
 	// Protocol selects the call protocol on a runtime that speaks both.
 	// Zero means the runtime's protocol.
 	Protocol Protocol `yaml:"protocol"`
-	// Handler is the entry point, module.function for Python. Required for
-	// runtimes with discovery "config"; unused for apps.
+	// Handler is the entry point: module.function for Python, file.export
+	// for Node.js, a prebuilt binary for Go (optional: the host builds
+	// codedir). Required for other runtimes with discovery "config"; unused
+	// for apps.
 	Handler string `yaml:"handler"`
 	// Codedir holds the function's code. Relative to the config file's
 	// directory; made absolute by Load. Required, and it must exist.

@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/gobuild"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
@@ -22,14 +24,18 @@ import (
 
 // Host runs the functions of one configuration.
 type Host struct {
-	cfg    *config.Config
-	stream *stream.Server
-	log    *slog.Logger
-	runDir string
-	fns    map[string]*function
-	pools  []*pool.Pool
-	apps   []*app
-	once   sync.Once
+	cfg     *config.Config
+	builder *gobuild.Builder
+	// buildCtx is cancelled by Close, stopping builds in progress.
+	buildCtx    context.Context
+	cancelBuild context.CancelFunc
+	stream      *stream.Server
+	log         *slog.Logger
+	runDir      string
+	fns         map[string]*function
+	pools       []*pool.Pool
+	apps        []*app
+	once        sync.Once
 }
 
 type function struct {
@@ -55,7 +61,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}}
+	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir())}
+	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	var specs []*poolSpec
 	apps := map[string]*poolSpec{}
 	for _, fc := range cfg.Functions {
@@ -108,20 +115,52 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 
 // starter returns how a pool starts an instance.
 func (h *Host) starter(spec *poolSpec) pool.StartFunc {
-	if spec.runtime.Protocol == config.ProtocolStream {
-		return func(ctx context.Context, id string) (pool.Instance, error) {
+	return func(ctx context.Context, id string) (pool.Instance, error) {
+		rt, err := h.prepare(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		if rt.Protocol == config.ProtocolStream {
 			return stream.Start(ctx, stream.Options{
-				Server: h.stream, Runtime: spec.runtime, Functions: spec.functions,
+				Server: h.stream, Runtime: rt, Functions: spec.functions,
 				Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
 			})
 		}
-	}
-	return func(ctx context.Context, id string) (pool.Instance, error) {
 		return call.Start(ctx, call.Options{
-			Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: spec.runtime, ID: id,
+			Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: rt, ID: id,
 			Dir: filepath.Join(h.runDir, id), Log: h.log,
 		})
 	}
+}
+
+// prepare returns the runtime to start spec's worker with: for runtimes
+// that build (Go), the function's binary, built or found in the cache, put
+// where {binary} stands in the command.
+func (h *Host) prepare(ctx context.Context, spec *poolSpec) (config.Runtime, error) {
+	rt := spec.runtime
+	if rt.Build != "go" {
+		return rt, nil
+	}
+	fc := spec.functions[0]
+	bin := fc.Handler
+	if bin != "" {
+		if !filepath.IsAbs(bin) {
+			bin = filepath.Join(fc.Codedir, bin)
+		}
+	} else {
+		var err error
+		began := time.Now()
+		if bin, err = h.builder.Build(ctx, fc.Codedir); err != nil {
+			return rt, err
+		}
+		h.log.Debug("go function binary ready", "function", fc.Name, "binary", bin, "duration", time.Since(began).Round(time.Millisecond))
+	}
+	cmd := make([]string, len(rt.Command))
+	for i, a := range rt.Command {
+		cmd[i] = strings.ReplaceAll(a, "{binary}", bin)
+	}
+	rt.Command = cmd
+	return rt, nil
 }
 
 // Start starts every function's minimum instances in the background.
@@ -131,6 +170,16 @@ func (h *Host) Start() {
 	}
 	for _, a := range h.apps {
 		a.pool.Prestart(1) // index the app now: its routes must be known
+	}
+	// Build Go functions now, so the first invocation does not wait for it.
+	for _, f := range h.fns {
+		if f.runtime.Build == "go" && f.cfg.Handler == "" {
+			go func() {
+				if _, err := h.builder.Build(h.buildCtx, f.cfg.Codedir); err != nil && h.buildCtx.Err() == nil {
+					h.log.Error("go function does not build", "function", f.cfg.Name, "error", err)
+				}
+			}()
+		}
 	}
 }
 
@@ -192,6 +241,7 @@ func (h *Host) Status() []FunctionStatus {
 // than once.
 func (h *Host) Close(ctx context.Context) {
 	h.once.Do(func() {
+		h.cancelBuild()
 		var wg sync.WaitGroup
 		for _, p := range h.pools {
 			wg.Add(1)

@@ -1,0 +1,171 @@
+// Package gobuild builds the main packages of Go functions with the go
+// command, into a cache keyed by their source, so a binary is rebuilt only
+// when its source changed.
+package gobuild
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Builder builds and caches function binaries. It is safe for concurrent use.
+type Builder struct {
+	// Dir is the cache directory.
+	Dir string
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// New returns a builder caching under dir.
+func New(dir string) *Builder { return &Builder{Dir: dir, locks: map[string]*sync.Mutex{}} }
+
+// DefaultDir is the user's cache directory for polyfn's Go builds.
+func DefaultDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "polyfn", "go")
+	}
+	return filepath.Join(os.TempDir(), "polyfn-go-cache")
+}
+
+// CompileError is a build that failed; Output is what the go command said.
+type CompileError struct {
+	Dir    string
+	Output string
+}
+
+func (e *CompileError) Error() string {
+	return fmt.Sprintf("go build in %s failed:\n%s", e.Dir, strings.TrimSpace(e.Output))
+}
+
+// Build returns the path of the binary built from the main package in
+// codedir, building it if no binary for the current source is cached.
+// Cancelling ctx stops a build in progress.
+func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
+	key, err := b.key(ctx, codedir)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(b.Dir, key, "function")
+	lock := b.lock(key)
+	lock.Lock()
+	defer lock.Unlock()
+	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
+		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	tmp := out + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, ".")
+	cmd.Dir = codedir
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Run(); err != nil {
+		os.Remove(tmp)
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", &CompileError{Dir: codedir, Output: output.String()}
+		}
+		return "", fmt.Errorf("go build: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+func (b *Builder) lock(key string) *sync.Mutex {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l, ok := b.locks[key]
+	if !ok {
+		l = &sync.Mutex{}
+		b.locks[key] = l
+	}
+	return l
+}
+
+// key hashes what the binary depends on that can change: the go version,
+// every file under codedir (names and contents, hidden directories skipped)
+// and the go.mod and go.sum of the module holding it.
+func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
+	h := sha256.New()
+	ver, err := exec.CommandContext(ctx, "go", "env", "GOVERSION", "GOOS", "GOARCH").Output()
+	if err != nil {
+		return "", fmt.Errorf("the go command is needed to build Go functions: %w", err)
+	}
+	h.Write(ver)
+	abs, err := filepath.Abs(codedir)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(h, "dir %s\n", abs)
+	var files []string
+	err = filepath.WalkDir(abs, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != abs && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if root := moduleRoot(abs); root != "" {
+		for _, f := range []string{"go.mod", "go.sum"} {
+			if p := filepath.Join(root, f); !strings.HasPrefix(p, abs+string(filepath.Separator)) {
+				files = append(files, p)
+			}
+		}
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "file %s\n", f)
+		_, err = io.Copy(h, fh)
+		fh.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// moduleRoot returns the directory of the go.mod governing dir, or "".
+func moduleRoot(dir string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
+}
