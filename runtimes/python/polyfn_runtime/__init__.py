@@ -9,6 +9,13 @@ modes with the same programming model:
 * stream mode (:mod:`polyfn_runtime.stream`): an Azure Functions language
   worker that dials the host and serves the functions the host loads over one
   ``EventStream``.
+
+A function may return a :class:`Response` (also ``context.response(...)``)
+to set the HTTP status code and headers along with the body.
 """
 
 __version__ = "0.1.0"
+
+from .response import Response
+
+__all__ = ["Response", "__version__"]

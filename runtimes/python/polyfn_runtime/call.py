@@ -6,11 +6,17 @@ The reply is the request message with ``Payload`` replaced (see
 
 * ``[UserCodeInvoke] <ExceptionType>: <message>`` — the handler raised;
 * ``[UserCodeReturn] <ExceptionType>: <message>`` — its return value is not
-  JSON-encodable;
+  JSON-encodable, or it is a :class:`~polyfn_runtime.response.Response` with
+  a bad status or headers;
 * ``function not found: <name>`` — no such function in this worker.
 
 Details longer than 2 KiB (UTF-8) are cut and end with `` [truncated]``; the
 full message and the traceback are in the logs.
+
+A function that returns a :class:`~polyfn_runtime.response.Response` gets
+its body as the ``Payload`` and its status and headers in the initial
+(header) metadata ``polyfn-response-bin`` (a JSON object); plain return
+values send no such metadata.
 
 There are two implementations of the method, one per server engine (see
 :mod:`polyfn_runtime.server`): :class:`AsyncioCalls` for grpc.aio and
@@ -34,10 +40,15 @@ from .context import Context, build_context
 from .loader import LoadedFunction
 from .payload import decode_event, encode_result
 from .protos.baetyl.function_pb2 import FunctionMessage
+from .response import RESPONSE_METADATA_KEY, Response, encode_response
 
 SERVICE = "baetyl.Function"
 METHOD = "Call"
 MAX_DETAILS_BYTES = 2048
+
+# What running a function gives: the error details (the call fails), else the
+# polyfn-response-bin metadata to send (None for a plain return value).
+_Outcome = tuple[str | None, bytes | None]
 
 
 def rpc_handler(behavior: Callable[..., Any]) -> grpc.GenericRpcHandler:
@@ -73,16 +84,18 @@ class AsyncioCalls:
         return sum(1 for future in list(self._threads) if not future.done())
 
     async def call(self, request: FunctionMessage, context: grpc.aio.ServicerContext) -> FunctionMessage:
-        error = await self._run(request, context)
+        error, response_metadata = await self._run(request, context)
         if error is not None:
             await context.abort(grpc.StatusCode.UNKNOWN, error)  # raises
+        if response_metadata is not None:
+            await context.send_initial_metadata(((RESPONSE_METADATA_KEY, response_metadata),))
         return request
 
-    async def _run(self, request: FunctionMessage, context: grpc.aio.ServicerContext) -> str | None:
-        """Run the function: the result goes into ``request.Payload``, or the error details are returned."""
+    async def _run(self, request: FunctionMessage, context: grpc.aio.ServicerContext) -> _Outcome:
+        """Run the function: the result goes into ``request.Payload``; see :data:`_Outcome`."""
         function = self._functions.get(request.FunctionName)
         if function is None:
-            return not_found(request.FunctionName)
+            return not_found(request.FunctionName), None
         event, ctx = _prepare(function, request, context.invocation_metadata(), context.time_remaining())
         scope = logs.Scope(function.name, request.FunctionInvokeID)
         token = logs.current_scope.set(scope)
@@ -92,7 +105,7 @@ class AsyncioCalls:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # any failure of user code is the caller's result
-                return _invoke_failed(exc, scope)
+                return _invoke_failed(exc, scope), None
             return _set_payload(request, result, scope)
         finally:
             logs.current_scope.reset(token)
@@ -130,16 +143,18 @@ class ThreadedCalls:
         return self._running
 
     def call(self, request: FunctionMessage, context: grpc.ServicerContext) -> FunctionMessage:
-        error = self._run(request, context)
+        error, response_metadata = self._run(request, context)
         if error is not None:
             context.abort(grpc.StatusCode.UNKNOWN, error)  # raises
+        if response_metadata is not None:
+            context.send_initial_metadata(((RESPONSE_METADATA_KEY, response_metadata),))
         return request
 
-    def _run(self, request: FunctionMessage, context: grpc.ServicerContext) -> str | None:
-        """Run the function: the result goes into ``request.Payload``, or the error details are returned."""
+    def _run(self, request: FunctionMessage, context: grpc.ServicerContext) -> _Outcome:
+        """Run the function: the result goes into ``request.Payload``; see :data:`_Outcome`."""
         function = self._functions.get(request.FunctionName)
         if function is None:
-            return not_found(request.FunctionName)
+            return not_found(request.FunctionName), None
         event, ctx = _prepare(function, request, context.invocation_metadata(), context.time_remaining())
         scope = logs.Scope(function.name, request.FunctionInvokeID)
         token = logs.current_scope.set(scope)
@@ -154,7 +169,7 @@ class ThreadedCalls:
                     if inspect.isawaitable(result):
                         result = self._loop.run(result, scope)
             except BaseException as exc:  # any failure of user code is the caller's result
-                return _invoke_failed(exc, scope)
+                return _invoke_failed(exc, scope), None
             return _set_payload(request, result, scope)
         finally:
             with self._lock:
@@ -200,15 +215,23 @@ def _prepare(
     return decode_event(request.Payload), ctx
 
 
-def _set_payload(request: FunctionMessage, result: Any, scope: logs.Scope) -> str | None:
-    """Put ``result`` in the reply; the error details when it cannot be encoded."""
+def _set_payload(request: FunctionMessage, result: Any, scope: logs.Scope) -> _Outcome:
+    """Put ``result`` in the reply; the error details when it cannot be encoded.
+
+    A :class:`Response` puts its body in the reply, and its status and headers
+    in the returned metadata value.
+    """
     try:
+        if isinstance(result, Response):
+            response = encode_response(result)
+            request.Payload = response.body
+            return None, response.metadata()
         request.Payload = encode_result(result)
     except Exception as exc:
         error = _error("[UserCodeReturn]", exc)
         logs.emit("error", f"cannot encode the return value: {error}", source="user", scope=scope)
-        return _details(error)
-    return None
+        return _details(error), None
+    return None, None
 
 
 def _invoke_failed(exc: BaseException, scope: logs.Scope) -> str:

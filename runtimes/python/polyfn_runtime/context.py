@@ -13,6 +13,7 @@ from typing import Any
 
 from . import logs
 from .protos.baetyl.function_pb2 import FunctionMessage
+from .response import Response
 
 # gRPC metadata the host sends with each call: a JSON object whose keys are
 # merged into the context (trigger, deadline, http, ...).
@@ -71,6 +72,14 @@ class Context(dict[str, Any]):
             self._base_logger,
             {logs.FUNCTION_ATTR: self.get("functionName"), logs.INVOCATION_ATTR: self.get("functionInvokeID")},
         )
+
+    def response(self, body: Any = None, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        """An HTTP response to return: ``body`` (payload rules), ``status`` (100-599) and ``headers`` (str: str).
+
+        Same as ``polyfn_runtime.Response(body, status, headers)``; it is
+        checked when the function returns it.
+        """
+        return Response(body, status=status, headers=headers)
 
     def remaining(self) -> float | None:
         """Seconds left before the call's deadline, or ``None`` without one."""

@@ -14,7 +14,9 @@ The host is the gRPC server. The worker dials ``--host:--port`` (or
   the response and the worker keeps running;
 * ``InvocationRequest`` → the same ``event`` and ``context`` as call mode
   (``input_data`` ``event`` is the payload, ``trigger_metadata`` the context
-  keys) → ``InvocationResponse``;
+  keys) → ``InvocationResponse``; a returned
+  :class:`~polyfn_runtime.response.Response` is ``return_value.http``
+  (``status_code``, ``headers``, ``body.bytes``);
 * ``InvocationCancel`` cancels the task of a coroutine handler (reply
   ``Cancelled``); a plain function cannot be interrupted and replies when it
   returns;
@@ -64,6 +66,7 @@ from .loader import HandlerLoader, HandlerLoadError, LoadedFunction
 from .payload import decode_event, encode_result
 from .protos.azure import FunctionRpc_pb2 as rpc
 from .protos.azure.FunctionRpc_pb2 import StreamingMessage
+from .response import Response, encode_response
 from .server import EXIT_FAILED, EXIT_OK, STOP_SIGNALS, StopSignal
 
 METHOD = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream"
@@ -602,6 +605,8 @@ class StreamWorker:
 
     def _succeeded(self, invocation: _Invocation, result: Any, scope: logs.Scope) -> StreamingMessage:
         try:
+            if isinstance(result, Response):
+                return self._http_response(invocation, result)
             payload = encode_result(result)
         except Exception as exc:
             error = f"[UserCodeReturn] {type(exc).__name__}: {_text(exc)}"
@@ -613,6 +618,19 @@ class StreamWorker:
         response.result.status = SUCCESS
         if payload:
             response.return_value.bytes = payload
+        return message
+
+    def _http_response(self, invocation: _Invocation, result: Response) -> StreamingMessage:
+        """``return_value: {http: {status_code, headers, body: {bytes}}}``; raises when ``result`` is bad."""
+        encoded = encode_response(result)
+        message = StreamingMessage(request_id=invocation.request_id)
+        response = message.invocation_response
+        response.invocation_id = invocation.id
+        response.result.status = SUCCESS
+        http = response.return_value.http
+        http.status_code = str(encoded.status)
+        http.headers.update(encoded.headers)
+        http.body.bytes = encoded.body  # set even when empty
         return message
 
     def _failed(self, invocation: _Invocation, exc: BaseException, scope: logs.Scope) -> StreamingMessage:

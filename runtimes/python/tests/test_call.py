@@ -22,6 +22,7 @@ HANDLERS = """
     import sys
     import threading
 
+    import polyfn_runtime
     import sibling  # a module next to this one in the codedir
 
 
@@ -40,6 +41,39 @@ HANDLERS = """
             "dict": {"a": [1, 2.5, None, True], "b": "\\u00e9"},
             "set": {1, 2},
         }[event["kind"]]
+
+
+    BODIES = {"dict": {"ok": [1, None]}, "bytes": b"\\x00\\xffraw", "str": "hello", "none": None}
+
+
+    def respond(event, context):
+        return context.response(BODIES[event["kind"]], status=201, headers={"x-a": "b", "x-kind": event["kind"]})
+
+
+    async def async_respond(event, context):
+        await asyncio.sleep(0)
+        return polyfn_runtime.Response(BODIES[event["kind"]], status=299, headers={"x-async": "\u00e9"})
+
+
+    def default_response(event, context):
+        return polyfn_runtime.Response()
+
+
+    BAD_RESPONSES = {
+        "status-str": {"status": "201"},
+        "status-float": {"status": 201.0},
+        "status-bool": {"status": True},
+        "status-low": {"status": 99},
+        "status-high": {"status": 600},
+        "headers-list": {"headers": [("x-a", "b")]},
+        "header-value": {"headers": {"x-a": 1}},
+        "header-name": {"headers": {1: "b"}},
+        "body": {"body": {1, 2}},
+    }
+
+
+    def bad_response(event, context):
+        return context.response(**{"body": "ok", **BAD_RESPONSES[event["kind"]]})
 
 
     def show_context(event, context):
@@ -125,6 +159,10 @@ CODE = {
 FUNCTIONS = {
     "describe": "handlers.describe",
     "returns": "handlers.returns",
+    "respond": "handlers.respond",
+    "async-respond": "handlers.async_respond",
+    "default-response": "handlers.default_response",
+    "bad-response": "handlers.bad_response",
     "context": "handlers.show_context",
     "fail": "handlers.fail",
     "async-echo": "handlers.async_echo",
@@ -200,6 +238,85 @@ def test_unencodable_return_value(worker: Worker) -> None:
     error = call_error(lambda: worker.call("returns", b'{"kind": "set"}'))
     assert error.code() == grpc.StatusCode.UNKNOWN
     assert error.details() == "[UserCodeReturn] TypeError: Object of type set is not JSON serializable"
+
+
+# -- HTTP response objects -----------------------------------------------------
+
+RESPONSE_METADATA = "polyfn-response-bin"
+RESPONSE_BODIES = {
+    "dict": json.dumps({"ok": [1, None]}).encode(),
+    "bytes": b"\x00\xffraw",
+    "str": b'"hello"',
+    "none": b"",
+}
+
+
+def call_with_metadata(worker: Worker, function: str, payload: bytes = b"") -> tuple[FunctionMessage, dict]:
+    """The reply and the call's initial (header) metadata."""
+    reply, call = worker.stub.with_call(FunctionMessage(FunctionName=function, Payload=payload), timeout=10)
+    return reply, dict(call.initial_metadata())
+
+
+@pytest.mark.parametrize("kind", list(RESPONSE_BODIES))
+def test_response_object(worker: Worker, kind: str) -> None:
+    reply, metadata = call_with_metadata(worker, "respond", json.dumps({"kind": kind}).encode())
+    assert reply.Payload == RESPONSE_BODIES[kind]
+    assert reply.FunctionName == "respond"
+    assert isinstance(metadata[RESPONSE_METADATA], bytes)
+    assert json.loads(metadata[RESPONSE_METADATA]) == {"status": 201, "headers": {"x-a": "b", "x-kind": kind}}
+
+
+@pytest.mark.parametrize("kind", list(RESPONSE_BODIES))
+def test_async_response_object(worker: Worker, kind: str) -> None:
+    reply, metadata = call_with_metadata(worker, "async-respond", json.dumps({"kind": kind}).encode())
+    assert reply.Payload == RESPONSE_BODIES[kind]
+    assert json.loads(metadata[RESPONSE_METADATA].decode("utf-8")) == {"status": 299, "headers": {"x-async": "\u00e9"}}
+
+
+def test_response_object_defaults(worker: Worker) -> None:
+    reply, metadata = call_with_metadata(worker, "default-response")
+    assert reply.Payload == b""
+    assert json.loads(metadata[RESPONSE_METADATA]) == {"status": 200, "headers": {}}
+
+
+def test_plain_return_sends_no_response_metadata(worker: Worker) -> None:
+    reply, metadata = call_with_metadata(worker, "returns", b'{"kind": "dict"}')
+    assert reply.Payload == json.dumps({"a": [1, 2.5, None, True], "b": "\u00e9"}).encode()
+    assert RESPONSE_METADATA not in metadata
+
+
+@pytest.mark.parametrize(
+    ("kind", "details"),
+    [
+        ("status-str", "TypeError: Response status must be an int, not str"),
+        ("status-float", "TypeError: Response status must be an int, not float"),
+        ("status-bool", "TypeError: Response status must be an int, not bool"),
+        ("status-low", "ValueError: Response status must be 100-599, got 99"),
+        ("status-high", "ValueError: Response status must be 100-599, got 600"),
+        ("headers-list", "TypeError: Response headers must be a mapping of str to str, not list"),
+        ("header-value", "TypeError: Response header 'x-a': the value must be str, not int"),
+        ("header-name", "TypeError: Response header names must be str, not int (1)"),
+        ("body", "TypeError: Object of type set is not JSON serializable"),
+    ],
+)
+def test_bad_response_object_fails_then_next_call_works(worker: Worker, kind: str, details: str) -> None:
+    invocation_id = new_id()
+    request = FunctionMessage(
+        FunctionName="bad-response", Payload=json.dumps({"kind": kind}).encode(), FunctionInvokeID=invocation_id
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        worker.stub.with_call(request, timeout=10)
+    error = info.value
+    assert error.code() == grpc.StatusCode.UNKNOWN
+    assert error.details() == f"[UserCodeReturn] {details}"
+    assert RESPONSE_METADATA not in dict(error.initial_metadata() or ())
+    record = worker.wait_for_log(lambda r: r.get("invocation_id") == invocation_id, what="the encoding error")
+    assert record["level"] == "error"
+    assert record["msg"] == f"cannot encode the return value: [UserCodeReturn] {details}"
+
+    reply, metadata = call_with_metadata(worker, "respond", b'{"kind": "str"}')
+    assert reply.Payload == b'"hello"'
+    assert json.loads(metadata[RESPONSE_METADATA])["status"] == 201
 
 
 # -- message fields and context ----------------------------------------------

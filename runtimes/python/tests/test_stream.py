@@ -35,6 +35,7 @@ HANDLERS = """
     import threading
     import time
 
+    import polyfn_runtime
     import sibling  # a module next to this one in the codedir
 
 
@@ -53,6 +54,43 @@ HANDLERS = """
             "dict": {"a": [1, 2.5, None, True], "b": "\\u00e9"},
             "set": {1, 2},
         }[event["kind"]]
+
+
+    BODIES = {"dict": {"ok": [1, None]}, "bytes": b"\\x00\\xffraw", "str": "hello", "none": None}
+
+
+    def respond(event, context):
+        return context.response(BODIES[event["kind"]], status=201, headers={"x-a": "b", "x-kind": event["kind"]})
+
+
+    async def async_respond(event, context):
+        await asyncio.sleep(0)
+        return polyfn_runtime.Response(BODIES[event["kind"]], status=299, headers={"x-async": "\u00e9"})
+
+
+    def default_response(event, context):
+        return polyfn_runtime.Response()
+
+
+    BAD_RESPONSES = {
+        "status-str": {"status": "201"},
+        "status-float": {"status": 201.0},
+        "status-bool": {"status": True},
+        "status-low": {"status": 99},
+        "status-high": {"status": 600},
+        "headers-list": {"headers": [("x-a", "b")]},
+        "header-value": {"headers": {"x-a": 1}},
+        "header-name": {"headers": {1: "b"}},
+        "body": {"body": {1, 2}},
+    }
+
+
+    def bad_response(event, context):
+        return context.response(**{"body": "ok", **BAD_RESPONSES[event["kind"]]})
+
+
+    async def async_bad_response(event, context):
+        return bad_response(event, context)
 
 
     def show_context(event, context):
@@ -173,6 +211,11 @@ CODE = {
 FUNCTIONS = {
     "describe": "handlers.describe",
     "returns": "handlers.returns",
+    "respond": "handlers.respond",
+    "async-respond": "handlers.async_respond",
+    "default-response": "handlers.default_response",
+    "bad-response": "handlers.bad_response",
+    "async-bad-response": "handlers.async_bad_response",
     "context": "handlers.show_context",
     "fail": "handlers.fail",
     "async-fail": "handlers.async_fail",
@@ -358,6 +401,81 @@ def test_unencodable_return_value(served: Served) -> None:
     assert exception.source == "UserCodeReturn"
     assert exception.is_user_exception
     assert not response.HasField("return_value")
+
+
+# -- HTTP response objects -------------------------------------------------------
+
+RESPONSE_BODIES = {
+    "dict": json.dumps({"ok": [1, None]}).encode(),
+    "bytes": b"\x00\xffraw",
+    "str": b'"hello"',
+    "none": b"",
+}
+
+
+def http_result(response: rpc.InvocationResponse) -> rpc.RpcHttp:
+    assert response.result.status == SUCCESS, response
+    assert response.return_value.WhichOneof("data") == "http"
+    http = response.return_value.http
+    assert http.body.WhichOneof("data") == "bytes"  # also for an empty body
+    return http
+
+
+@pytest.mark.parametrize(
+    ("function", "status", "headers"),
+    [("respond", "201", {"x-a": "b"}), ("async-respond", "299", {"x-async": "\u00e9"})],
+)
+@pytest.mark.parametrize("kind_", list(RESPONSE_BODIES))
+def test_response_object(served: Served, function: str, status: str, headers: dict, kind_: str) -> None:
+    http = http_result(served.stream.call(function, json.dumps({"kind": kind_}).encode()))
+    assert http.status_code == status
+    expected = {**headers, "x-kind": kind_} if function == "respond" else headers
+    assert dict(http.headers) == expected
+    assert http.body.bytes == RESPONSE_BODIES[kind_]
+
+
+def test_response_object_defaults(served: Served) -> None:
+    http = http_result(served.stream.call("default-response"))
+    assert (http.status_code, dict(http.headers), http.body.bytes) == ("200", {}, b"")
+
+
+@pytest.mark.parametrize("function", ["bad-response", "async-bad-response"])
+@pytest.mark.parametrize(
+    ("kind_", "type_", "message"),
+    [
+        ("status-str", "TypeError", "Response status must be an int, not str"),
+        ("status-float", "TypeError", "Response status must be an int, not float"),
+        ("status-bool", "TypeError", "Response status must be an int, not bool"),
+        ("status-low", "ValueError", "Response status must be 100-599, got 99"),
+        ("status-high", "ValueError", "Response status must be 100-599, got 600"),
+        ("headers-list", "TypeError", "Response headers must be a mapping of str to str, not list"),
+        ("header-value", "TypeError", "Response header 'x-a': the value must be str, not int"),
+        ("header-name", "TypeError", "Response header names must be str, not int (1)"),
+        ("body", "TypeError", "Object of type set is not JSON serializable"),
+    ],
+)
+def test_bad_response_object_fails_then_next_invocation_works(
+    served: Served, function: str, kind_: str, type_: str, message: str
+) -> None:
+    stream = served.stream
+    invocation_id = new_id("inv")
+    response = stream.call(function, json.dumps({"kind": kind_}).encode(), invocation_id=invocation_id)
+    assert response.result.status == FAILURE
+    exception = response.result.exception
+    assert (exception.type, exception.message) == (type_, message)
+    assert exception.source == "UserCodeReturn"
+    assert exception.is_user_exception
+    assert not response.HasField("return_value")
+    [record] = stream.logs(lambda r: r.invocation_id == invocation_id)
+    assert record.level == rpc.RpcLog.Error
+    assert record.message == f"cannot encode the return value: [UserCodeReturn] {type_}: {message}"
+
+    assert http_result(stream.call("respond", b'{"kind": "str"}')).body.bytes == b'"hello"'
+
+
+def test_plain_return_is_not_an_http_response(served: Served) -> None:
+    response = served.stream.call("returns", b'{"kind": "str"}')
+    assert response.return_value.WhichOneof("data") == "bytes"
 
 
 def test_response_echoes_ids(served: Served) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import polyfn_runtime
 from polyfn_runtime import logs
 from polyfn_runtime.config import ConfigError, load_config, parse_config
 from polyfn_runtime.context import Context, build_context
 from polyfn_runtime.payload import decode_event, encode_result
 from polyfn_runtime.protos.baetyl.function_pb2 import FunctionMessage
+from polyfn_runtime.response import Response, encode_response
 
 
 def test_decode_event() -> None:
@@ -33,6 +35,38 @@ def test_encode_result() -> None:
     assert encode_result({"k": [1, None]}) == b'{"k": [1, null]}'
     with pytest.raises(TypeError):
         encode_result(object())
+
+
+def test_response_objects() -> None:
+    assert polyfn_runtime.Response is Response
+    context = Context({"functionName": "f"})
+    made = context.response({"a": 1}, status=201, headers={"x-a": "b"})
+    assert isinstance(made, Response)
+    encoded = encode_response(made)
+    assert (encoded.status, encoded.headers, encoded.body) == (201, {"x-a": "b"}, b'{"a": 1}')
+    assert json.loads(encoded.metadata()) == {"status": 201, "headers": {"x-a": "b"}}
+    assert encode_response(Response()).metadata() == b'{"status": 200, "headers": {}}'
+    assert encode_response(Response(b"\x00", 599)).body == b"\x00"
+    assert encode_response(Response("hi", 100)).body == b'"hi"'
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (Response(status="200"), TypeError),
+        (Response(status=True), TypeError),
+        (Response(status=None), TypeError),
+        (Response(status=99), ValueError),
+        (Response(status=600), ValueError),
+        (Response(headers=[("a", "b")]), TypeError),
+        (Response(headers={"a": b"b"}), TypeError),
+        (Response(headers={b"a": "b"}), TypeError),
+        (Response(body=object()), TypeError),
+    ],
+)
+def test_bad_response_objects(response: Response, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        encode_response(response)
 
 
 BASE = {"functions": [{"name": "f", "handler": "index.handler", "codedir": "code"}]}
