@@ -65,6 +65,7 @@ functions:
   - {name: fail, handler: index.fail, codedir: functions/kinds}
   - {name: async-echo, handler: index.async_echo, codedir: functions/kinds}
   - {name: whoami, handler: index.whoami, codedir: functions/kinds}
+  - {name: respond, handler: index.respond, codedir: functions/kinds}
   - {name: whoami2, handler: index.whoami, codedir: functions/kinds2}
   - name: ctx
     handler: ctx.handler
@@ -126,6 +127,13 @@ func testPythonRuntime(t *testing.T, protocol string, th *hosttest.Host) {
 			if r.Status != 200 || string(r.Body) != tt.want {
 				t.Errorf("return %s: got %d %q, want 200 %q", tt.kind, r.Status, r.Body, tt.want)
 			}
+		}
+	})
+
+	t.Run("HTTP response object", func(t *testing.T) {
+		r := th.Call(t, "respond", `{"name": "x"}`)
+		if r.Status != 201 || r.Header.Get("X-Kind") != "py" || string(r.Body) != `{"created": "x"}` || r.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("got %d %v %q", r.Status, r.Header, r.Body)
 		}
 	})
 

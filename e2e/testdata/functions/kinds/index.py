@@ -29,3 +29,7 @@ async def async_echo(event, context):
 
 def whoami(event, context):
     return {"module": "kinds"}
+
+
+def respond(event, context):
+    return context.response({"created": event.get("name")}, status=201, headers={"x-kind": "py"})
