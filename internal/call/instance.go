@@ -291,7 +291,7 @@ func contextMetadata(ctx context.Context, req *invoke.Request) []byte {
 
 // userErrorRE matches the error detail polyfn's runtimes send for a
 // function's exception: "[UserCodeInvoke] ValueError: message".
-var userErrorRE = regexp.MustCompile(`^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*): ?(.*)$`)
+var userErrorRE = regexp.MustCompile(`(?s)^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*): ?(.*)$`)
 
 // baetylErrorRE matches what the original Baetyl Python runtime sends:
 // "Exception calling application: ('[UserCodeInvoke] ', ValueError('message'))".
