@@ -1,6 +1,7 @@
 # polyfn — build, run and test.
 #
-#   make run    build bin/polyfn, create .venv with the Python runtime, serve examples/polyfn.yaml
+#   make run    build bin/polyfn and the runtimes (.venv with the Python runtime, the Node.js
+#               runtime's packages), serve examples/polyfn.yaml
 #   make test   every test in every language
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
 
@@ -19,7 +20,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv run test test-go test-python gen tools vet fmt clean bench
+.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench
 
 all: build
 
@@ -35,19 +36,37 @@ $(VENV)/.stamp: runtimes/python/pyproject.toml
 
 venv: $(VENV)/.stamp
 
-run: build venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bin/polyfn serve -c examples/polyfn.yaml
+# The Node.js runtime's packages, and bin/polyfn-node on the PATH the host sees.
+NODE_RT := runtimes/node
+$(NODE_RT)/node_modules/.stamp: $(NODE_RT)/package.json $(NODE_RT)/package-lock.json
+	cd $(NODE_RT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-runtime: $(NODE_RT)/node_modules/.stamp
+	mkdir -p bin
+	ln -sf ../$(NODE_RT)/bin/polyfn-node.js bin/polyfn-node
+
+runtimes: venv node-runtime
+
+# The host finds the runtimes on PATH: bin/ (polyfn-node) and .venv/bin (python3).
+RUNTIME_PATH := PATH="$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$$PATH"
+
+run: build runtimes
+	$(RUNTIME_PATH) bin/polyfn serve -c examples/polyfn.yaml
 
 vet:
 	$(GO) vet ./...
 
-test: build venv test-go test-python
+test: build runtimes test-go test-python test-node
 
-test-go:
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(GO) test -count=1 ./...
+test-go: runtimes
+	$(RUNTIME_PATH) $(GO) test -count=1 ./...
 
 test-python: venv
 	$(VPY) -m pytest -q runtimes/python/tests
+
+test-node: node-runtime
+	cd $(NODE_RT) && npm test
 
 tools:
 	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
@@ -71,6 +90,10 @@ gen: tools
 	# The package-less files import each other by bare module name; inside the
 	# Python package they are siblings.
 	sed -i 's/^import \(NullableTypes_pb2\|ClaimsIdentityRpc_pb2\) as/from . import \1 as/' $(PY_PROTOS)/azure/*_pb2.py
+	# The Node.js runtime loads the .proto files themselves.
+	mkdir -p $(NODE_RT)/protos/baetyl $(NODE_RT)/protos/azure
+	cp api/baetyl/function.proto $(NODE_RT)/protos/baetyl/
+	cp api/azure/*.proto $(NODE_RT)/protos/azure/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
@@ -79,5 +102,5 @@ clean:
 	rm -rf bin $(VENV) $(TOOLS)
 
 # Benchmarks print numbers; they do not pass or fail on speed.
-bench: build venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(GO) test -run '^$$' -bench . -benchtime 3000x -count 3 ./bench
+bench: build runtimes
+	$(RUNTIME_PATH) $(GO) test -run '^$$' -bench . -benchtime 3000x -count 3 ./bench

@@ -67,7 +67,7 @@ func TestCLIValidate(t *testing.T) {
 		t.Error("validate of a broken config exited 0")
 	}
 	code, out, errOut := runCLI("validate", "-c", "../examples/polyfn.yaml")
-	if code != 0 || !strings.Contains(out, "ok, 2 functions") {
+	if code != 0 || !strings.Contains(out, "ok, 4 functions") {
 		t.Fatalf("validate examples: exit %d, %q %q", code, out, errOut)
 	}
 	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "polyfn ") {
@@ -118,6 +118,18 @@ func TestServeExamples(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"message": "Hello, polyfn!"`) {
 		t.Fatalf("sayhi: got %d %s", resp.StatusCode, body.String())
 	}
+	for _, fn := range []string{"hello-node", "hello-go"} {
+		resp, err := http.Post(base+"/function/"+fn, "application/json", strings.NewReader(`{"name":"polyfn"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(b.String(), `"message":"Hello, polyfn!"`) {
+			t.Fatalf("%s: got %d %s", fn, resp.StatusCode, b.String())
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +142,7 @@ func TestServeExamples(t *testing.T) {
 		t.Fatal("polyfn did not exit within 20s of SIGTERM")
 	}
 	// The workers were in polyfn's children; none may survive it.
-	if out, _ := exec.Command("pgrep", "-f", "polyfn_runtime --host").Output(); len(bytes.TrimSpace(out)) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", "--functions-worker-id").Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("workers left after polyfn exited: %s", out)
 	}
 }

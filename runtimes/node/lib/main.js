@@ -1,0 +1,62 @@
+'use strict';
+
+// The command line: call mode or stream mode (see ./args.js).
+
+const util = require('node:util');
+const grpc = require('@grpc/grpc-js');
+
+const { USAGE, UsageError, parseArgs } = require('./args');
+const { ConfigError, streamOptions } = require('./config');
+const logs = require('./logs');
+const VERSION = require('./version');
+
+const EXIT_USAGE = 2;
+
+/**
+ * Run the runtime with argv (without node and the script); resolve with the
+ * process's exit status.
+ */
+async function main(argv) {
+  let args;
+  try {
+    args = parseArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`${USAGE}\npolyfn-node: error: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+
+  logs.install();
+  // grpc-js's own messages are the runtime's.
+  grpc.setLogger({
+    error: (...parts) => logs.log.error(`grpc: ${util.format(...parts)}`),
+    info: (...parts) => logs.log.info(`grpc: ${util.format(...parts)}`),
+    debug: (...parts) => logs.log.debug(`grpc: ${util.format(...parts)}`),
+  });
+  if (args.unknown.length) logs.log.warn(`ignoring unknown arguments: ${args.unknown.join(' ')}`);
+
+  let options;
+  try {
+    options = streamOptions(args);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    logs.log.error(err.message);
+    return EXIT_USAGE;
+  }
+  try {
+    if (options) return await require('./stream').run(options);
+    return await require('./call').run(args.config);
+  } finally {
+    logs.flushAll();
+  }
+}
+
+module.exports = { EXIT_USAGE, main };
