@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
@@ -26,6 +30,7 @@ var languages = map[string]struct {
   - {name: returns, handler: index.returns, codedir: functions/kinds}
   - {name: fail, handler: index.fail, codedir: functions/kinds}
   - {name: respond, handler: index.respond, codedir: functions/kinds}
+  - {name: slow, handler: index.slow, codedir: functions/kinds}
   - {name: ctx, handler: ctx.handler, codedir: functions/ctx, env: {GREETING: hi}}
 `,
 	},
@@ -53,6 +58,7 @@ runtimes:
   - {name: returns, runtime: node, handler: index.returns, codedir: functions/node-kinds}
   - {name: fail, runtime: node, handler: index.fail, codedir: functions/node-kinds}
   - {name: respond, runtime: node, handler: index.respond, codedir: functions/node-kinds}
+  - {name: slow, runtime: node, handler: index.slow, codedir: functions/node-kinds}
   - {name: ctx, runtime: node, handler: index.ctx, codedir: functions/node-kinds, env: {GREETING: hi}}
 `,
 	},
@@ -82,6 +88,7 @@ runtimes:
   - {name: returns, runtime: go, codedir: functions/go-kinds}
   - {name: fail, runtime: go, codedir: functions/go-kinds}
   - {name: respond, runtime: go, codedir: functions/go-kinds}
+  - {name: slow, runtime: go, codedir: functions/go-kinds}
   - {name: ctx, runtime: go, codedir: functions/go-kinds, env: {GREETING: hi}}
 `,
 	},
@@ -179,5 +186,35 @@ func semanticTable(t *testing.T, th *hosttest.Host, lang string) {
 	}
 	if !strings.HasPrefix(got.Cwd, th.RunDir()+"/") {
 		t.Errorf("worker cwd %q is not a private directory under %s", got.Cwd, th.RunDir())
+	}
+
+	// Many invocations at once on one instance.
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"i": %d}`, i)
+			if r := th.Call(t, "echo", body); r.Status != 200 || !sameJSON(r.Body, []byte(body)) {
+				t.Errorf("concurrent echo: got %d %q, want %s", r.Status, r.Body, body)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Shutdown drains: an invocation in flight when the host closes completes.
+	done := make(chan hosttest.Response, 1)
+	go func() { done <- th.Call(t, "slow", "") }()
+	hosttest.WaitFor(t, 10*time.Second, "the slow invocation in flight", func() bool {
+		for _, f := range th.Status() {
+			if f.Name == "slow" && len(f.Instances) == 1 && f.Instances[0].InFlight == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	th.Close(context.Background())
+	if r := <-done; r.Status != 200 || string(r.Body) != `"done"` {
+		t.Errorf("invocation in flight at shutdown: got %d %q, want 200 \"done\"", r.Status, r.Body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"time"
 
 	polyfn "github.com/polyfn/polyfn/sdk/go"
 )
@@ -39,6 +40,9 @@ func main() {
 			var in struct{ Why string }
 			_ = event.Decode(&in)
 			return nil, &valueError{"bad input: " + in.Why}
+		case "slow":
+			time.Sleep(300 * time.Millisecond)
+			return "done", nil
 		case "respond":
 			var in struct{ Name string }
 			_ = event.Decode(&in)

@@ -33,3 +33,10 @@ def whoami(event, context):
 
 def respond(event, context):
     return context.response({"created": event.get("name")}, status=201, headers={"x-kind": "py"})
+
+
+def slow(event, context):
+    import time
+
+    time.sleep(0.3)
+    return "done"

@@ -33,3 +33,8 @@ exports.ctx = (event, context, callback) => {
   }
   callback(null, { context: plain, env, cwd: process.cwd() });
 };
+
+exports.slow = async () => {
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return 'done';
+};
