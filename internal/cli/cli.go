@@ -32,7 +32,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(serveCmd(), invokeCmd(), validateCmd(), &cobra.Command{
+	root.AddCommand(serveCmd(), invokeCmd(), validateCmd(), statusCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/config"
@@ -22,6 +23,7 @@ type app struct {
 	cfg     config.Function
 	runtime config.Runtime
 	pool    *pool.Pool
+	host    *Host
 
 	indexed   chan struct{} // closed after the first indexing attempt
 	indexOnce sync.Once
@@ -35,7 +37,7 @@ type app struct {
 }
 
 func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
-	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{}), prefix: azure.DefaultRoutePrefix}
+	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{}), prefix: azure.DefaultRoutePrefix, host: h}
 	if p, err := azure.ReadRoutePrefix(fc.Codedir); err != nil {
 		h.log.Error("app route prefix: using the default", "app", fc.Name, "prefix", azure.DefaultRoutePrefix, "error", err)
 	} else {
@@ -49,6 +51,7 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 		Max:         fc.Instances.Max,
 		Idle:        fc.Instances.Idle.D(),
 		Log:         h.log,
+		Observer:    h.metrics,
 		Start: func(ctx context.Context, id string) (pool.Instance, error) {
 			inst, err := stream.Start(ctx, stream.Options{
 				Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
@@ -152,7 +155,10 @@ func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, er
 func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.app.cfg.Timeout.D())
 	defer cancel()
-	return r.app.pool.Invoke(ctx, req)
+	began := time.Now()
+	res, err := r.app.pool.Invoke(ctx, req)
+	r.app.host.observe(req, res, err, began)
+	return res, err
 }
 
 // HasApps reports whether the config has Azure Functions apps.

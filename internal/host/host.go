@@ -18,6 +18,7 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
 )
@@ -25,6 +26,7 @@ import (
 // Host runs the functions of one configuration.
 type Host struct {
 	cfg     *config.Config
+	metrics *metrics.Metrics
 	builder *gobuild.Builder
 	// buildCtx is cancelled by Close, stopping builds in progress.
 	buildCtx    context.Context
@@ -63,6 +65,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir())}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
+	h.metrics = metrics.New(h.poolStats)
 	var specs []*poolSpec
 	apps := map[string]*poolSpec{}
 	for _, fc := range cfg.Functions {
@@ -104,6 +107,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			Idle:        spec.instances.Idle.D(),
 			Log:         log,
 			Start:       h.starter(spec),
+			Observer:    h.metrics,
 		})
 		h.pools = append(h.pools, p)
 		for _, fc := range spec.functions {
@@ -205,7 +209,9 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout.D())
 	defer cancel()
+	began := time.Now()
 	res, err := f.pool.Invoke(ctx, req)
+	h.observe(req, res, err, began)
 	if err != nil {
 		switch invoke.KindOf(err) {
 		case invoke.KindFunction:
@@ -217,6 +223,49 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	return res, err
 }
 
+// observe records a finished invocation in the metrics.
+func (h *Host) observe(req *invoke.Request, res *invoke.Result, err error, began time.Time) {
+	out := 0
+	if res != nil {
+		out = len(res.Payload)
+	}
+	h.metrics.Invocation(req.Function, string(req.Trigger), invoke.Outcome(err), time.Since(began), len(req.Payload), out)
+}
+
+// Metrics returns the host's metrics.
+func (h *Host) Metrics() *metrics.Metrics { return h.metrics }
+
+// poolStats feeds the instance and queue gauges.
+func (h *Host) poolStats() []metrics.PoolStats {
+	var out []metrics.PoolStats
+	add := func(name string, st pool.Stats) {
+		ps := metrics.PoolStats{Function: name, Starting: st.Starting, Queued: st.Queued}
+		for _, i := range st.Instances {
+			if i.InFlight > 0 {
+				ps.Busy++
+			} else {
+				ps.Idle++
+			}
+		}
+		out = append(out, ps)
+	}
+	seen := map[*pool.Pool]bool{}
+	for _, f := range h.fns {
+		if !seen[f.pool] {
+			seen[f.pool] = true
+			name := f.cfg.Name
+			if f.cfg.App != "" {
+				name = f.cfg.App
+			}
+			add(name, f.pool.Stats())
+		}
+	}
+	for _, a := range h.apps {
+		add(a.cfg.Name, a.pool.Stats())
+	}
+	return out
+}
+
 // FunctionStatus describes one function for status views.
 type FunctionStatus struct {
 	Name     string `json:"name"`
@@ -224,6 +273,17 @@ type FunctionStatus struct {
 	Protocol string `json:"protocol"`
 	App      string `json:"app,omitempty"`
 	pool.Stats
+}
+
+// AdminStatus is the document GET /admin/functions serves.
+type AdminStatus struct {
+	Functions []FunctionStatus `json:"functions"`
+	Apps      []AppStatus      `json:"apps"`
+}
+
+// Admin returns every function's and app's state.
+func (h *Host) Admin() AdminStatus {
+	return AdminStatus{Functions: h.Status(), Apps: h.AppStatus()}
 }
 
 // Status returns every function's state, sorted by name.

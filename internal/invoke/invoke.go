@@ -160,6 +160,15 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Outcome names how an invocation ended, for metrics: "success", or the
+// kind's type name (FunctionError for any function error).
+func Outcome(err error) string {
+	if err == nil {
+		return "success"
+	}
+	return kindTypes[KindOf(err)]
+}
+
 // KindOf returns err's kind, KindFunction for errors that are not *Error.
 func KindOf(err error) Kind {
 	var e *Error

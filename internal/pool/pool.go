@@ -45,7 +45,25 @@ type Options struct {
 	// RestartDelay is how long the pool waits before replacing an instance
 	// that died while the pool was below Min. Zero means one second.
 	RestartDelay time.Duration
+	// Observer, if set, is told about instance starts and losses.
+	Observer Observer
 }
+
+// Observer is told about the pool's instances (metrics). Its methods must
+// not block.
+type Observer interface {
+	InstanceStarted(function string, d time.Duration)
+	InstanceStartFailed(function string)
+	// InstanceLost: cause is "crashed" (the worker exited on its own) or
+	// "lost_invocation" (it failed an invocation and was retired).
+	InstanceLost(function, cause string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) InstanceStarted(string, time.Duration) {}
+func (nopObserver) InstanceStartFailed(string)            {}
+func (nopObserver) InstanceLost(string, string)           {}
 
 // Pool serves one function. Its methods are safe for concurrent use.
 type Pool struct {
@@ -61,6 +79,8 @@ type Pool struct {
 	closed   bool
 	seq      int
 	lastErr  error
+	// startFailed: the last start failed (the pool is broken while nothing is up).
+	startFailed bool
 }
 
 type slot struct {
@@ -81,6 +101,9 @@ type waiter struct{ ch chan grant }
 func New(o Options) *Pool {
 	if o.RestartDelay == 0 {
 		o.RestartDelay = time.Second
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{o: o, ctx: ctx, cancel: cancel}
@@ -116,7 +139,7 @@ func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	}
 	res, err := s.Invoke(ctx, req)
 	if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
-		p.retire(s)
+		p.retire(s, err)
 	}
 	p.release(s)
 	return res, err
@@ -164,14 +187,16 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 
 // retire takes an instance that lost an invocation out of service, so no
 // further invocation is sent to it; the watcher replaces it once it is gone.
-func (p *Pool) retire(s *slot) {
+func (p *Pool) retire(s *slot, cause error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if s.stopping || p.closed {
 		return
 	}
+	p.lastErr = fmt.Errorf("instance %s exited while running an invocation: %w", s.ID(), cause)
 	s.stopping = true
 	p.removeLocked(s)
+	p.o.Observer.InstanceLost(p.o.Function, "lost_invocation")
 	p.scaleLocked()
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
@@ -246,6 +271,8 @@ func (p *Pool) start(id string) {
 	p.starting--
 	if err != nil {
 		p.lastErr = err
+		p.startFailed = true
+		p.o.Observer.InstanceStartFailed(p.o.Function)
 		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "error", err)
 		if len(p.insts) == 0 && p.starting == 0 {
 			// Nothing else can serve the queue: fail it now rather than at the timeout.
@@ -262,6 +289,8 @@ func (p *Pool) start(id string) {
 		go func() { defer p.wg.Done(); inst.Stop(context.Background()) }()
 		return
 	}
+	p.o.Observer.InstanceStarted(p.o.Function, time.Since(began))
+	p.startFailed = false
 	p.o.Log.Info("instance started", "function", p.o.Function, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
 	s := &slot{Instance: inst, lastUsed: time.Now()}
 	p.insts = append(p.insts, s)
@@ -289,6 +318,7 @@ func (p *Pool) watch(s *slot) {
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
 	p.lastErr = fmt.Errorf("instance %s exited: %w", s.ID(), s.ExitError())
+	p.o.Observer.InstanceLost(p.o.Function, "crashed")
 	p.o.Log.Error("instance exited unexpectedly", "function", p.o.Function, "instance", s.ID(), "inflight", s.inflight, "error", s.ExitError())
 	p.scaleLocked()
 	if len(p.insts)+p.starting < p.o.Min {
@@ -352,15 +382,22 @@ func (p *Pool) reap() {
 
 // InstanceInfo describes one live instance.
 type InstanceInfo struct {
-	ID       string `json:"id"`
+	ID string `json:"id"`
+	// State is "idle" (no invocation in flight) or "busy".
+	State    string `json:"state"`
 	Pid      int    `json:"pid"`
 	InFlight int    `json:"inflight"`
 }
 
 // Stats is a snapshot of a pool.
 type Stats struct {
+	// State is "ready" (an instance is up), "starting", "idle" (scaled to
+	// zero) or "broken" (the last start failed and nothing is up; see
+	// LastError).
+	State     string         `json:"state"`
 	Instances []InstanceInfo `json:"instances"`
 	Starting  int            `json:"starting"`
+	InFlight  int            `json:"inflight"`
 	Queued    int            `json:"queued"`
 	LastError string         `json:"last_error,omitempty"`
 }
@@ -369,12 +406,27 @@ type Stats struct {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Stats{Starting: p.starting, Queued: len(p.waiters)}
+	st := Stats{Starting: p.starting, Queued: len(p.waiters), Instances: []InstanceInfo{}}
 	for _, s := range p.insts {
-		st.Instances = append(st.Instances, InstanceInfo{ID: s.ID(), Pid: s.Pid(), InFlight: s.inflight})
+		state := "idle"
+		if s.inflight > 0 {
+			state = "busy"
+		}
+		st.InFlight += s.inflight
+		st.Instances = append(st.Instances, InstanceInfo{ID: s.ID(), State: state, Pid: s.Pid(), InFlight: s.inflight})
 	}
 	if p.lastErr != nil {
 		st.LastError = p.lastErr.Error()
+	}
+	switch {
+	case len(p.insts) > 0:
+		st.State = "ready"
+	case p.starting > 0:
+		st.State = "starting"
+	case p.startFailed:
+		st.State = "broken"
+	default:
+		st.State = "idle"
 	}
 	return st
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/metrics"
 )
 
 // InvocationIDHeader carries the invocation id on every /function response.
@@ -66,6 +67,17 @@ func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
 	h.mux.HandleFunc("/", notFound)
+	if m, ok := inv.(interface{ Metrics() *metrics.Metrics }); ok {
+		h.mux.Handle("GET /metrics", m.Metrics().Handler())
+	}
+	if a, ok := inv.(interface{ Admin() host.AdminStatus }); ok {
+		h.mux.HandleFunc("GET /admin/functions", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(a.Admin())
+		})
+	}
 	return h
 }
 

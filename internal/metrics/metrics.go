@@ -1,0 +1,124 @@
+// Package metrics holds the host's Prometheus metrics. Names and labels use
+// the project's vocabulary (function, instance, invocation, trigger); the
+// catalogue is documented in docs/operations.md.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is one host's set of metrics, in a registry of its own.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	invocations   *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	bytesIn       *prometheus.CounterVec
+	bytesOut      *prometheus.CounterVec
+	starts        *prometheus.CounterVec
+	startDuration *prometheus.HistogramVec
+	exits         *prometheus.CounterVec
+}
+
+// PoolStats is what the instance and queue gauges are read from at scrape.
+type PoolStats struct {
+	Function string
+	Idle     int
+	Busy     int
+	Starting int
+	Queued   int
+}
+
+// New registers every metric, plus Go and process collectors, and the
+// gauges read from stats at each scrape.
+func New(stats func() []PoolStats) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_invocations_total",
+		Help: "Invocations by function, trigger and outcome (success, or the error type such as Timeout).",
+	}, []string{"function", "trigger", "outcome"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "polyfn_invocation_duration_seconds",
+		Help:    "Invocation duration from the host's point of view, queueing included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"function", "trigger"})
+	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_payload_in_bytes_total", Help: "Payload bytes sent to functions.",
+	}, []string{"function"})
+	m.bytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_payload_out_bytes_total", Help: "Result bytes returned by functions.",
+	}, []string{"function"})
+	m.starts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_cold_starts_total",
+		Help: "Instance starts (cold starts) by function and outcome (success, failure).",
+	}, []string{"function", "outcome"})
+	m.startDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "polyfn_cold_start_duration_seconds",
+		Help:    "Time from starting a worker process to the instance being ready.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"function"})
+	m.exits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_worker_restarts_total",
+		Help: "Instances lost and replaced, by function and cause (crashed, lost_invocation).",
+	}, []string{"function", "cause"})
+	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&poolCollector{stats: stats})
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// Invocation records one finished invocation.
+func (m *Metrics) Invocation(function, trigger, outcome string, d time.Duration, in, out int) {
+	m.invocations.WithLabelValues(function, trigger, outcome).Inc()
+	m.duration.WithLabelValues(function, trigger).Observe(d.Seconds())
+	m.bytesIn.WithLabelValues(function).Add(float64(in))
+	m.bytesOut.WithLabelValues(function).Add(float64(out))
+}
+
+// InstanceStarted records an instance start and how long it took.
+func (m *Metrics) InstanceStarted(function string, d time.Duration) {
+	m.starts.WithLabelValues(function, "success").Inc()
+	m.startDuration.WithLabelValues(function).Observe(d.Seconds())
+}
+
+// InstanceStartFailed records an instance that could not start.
+func (m *Metrics) InstanceStartFailed(function string) {
+	m.starts.WithLabelValues(function, "failure").Inc()
+}
+
+// InstanceLost records an instance that died or was retired.
+func (m *Metrics) InstanceLost(function, cause string) {
+	m.exits.WithLabelValues(function, cause).Inc()
+}
+
+var (
+	instancesDesc = prometheus.NewDesc("polyfn_instances", "Instances by function and state (idle, busy, starting).", []string{"function", "state"}, nil)
+	queueDesc     = prometheus.NewDesc("polyfn_queue_depth", "Invocations waiting for a free slot.", []string{"function"}, nil)
+)
+
+// poolCollector reads instance and queue gauges from the pools at scrape.
+type poolCollector struct{ stats func() []PoolStats }
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- queueDesc
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Idle), s.Function, "idle")
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Busy), s.Function, "busy")
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Starting), s.Function, "starting")
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(s.Queued), s.Function)
+	}
+}
