@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -28,6 +30,7 @@ import (
 	"github.com/polyfn/polyfn/api/baetyl"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -248,6 +251,9 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		FunctionName:     req.Function,
 		FunctionInvokeID: req.ID,
 	}
+	ctx, span := tracing.Tracer().Start(ctx, "call /baetyl.Function/Call", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("polyfn.instance", i.opts.ID)))
+	defer span.End()
 	if md := contextMetadata(ctx, req); md != nil {
 		ctx = metadata.AppendToOutgoingContext(ctx, ContextMetadataKey, string(md))
 	}
@@ -272,13 +278,16 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 
 // invocationContext is the JSON sent under ContextMetadataKey.
 type invocationContext struct {
-	Trigger  invoke.Trigger   `json:"trigger"`
-	Deadline string           `json:"deadline,omitempty"`
-	HTTP     *invoke.HTTPInfo `json:"http,omitempty"`
+	Trigger     invoke.Trigger   `json:"trigger"`
+	Deadline    string           `json:"deadline,omitempty"`
+	HTTP        *invoke.HTTPInfo `json:"http,omitempty"`
+	TraceParent string           `json:"traceparent,omitempty"`
+	TraceState  string           `json:"tracestate,omitempty"`
 }
 
 func contextMetadata(ctx context.Context, req *invoke.Request) []byte {
 	ic := invocationContext{Trigger: req.Trigger, HTTP: req.HTTP}
+	ic.TraceParent, ic.TraceState = tracing.TraceParent(ctx)
 	if d, ok := ctx.Deadline(); ok {
 		ic.Deadline = d.UTC().Format(time.RFC3339Nano)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/tracing"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 )
 
@@ -37,6 +38,18 @@ func serveCmd() *cobra.Command {
 			cfg, err := config.Load(file)
 			if err != nil {
 				return &exitError{code: 2, err: err}
+			}
+			shutdownTracing, err := tracing.Setup(context.Background())
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = shutdownTracing(ctx)
+			}()
+			if tracing.Enabled() {
+				log.Info("tracing: exporting spans over OTLP")
 			}
 			if listen != "" {
 				cfg.HTTP.Listen = listen

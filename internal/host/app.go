@@ -155,9 +155,11 @@ func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, er
 func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.app.cfg.Timeout.D())
 	defer cancel()
+	ctx, span := startSpan(ctx, req)
 	began := time.Now()
 	res, err := r.app.pool.Invoke(ctx, req)
 	r.app.host.observe(req, res, err, began)
+	endSpan(span, err)
 	return res, err
 }
 

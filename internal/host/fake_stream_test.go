@@ -113,6 +113,12 @@ func fakeInvoke(mode string, req *rpc.InvocationRequest, send func(*rpc.Streamin
 	case strings.HasPrefix(p, "sleep:"):
 		d, _ := time.ParseDuration(strings.TrimPrefix(p, "sleep:"))
 		time.Sleep(d)
+	case p == "trace":
+		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: &rpc.InvocationResponse{
+			InvocationId: req.InvocationId,
+			ReturnValue:  &rpc.TypedData{Data: &rpc.TypedData_String_{String_: req.GetTraceContext().GetTraceParent()}},
+			Result:       &rpc.StatusResult{Status: rpc.StatusResult_Success}}}})
+		return
 	case p == "whoami":
 		send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: &rpc.InvocationResponse{
 			InvocationId: req.InvocationId,

@@ -2,6 +2,7 @@ package host_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -82,6 +83,17 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 		_ = grpc.SetHeader(ctx, metadata.Pairs("polyfn-response-bin", fmt.Sprintf(`{"status": %d, "headers": {"x-a": "b"}}`, status)))
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte("created")
+		return out, nil
+	case p == "trace":
+		md, _ := metadata.FromIncomingContext(ctx)
+		var ic struct {
+			TraceParent string `json:"traceparent"`
+		}
+		if v := md.Get("polyfn-context-bin"); len(v) > 0 {
+			_ = json.Unmarshal([]byte(v[0]), &ic)
+		}
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(ic.TraceParent)
 		return out, nil
 	case p == "whoami":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)

@@ -5,7 +5,11 @@ package host
 
 import (
 	"context"
+
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +25,7 @@ import (
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
+	"github.com/polyfn/polyfn/internal/tracing"
 )
 
 // Host runs the functions of one configuration.
@@ -209,9 +214,11 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout.D())
 	defer cancel()
+	ctx, span := startSpan(ctx, req)
 	began := time.Now()
 	res, err := f.pool.Invoke(ctx, req)
 	h.observe(req, res, err, began)
+	endSpan(span, err)
 	if err != nil {
 		switch invoke.KindOf(err) {
 		case invoke.KindFunction:
@@ -221,6 +228,22 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 		}
 	}
 	return res, err
+}
+
+// startSpan starts the span of one invocation.
+func startSpan(ctx context.Context, req *invoke.Request) (context.Context, trace.Span) {
+	return tracing.Tracer().Start(ctx, "invoke "+req.Function, trace.WithAttributes(
+		attribute.String("polyfn.function", req.Function),
+		attribute.String("polyfn.invocation", req.ID),
+		attribute.String("polyfn.trigger", string(req.Trigger))))
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		span.SetAttributes(attribute.String("polyfn.outcome", invoke.Outcome(err)))
+	}
+	span.End()
 }
 
 // observe records a finished invocation in the metrics.

@@ -50,8 +50,6 @@ type StreamInput struct {
 	// FunctionID is the id the worker knows the function by.
 	FunctionID string
 	Build      func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData)
-	// TraceContext is the W3C trace context of the triggering request.
-	TraceContext *rpc.RpcTraceContext
 }
 
 // HTTPInfo is what a function sees of the HTTP request that triggered it.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
@@ -18,6 +20,7 @@ import (
 	"github.com/polyfn/polyfn/internal/buildinfo"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -365,11 +368,16 @@ func (i *Instance) Stop(ctx context.Context) {
 // deadline; when it passes, workers that handle cancellation are sent
 // InvocationCancel.
 func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	ctx, span := tracing.Tracer().Start(ctx, "stream InvocationRequest", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("polyfn.instance", i.opts.ID)))
+	defer span.End()
 	ir := &rpc.InvocationRequest{InvocationId: req.ID}
+	if tp, ts := tracing.TraceParent(ctx); tp != "" {
+		ir.TraceContext = &rpc.RpcTraceContext{TraceParent: tp, TraceState: ts}
+	}
 	if req.Stream != nil {
 		ir.FunctionId = req.Stream.FunctionID
 		ir.InputData, ir.TriggerMetadata = req.Stream.Build(i.caps)
-		ir.TraceContext = req.Stream.TraceContext
 	} else {
 		ir.FunctionId = req.Function
 		ir.InputData = []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}}

@@ -14,11 +14,16 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	rpc "github.com/polyfn/polyfn/api/azure"
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
+	"github.com/polyfn/polyfn/internal/tracing"
 )
 
 // InvocationIDHeader carries the invocation id on every /function response.
@@ -86,7 +91,18 @@ func (h *Handler) Handle(pattern string, handler http.Handler) { h.mux.Handle(pa
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
+// serverSpan starts the HTTP server span of a request, continuing the
+// caller's W3C trace context.
+func serverSpan(r *http.Request, route string) (context.Context, trace.Span) {
+	ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	return tracing.Tracer().Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path), attribute.String("http.route", route)))
+}
+
 func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
+	ctx, span := serverSpan(r, "/function/{name}")
+	defer span.End()
+	r = r.WithContext(ctx)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
 	body, err := readBody(r, h.maxBody)
@@ -139,6 +155,9 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 // encoded for the worker's capabilities and its response decoded as the
 // Azure Functions host would.
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
+	ctx, span := serverSpan(r, "app")
+	defer span.End()
+	r = r.WithContext(ctx)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
 	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
@@ -166,7 +185,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		Stream: &invoke.StreamInput{FunctionID: fn.ID, Build: func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData) {
 			rh := azure.BuildHTTP(r, body, route.Params, azure.Capabilities(caps))
 			return azure.InvocationInput(fn, rh, azure.Capabilities(caps))
-		}, TraceContext: &rpc.RpcTraceContext{TraceParent: r.Header.Get("traceparent"), TraceState: r.Header.Get("tracestate")}},
+		}},
 	}
 	res, err := route.Invoke(r.Context(), req)
 	if err != nil {
