@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os/exec"
@@ -92,109 +91,14 @@ func TestPythonRuntime(t *testing.T) {
 	}
 }
 
+// testPythonRuntime covers what is particular to the Python runtime; the
+// semantic table shared by every language is in semantics_test.go.
 func testPythonRuntime(t *testing.T, protocol string, th *hosttest.Host) {
-
-	t.Run("payload kinds", func(t *testing.T) {
-		tests := []struct {
-			name, body string
-			wantBody   []byte
-			wantType   string
-		}{
-			{"json object", `{"a": 1, "b": [true, null]}`, []byte(`{"a": 1, "b": [true, null]}`), "application/json"},
-			{"json string", `"text"`, []byte(`"text"`), "application/json"},
-			{"raw bytes", "\x00\x01not json\xff", []byte("\x00\x01not json\xff"), "application/octet-stream"},
-			{"empty", "", []byte(`{}`), "application/json"},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				r := th.Call(t, "echo", tt.body)
-				if r.Status != 200 || !bytes.Equal(r.Body, tt.wantBody) || r.Header.Get("Content-Type") != tt.wantType {
-					t.Fatalf("got %d %q (%s), want 200 %q (%s)", r.Status, r.Body, r.Header.Get("Content-Type"), tt.wantBody, tt.wantType)
-				}
-			})
-		}
-	})
-
-	t.Run("return kinds", func(t *testing.T) {
-		tests := []struct{ kind, want string }{
-			{"none", ""},
-			{"bytes", "\x00raw\xffbytes"},
-			{"str", `"hello"`},
-			{"dict", `{"kind": "dict", "n": [1, 2, 3]}`},
-		}
-		for _, tt := range tests {
-			r := th.Call(t, "returns", `{"kind":"`+tt.kind+`"}`)
-			if r.Status != 200 || string(r.Body) != tt.want {
-				t.Errorf("return %s: got %d %q, want 200 %q", tt.kind, r.Status, r.Body, tt.want)
-			}
-		}
-	})
-
-	t.Run("HTTP response object", func(t *testing.T) {
-		r := th.Call(t, "respond", `{"name": "x"}`)
-		if r.Status != 201 || r.Header.Get("X-Kind") != "py" || string(r.Body) != `{"created": "x"}` || r.Header.Get("Content-Type") != "application/json" {
-			t.Fatalf("got %d %v %q", r.Status, r.Header, r.Body)
-		}
-	})
 
 	t.Run("async handler", func(t *testing.T) {
 		r := th.Call(t, "async-echo", `{"x": 1}`)
 		if want := map[string]any{"async": true, "event": map[string]any{"x": 1.0}}; r.Status != 200 || !reflect.DeepEqual(jsonOf(t, r.Body), want) {
 			t.Fatalf("got %d %s", r.Status, r.Body)
-		}
-	})
-
-	t.Run("context and environment", func(t *testing.T) {
-		r := th.Do(t, http.MethodPut, "/function/ctx?q=1&q=2&z=x", []byte("{}"), http.Header{"X-Custom": {"yes"}})
-		if r.Status != 200 {
-			t.Fatalf("got %d %s", r.Status, r.Body)
-		}
-		var got struct {
-			Context map[string]any     `json:"context"`
-			Env     map[string]*string `json:"env"`
-			Cwd     string             `json:"cwd"`
-		}
-		if err := json.Unmarshal(r.Body, &got); err != nil {
-			t.Fatal(err)
-		}
-		id := r.Header.Get(httptrigger.InvocationIDHeader)
-		c := got.Context
-		for k, want := range map[string]any{"functionName": "ctx", "functionInvokeID": id, "invokeid": id, "messageQOS": 0.0, "messageTopic": "", "trigger": "http"} {
-			if c[k] != want {
-				t.Errorf("context[%q] = %#v, want %#v", k, c[k], want)
-			}
-		}
-		if ts, ok := c["messageTimestamp"].(float64); !ok || ts < 1.7e9 {
-			t.Errorf("context messageTimestamp = %#v, want unix seconds", c["messageTimestamp"])
-		}
-		if d, ok := c["deadline"].(string); !ok || !strings.Contains(d, "T") {
-			t.Errorf("context deadline = %#v, want an RFC 3339 time", c["deadline"])
-		}
-		h, _ := c["http"].(map[string]any)
-		if h["method"] != "PUT" || h["path"] != "/function/ctx" {
-			t.Errorf("context http = %#v", h)
-		}
-		if q, _ := h["query"].(map[string]any); q["q"] != "1,2" || q["z"] != "x" {
-			t.Errorf("context http.query = %#v", h["query"])
-		}
-		if hd, _ := h["headers"].(map[string]any); hd["x-custom"] != "yes" {
-			t.Errorf("context http.headers = %#v, want lower-case x-custom", h["headers"])
-		}
-		env := got.Env
-		if env["GREETING"] == nil || *env["GREETING"] != "hi" || env["RUNTIME_VAR"] == nil || *env["RUNTIME_VAR"] != "from-runtime" {
-			t.Errorf("function and runtime env not passed: %v", got.Env)
-		}
-		if env["POLYFN_SECRET"] != nil {
-			t.Errorf("host environment leaked into the worker: POLYFN_SECRET=%s", *env["POLYFN_SECRET"])
-		}
-		if protocol == "call" && (env["BAETYL_SERVICE_INSTANCE_NAME"] == nil || !strings.HasPrefix(*env["BAETYL_SERVICE_INSTANCE_NAME"], "ctx-")) {
-			t.Errorf("BAETYL_SERVICE_INSTANCE_NAME = %v", env["BAETYL_SERVICE_INSTANCE_NAME"])
-		}
-		if protocol == "stream" && (env["FUNCTIONS_WORKER_DIRECTORY"] == nil || !strings.HasPrefix(*env["FUNCTIONS_WORKER_DIRECTORY"], th.RunDir())) {
-			t.Errorf("FUNCTIONS_WORKER_DIRECTORY = %v", env["FUNCTIONS_WORKER_DIRECTORY"])
-		}
-		if !strings.HasPrefix(got.Cwd, th.RunDir()+"/") {
-			t.Errorf("worker cwd %q is not a private directory under %s", got.Cwd, th.RunDir())
 		}
 	})
 

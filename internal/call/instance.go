@@ -187,14 +187,8 @@ func (i *Instance) connect(ctx context.Context, target string) error {
 	timeout := i.opts.Runtime.StartTimeout.D()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// Stop waiting as soon as the process exits.
-	go func() {
-		select {
-		case <-i.proc.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, stop := i.proc.CancelOnExit(ctx) // stop waiting as soon as the process exits
+	defer stop()
 	conn.Connect()
 	for {
 		s := conn.GetState()

@@ -144,13 +144,8 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 	timeout := i.opts.Runtime.InitTimeout.D()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-i.proc.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, stop := i.proc.CancelOnExit(ctx)
+	defer stop()
 	fail := func(stage string, err error) error {
 		if i.proc.Exited() {
 			return fmt.Errorf("worker exited during %s: %w", stage, i.proc.ExitError())

@@ -142,6 +142,20 @@ func Start(spec Spec) (*Process, error) {
 	return p, nil
 }
 
+// CancelOnExit returns a context derived from ctx that is also cancelled
+// when the process exits, for waits that must stop as soon as it dies.
+func (p *Process) CancelOnExit(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Pid returns the process id, which is also its process group id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 

@@ -105,14 +105,9 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	body, err := readBody(r, h.maxBody)
+	body, err := h.readBody(r)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeInvokeError(w, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody))
-			return
-		}
-		writeInvokeError(w, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err))
+		writeInvokeError(w, err)
 		return
 	}
 	req := &invoke.Request{
@@ -165,14 +160,9 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		writeInvokeError(w, err)
 		return
 	}
-	body, err := readBody(r, h.maxBody)
+	body, err := h.readBody(r)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeInvokeError(w, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody))
-			return
-		}
-		writeInvokeError(w, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err))
+		writeInvokeError(w, err)
 		return
 	}
 	fn := route.Function
@@ -200,7 +190,21 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	_ = resp.Write(w)
 }
 
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// readBody reads the request body within the configured limit; errors are
+// invocation errors (413 past the limit).
+func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+	body, err := readLimited(r, h.maxBody)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody)
+	case err != nil:
+		return nil, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err)
+	}
+	return body, nil
+}
+
+func readLimited(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
