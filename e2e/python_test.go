@@ -94,7 +94,6 @@ func TestPythonRuntime(t *testing.T) {
 // testPythonRuntime covers what is particular to the Python runtime; the
 // semantic table shared by every language is in semantics_test.go.
 func testPythonRuntime(t *testing.T, protocol string, th *hosttest.Host) {
-
 	t.Run("async handler", func(t *testing.T) {
 		r := th.Call(t, "async-echo", `{"x": 1}`)
 		if want := map[string]any{"async": true, "event": map[string]any{"x": 1.0}}; r.Status != 200 || !reflect.DeepEqual(jsonOf(t, r.Body), want) {
