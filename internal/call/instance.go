@@ -251,6 +251,11 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	if md := contextMetadata(ctx, req); md != nil {
 		ctx = metadata.AppendToOutgoingContext(ctx, ContextMetadataKey, string(md))
 	}
+	if i.proc.Exited() {
+		e := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s had exited: %v", i.opts.ID, i.proc.ExitError())
+		e.Undelivered = true
+		return nil, e
+	}
 	var header metadata.MD
 	out, err := i.client.Call(ctx, msg, grpc.Header(&header))
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -47,6 +49,10 @@ func dialFakeStream() (rpc.FunctionRpc_EventStreamClient, func(*rpc.StreamingMes
 	send := func(m *rpc.StreamingMessage) {
 		wmu.Lock()
 		defer wmu.Unlock()
+		if m == nil {
+			_ = st.CloseSend()
+			return
+		}
 		_ = st.Send(m)
 	}
 	return st, send, *workerID
@@ -70,6 +76,9 @@ func runFakeStreamWorker(mode string) {
 		if err != nil {
 			if err != io.EOF {
 				fmt.Fprintln(os.Stderr, "stream ended:", err)
+			}
+			if mode == "stream-close-idle" {
+				select {} // linger until killed
 			}
 			os.Exit(9)
 		}
@@ -147,4 +156,10 @@ func fakeInvoke(mode string, req *rpc.InvocationRequest, send func(*rpc.Streamin
 		InvocationId: req.InvocationId,
 		ReturnValue:  &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: append([]byte("stream:"), payload...)}},
 		Result:       &rpc.StatusResult{Status: rpc.StatusResult_Success}}}})
+	if mode == "stream-close-idle" {
+		// Drop the stream while idle and linger: the host sees the stream
+		// gone before the process.
+		signal.Ignore(syscall.SIGTERM)
+		send(nil)
+	}
 }

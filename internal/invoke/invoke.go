@@ -124,6 +124,9 @@ type Error struct {
 	Message string
 	// Err is the underlying cause, if any.
 	Err error
+	// Undelivered marks a WorkerCrashed error of an invocation that never
+	// reached the worker (it was already gone): it is safe to retry.
+	Undelivered bool
 }
 
 var kindTypes = map[Kind]string{

@@ -132,17 +132,27 @@ func (p *Pool) Prestart(n int) {
 
 // Invoke runs req on a free slot, starting an instance or waiting in the
 // queue if needed. ctx bounds the whole invocation, waiting included.
+//
+// An invocation that never reached its worker (the worker was already
+// gone) is retried once on another instance.
 func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	s, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		s, err := p.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.Invoke(ctx, req)
+		if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
+			p.retire(s, err)
+		}
+		p.release(s)
+		var ie *invoke.Error
+		if attempt == 0 && errors.As(err, &ie) && ie.Undelivered && ctx.Err() == nil {
+			p.o.Log.Info("retrying an invocation its worker never received", "function", p.o.Function, "instance", s.ID(), "invocation", req.ID)
+			continue
+		}
+		return res, err
 	}
-	res, err := s.Invoke(ctx, req)
-	if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
-		p.retire(s, err)
-	}
-	p.release(s)
-	return res, err
 }
 
 func (p *Pool) acquire(ctx context.Context) (*slot, error) {

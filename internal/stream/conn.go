@@ -20,6 +20,12 @@ var (
 	errClosedByHost = errors.New("stream closed by the host")
 )
 
+// NotSentError is a request that never left the host: the stream had ended.
+type NotSentError struct{ Err error }
+
+func (e *NotSentError) Error() string { return "not sent: " + e.Err.Error() }
+func (e *NotSentError) Unwrap() error { return e.Err }
+
 // Conn is one worker's EventStream. One goroutine reads and dispatches
 // responses to their waiters; one goroutine writes, so a slow write never
 // holds up reading and senders never write concurrently.
@@ -174,6 +180,11 @@ func (c *Conn) dispatch(m *rpc.StreamingMessage) {
 // is done or the stream ends.
 func (c *Conn) Send(ctx context.Context, m *rpc.StreamingMessage) error {
 	select {
+	case <-c.done: // a closed stream takes nothing more, even with room in the queue
+		return c.err
+	default:
+	}
+	select {
 	case c.out <- m:
 		return nil
 	case <-c.done:
@@ -197,6 +208,9 @@ func (c *Conn) Request(ctx context.Context, key string, m *rpc.StreamingMessage)
 		c.mu.Unlock()
 	}()
 	if err := c.Send(ctx, m); err != nil {
+		if ctx.Err() == nil {
+			return nil, &NotSentError{Err: err}
+		}
 		return nil, err
 	}
 	select {

@@ -434,7 +434,10 @@ func (i *Instance) Request(ctx context.Context, invocationID, function string, m
 		}
 		return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
 	}
-	return nil, invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.opts.ID, err)
+	lost := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.opts.ID, err)
+	var ns *NotSentError
+	lost.Undelivered = errors.As(err, &ns)
+	return nil, lost
 }
 
 // invocationContext is the JSON of trigger_metadata "http".
