@@ -27,6 +27,12 @@ type Builder struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+
+	// toolchain is `go env GOVERSION GOOS GOARCH`, read once: the go
+	// command is slow to start and its answer does not change.
+	toolchainOnce sync.Once
+	toolchain     []byte
+	toolchainErr  error
 }
 
 // New returns a builder caching under dir.
@@ -106,11 +112,13 @@ func (b *Builder) lock(key string) *sync.Mutex {
 // and the go.mod and go.sum of the module holding it.
 func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
 	h := sha256.New()
-	ver, err := exec.CommandContext(ctx, "go", "env", "GOVERSION", "GOOS", "GOARCH").Output()
-	if err != nil {
-		return "", fmt.Errorf("the go command is needed to build Go functions: %w", err)
+	b.toolchainOnce.Do(func() {
+		b.toolchain, b.toolchainErr = exec.Command("go", "env", "GOVERSION", "GOOS", "GOARCH").Output()
+	})
+	if b.toolchainErr != nil {
+		return "", fmt.Errorf("the go command is needed to build Go functions: %w", b.toolchainErr)
 	}
-	h.Write(ver)
+	h.Write(b.toolchain)
 	abs, err := filepath.Abs(codedir)
 	if err != nil {
 		return "", err

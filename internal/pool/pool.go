@@ -280,6 +280,11 @@ func (p *Pool) start(id string) {
 	defer p.mu.Unlock()
 	p.starting--
 	if err != nil {
+		if p.closed || p.ctx.Err() != nil {
+			// Shutting down: the start was aborted, nothing failed.
+			p.o.Log.Debug("instance start aborted", "function", p.o.Function, "instance", id, "error", err)
+			return
+		}
 		p.lastErr = err
 		p.startFailed = true
 		p.o.Observer.InstanceStartFailed(p.o.Function)
