@@ -222,9 +222,9 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	if err != nil {
 		switch invoke.KindOf(err) {
 		case invoke.KindFunction:
-			h.log.Debug("function error", "function", req.Function, "invocation", req.ID, "error", err)
+			h.log.Debug("function error", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
 		default:
-			h.log.Warn("invocation failed", "function", req.Function, "invocation", req.ID, "error", err)
+			h.log.Warn("invocation failed", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
 		}
 	}
 	return res, err

@@ -38,6 +38,8 @@ type Request struct {
 	Timestamp time.Time
 	// HTTP describes the triggering HTTP request, nil for other triggers.
 	HTTP *HTTPInfo
+	// Instance is set by the pool to the instance that runs the invocation.
+	Instance string
 	// Stream, when set, builds the stream-protocol input itself (the
 	// functions of Azure Functions apps, whose encoding depends on the
 	// worker's capabilities); the result then carries the worker's response.

@@ -141,6 +141,7 @@ func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 		if err != nil {
 			return nil, err
 		}
+		req.Instance = s.ID()
 		res, err := s.Invoke(ctx, req)
 		if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
 			p.retire(s, err)
