@@ -31,6 +31,16 @@ func runFakeWorker(mode string) {
 		_ = exec.Command(sleep, "1000").Start()
 	}
 	switch mode {
+	case "exit-3-times":
+		// Fails its first three starts (counted in a file), then serves.
+		f := os.Getenv("POLYFN_FAKE_COUNTER")
+		b, _ := os.ReadFile(f)
+		n := len(b)
+		_ = os.WriteFile(f, append(b, 'x'), 0o600)
+		if n < 3 {
+			fmt.Fprintf(os.Stderr, "start %d: missing dependency\n", n+1)
+			os.Exit(3)
+		}
 	case "exit":
 		fmt.Fprintln(os.Stderr, "fatal: cannot load handler module nope")
 		os.Exit(3)

@@ -42,9 +42,17 @@ type Options struct {
 	Idle        time.Duration
 	Start       StartFunc
 	Log         *slog.Logger
-	// RestartDelay is how long the pool waits before replacing an instance
-	// that died while the pool was below Min. Zero means one second.
+	// RestartDelay is the first delay before a start that follows a failure
+	// (a start that failed, or an instance that crashed within CrashWindow
+	// of starting); it doubles with each further failure up to
+	// MaxRestartDelay. Zero means 100 ms.
 	RestartDelay time.Duration
+	// MaxRestartDelay caps the delay; it is also the cool-down after which a
+	// crash-looping function tries again. Zero means 30 s.
+	MaxRestartDelay time.Duration
+	// CrashWindow: an instance that exits on its own this soon after it
+	// started counts as a failed start. Zero means 10 s.
+	CrashWindow time.Duration
 	// Observer, if set, is told about instance starts and losses.
 	Observer Observer
 }
@@ -79,14 +87,47 @@ type Pool struct {
 	closed   bool
 	seq      int
 	lastErr  error
-	// startFailed: the last start failed (the pool is broken while nothing is up).
-	startFailed bool
+	// failures counts consecutive failed starts (early crashes included);
+	// while nothing is up, no start begins before notBefore.
+	failures       int
+	notBefore      time.Time
+	retryScheduled bool
+}
+
+// brokenAfter is how many consecutive failures make a function broken.
+const brokenAfter = 3
+
+// failedLocked records a failed start and schedules the earliest next one.
+func (p *Pool) failedLocked(err error) {
+	p.lastErr = err
+	p.failures++
+	delay := p.o.RestartDelay << min(p.failures-1, 20)
+	if delay <= 0 || delay > p.o.MaxRestartDelay {
+		delay = p.o.MaxRestartDelay
+	}
+	p.notBefore = time.Now().Add(delay)
+	p.o.Observer.InstanceStartFailed(p.o.Function)
+}
+
+// backingOffLocked reports whether starts are held back after failures and
+// nothing is up to serve: invocations then fail at once with the cause.
+func (p *Pool) backingOffLocked() bool {
+	return len(p.insts) == 0 && p.failures > 0 && time.Now().Before(p.notBefore)
+}
+
+func (p *Pool) brokenErrorLocked() error {
+	return &invoke.Error{Kind: invoke.KindWorkerStart, Type: "WorkerStartFailed",
+		Message: fmt.Sprintf("function %s failed to start %d times in a row, next attempt in %s: %v",
+			p.o.Function, p.failures, time.Until(p.notBefore).Round(time.Millisecond), p.lastErr), Err: p.lastErr}
 }
 
 type slot struct {
 	Instance
 	inflight int
 	lastUsed time.Time
+	started  time.Time
+	// served: the instance completed an invocation, so it is healthy.
+	served   bool
 	stopping bool
 }
 
@@ -100,7 +141,13 @@ type waiter struct{ ch chan grant }
 // New returns a pool; call Start to bring up its minimum instances.
 func New(o Options) *Pool {
 	if o.RestartDelay == 0 {
-		o.RestartDelay = time.Second
+		o.RestartDelay = 100 * time.Millisecond
+	}
+	if o.MaxRestartDelay == 0 {
+		o.MaxRestartDelay = 30 * time.Second
+	}
+	if o.CrashWindow == 0 {
+		o.CrashWindow = 10 * time.Second
 	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
@@ -167,6 +214,11 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 		p.mu.Unlock()
 		return s, nil
 	}
+	if p.starting == 0 && p.backingOffLocked() {
+		err := p.brokenErrorLocked()
+		p.mu.Unlock()
+		return nil, err
+	}
 	if len(p.waiters) >= p.o.Queue {
 		p.mu.Unlock()
 		return nil, invoke.Errorf(invoke.KindOverloaded, "function %s is overloaded: every slot is busy and %d invocations are queued", p.o.Function, p.o.Queue)
@@ -215,6 +267,10 @@ func (p *Pool) retire(s *slot, cause error) {
 
 func (p *Pool) release(s *slot) {
 	p.mu.Lock()
+	if !s.served && !s.stopping {
+		s.served = true
+		p.failures = 0 // a worker that serves ends a crash loop
+	}
 	s.inflight--
 	s.lastUsed = time.Now()
 	p.dispatchLocked()
@@ -259,6 +315,9 @@ func (p *Pool) removeWaiterLocked(w *waiter) bool {
 // scaleLocked starts instances for the queued invocations that the starting
 // ones will not absorb, within Max.
 func (p *Pool) scaleLocked() {
+	if p.failures > 0 && time.Now().Before(p.notBefore) {
+		return // a retry is scheduled
+	}
 	need := (len(p.waiters)+p.o.Concurrency-1)/p.o.Concurrency - p.starting
 	for ; need > 0 && len(p.insts)+p.starting < p.o.Max && !p.closed; need-- {
 		p.startLocked()
@@ -286,10 +345,9 @@ func (p *Pool) start(id string) {
 			p.o.Log.Debug("instance start aborted", "function", p.o.Function, "instance", id, "error", err)
 			return
 		}
-		p.lastErr = err
-		p.startFailed = true
-		p.o.Observer.InstanceStartFailed(p.o.Function)
-		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "error", err)
+		p.failedLocked(err)
+		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "failures", p.failures, "retry_in", time.Until(p.notBefore).Round(time.Millisecond), "error", err)
+		p.retryLaterLocked()
 		if len(p.insts) == 0 && p.starting == 0 {
 			// Nothing else can serve the queue: fail it now rather than at the timeout.
 			for _, w := range p.waiters {
@@ -306,9 +364,8 @@ func (p *Pool) start(id string) {
 		return
 	}
 	p.o.Observer.InstanceStarted(p.o.Function, time.Since(began))
-	p.startFailed = false
 	p.o.Log.Info("instance started", "function", p.o.Function, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
-	s := &slot{Instance: inst, lastUsed: time.Now()}
+	s := &slot{Instance: inst, lastUsed: time.Now(), started: time.Now()}
 	p.insts = append(p.insts, s)
 	p.dispatchLocked()
 	p.wg.Add(1)
@@ -333,26 +390,50 @@ func (p *Pool) watch(s *slot) {
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
-	p.lastErr = fmt.Errorf("instance %s exited: %w", s.ID(), s.ExitError())
+	exitErr := fmt.Errorf("instance %s exited: %w", s.ID(), s.ExitError())
 	p.o.Observer.InstanceLost(p.o.Function, "crashed")
+	if !s.served && time.Since(s.started) < p.o.CrashWindow {
+		p.failedLocked(exitErr) // crashed before it was any use: part of a crash loop
+	} else {
+		p.lastErr = exitErr
+	}
 	p.o.Log.Error("instance exited unexpectedly", "function", p.o.Function, "instance", s.ID(), "inflight", s.inflight, "error", s.ExitError())
 	p.scaleLocked()
-	if len(p.insts)+p.starting < p.o.Min {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			select {
-			case <-time.After(p.o.RestartDelay):
-			case <-p.ctx.Done():
-				return
-			}
-			p.mu.Lock()
-			if !p.closed && len(p.insts)+p.starting < p.o.Min {
-				p.startLocked()
-			}
-			p.mu.Unlock()
-		}()
+	p.retryLaterLocked()
+}
+
+// retryLaterLocked schedules a start for when the backoff ends, if the pool
+// will still need one then (Min, or queued invocations).
+func (p *Pool) retryLaterLocked() {
+	if p.closed || p.retryScheduled {
+		return
 	}
+	p.retryScheduled = true
+	wait := time.Until(p.notBefore)
+	if wait < 0 {
+		wait = 0
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.retryScheduled = false
+		if p.closed {
+			return
+		}
+		for len(p.insts)+p.starting < p.o.Min {
+			p.startLocked()
+		}
+		p.scaleLocked()
+	}()
 }
 
 func (p *Pool) removeLocked(s *slot) {
@@ -439,7 +520,7 @@ func (p *Pool) Stats() Stats {
 		st.State = "ready"
 	case p.starting > 0:
 		st.State = "starting"
-	case p.startFailed:
+	case p.failures >= brokenAfter || p.backingOffLocked():
 		st.State = "broken"
 	default:
 		st.State = "idle"
