@@ -87,6 +87,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	switch v.Kind() {
+	case reflect.Pointer:
+		pv := reflect.New(v.Type().Elem())
+		d.decode(n, pv.Elem(), path)
+		v.Set(pv)
 	case reflect.Struct:
 		d.decodeStruct(n, v, path)
 	case reflect.Map:

@@ -96,6 +96,13 @@ type Runtime struct {
 	// InitTimeout bounds a stream worker's start: from process start through
 	// StartStream, init, indexing and function load. Zero means DefaultInitTimeout.
 	InitTimeout Duration `yaml:"init_timeout"`
+	// Standby keeps one worker of this runtime started and initialised but
+	// bound to no function, so that a function with no live instance is
+	// served by binding it (environment reload, function load) instead of
+	// starting a process. Stream runtimes with discovery "config" only. Nil
+	// means on for built-in runtimes (except go, whose workers are the
+	// functions' own programs) and off for declared ones.
+	Standby *bool `yaml:"standby"`
 	// StopGrace is how long a worker has to exit after SIGTERM before its
 	// process group is killed. Zero means DefaultStopGrace.
 	StopGrace Duration `yaml:"stop_grace"`
@@ -147,6 +154,17 @@ type App struct {
 	Concurrency int               `yaml:"concurrency"`
 	Queue       int               `yaml:"queue"`
 	Instances   Instances         `yaml:"instances"`
+}
+
+// StandbyEnabled reports whether the runtime keeps a standby worker.
+func (r Runtime) StandbyEnabled() bool {
+	if r.Protocol != ProtocolStream || r.Discovery != DiscoveryConfig || r.Build != "" {
+		return false
+	}
+	if r.Standby != nil {
+		return *r.Standby
+	}
+	return r.BuiltIn
 }
 
 // Instances bounds a function's pool.

@@ -42,7 +42,9 @@ type Host struct {
 	fns         map[string]*function
 	pools       []*pool.Pool
 	apps        []*app
-	once        sync.Once
+	// standbys holds a standby worker manager per runtime that keeps one.
+	standbys map[string]*standby
+	once     sync.Once
 }
 
 type function struct {
@@ -68,7 +70,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir())}
+	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{}}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = metrics.New(h.poolStats)
 	var specs []*poolSpec
@@ -101,6 +103,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			specs = append(specs, spec)
 		}
 		h.fns[fc.Name] = &function{cfg: fc, runtime: rt}
+		if rt.StandbyEnabled() && h.standbys[rt.Name] == nil {
+			h.standbys[rt.Name] = &standby{h: h, rt: rt}
+		}
 	}
 	for _, spec := range specs {
 		p := pool.New(pool.Options{
@@ -130,6 +135,9 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 			return nil, err
 		}
 		if rt.Protocol == config.ProtocolStream {
+			if inst := h.bindStandby(ctx, spec, id); inst != nil {
+				return inst, nil
+			}
 			return stream.Start(ctx, stream.Options{
 				Server: h.stream, Runtime: rt, Functions: spec.functions,
 				Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
@@ -179,6 +187,11 @@ func (h *Host) Start() {
 	}
 	for _, a := range h.apps {
 		a.pool.Prestart(1) // index the app now: its routes must be known
+	}
+	for _, sb := range h.standbys {
+		sb.mu.Lock()
+		sb.fillLocked()
+		sb.mu.Unlock()
 	}
 	// Build Go functions now, so the first invocation does not wait for it.
 	for _, f := range h.fns {
@@ -302,11 +315,12 @@ type FunctionStatus struct {
 type AdminStatus struct {
 	Functions []FunctionStatus `json:"functions"`
 	Apps      []AppStatus      `json:"apps"`
+	Standby   []StandbyStatus  `json:"standby"`
 }
 
 // Admin returns every function's and app's state.
 func (h *Host) Admin() AdminStatus {
-	return AdminStatus{Functions: h.Status(), Apps: h.AppStatus()}
+	return AdminStatus{Functions: h.Status(), Apps: h.AppStatus(), Standby: h.Standbys()}
 }
 
 // Status returns every function's state, sorted by name.
@@ -326,6 +340,10 @@ func (h *Host) Close(ctx context.Context) {
 	h.once.Do(func() {
 		h.cancelBuild()
 		var wg sync.WaitGroup
+		for _, sb := range h.standbys {
+			wg.Add(1)
+			go func() { defer wg.Done(); sb.close() }()
+		}
 		for _, p := range h.pools {
 			wg.Add(1)
 			go func() { defer wg.Done(); p.Close(ctx) }()

@@ -23,6 +23,7 @@ type Metrics struct {
 	starts        *prometheus.CounterVec
 	startDuration *prometheus.HistogramVec
 	exits         *prometheus.CounterVec
+	standby       *prometheus.CounterVec
 }
 
 // PoolStats is what the instance and queue gauges are read from at scrape.
@@ -66,7 +67,11 @@ func New(stats func() []PoolStats) *Metrics {
 		Name: "polyfn_worker_restarts_total",
 		Help: "Instances lost and replaced, by function and cause (crashed, lost_invocation).",
 	}, []string{"function", "cause"})
-	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits,
+	m.standby = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_standby_workers_total",
+		Help: "Standby workers by runtime and event (ready: started and waiting; bound: taken by a function).",
+	}, []string{"runtime", "event"})
+	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{stats: stats})
 	return m
@@ -100,6 +105,12 @@ func (m *Metrics) InstanceStartFailed(function string) {
 func (m *Metrics) InstanceLost(function, cause string) {
 	m.exits.WithLabelValues(function, cause).Inc()
 }
+
+// StandbyReady records a standby worker that is started and waiting.
+func (m *Metrics) StandbyReady(runtime string) { m.standby.WithLabelValues(runtime, "ready").Inc() }
+
+// StandbyBound records a standby worker bound to a function.
+func (m *Metrics) StandbyBound(runtime string) { m.standby.WithLabelValues(runtime, "bound").Inc() }
 
 var (
 	instancesDesc = prometheus.NewDesc("polyfn_instances", "Instances by function and state (idle, busy, starting).", []string{"function", "state"}, nil)

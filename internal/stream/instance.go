@@ -65,6 +65,7 @@ type Instance struct {
 
 	mu       sync.Mutex
 	inflight map[string]string // invocation id → function name, for log records
+	name, id string            // what the instance serves and is called (Bind changes them)
 	stopOnce sync.Once
 
 	// For apps: the functions the worker loaded, and the ones that failed
@@ -94,22 +95,16 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
 		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
 		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
-	base := map[string]string{"FUNCTIONS_WORKER_RUNTIME": o.Runtime.Name}
-	if o.App {
-		// The Python worker puts the script root on sys.path to import
-		// function_app; the Azure host has it in every worker's environment.
-		base["AzureWebJobsScriptRoot"] = o.AppDir
+	env := make([]string, 0, 16)
+	for k, v := range workerEnv(o) {
+		env = append(env, k+"="+v)
 	}
-	env := worker.ScrubbedEnv(base, o.Runtime.Env, o.Env, map[string]string{
-		"FUNCTIONS_WORKER_DIRECTORY":      o.Dir,
-		"FUNCTIONS_APPLICATION_DIRECTORY": o.AppDir,
-	})
 	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: env, Log: o.Log})
 	if err != nil {
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
-	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}}
+	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}, name: o.Name, id: o.ID}
 	if err := i.handshake(ctx, connc); err != nil {
 		i.proc.Kill()
 		if i.conn != nil {
@@ -129,6 +124,61 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		}
 	}()
 	return i, nil
+}
+
+// workerEnv is a worker's whole environment: scrubbed, plus the runtime's
+// and the function's variables and the protocol's.
+func workerEnv(o Options) map[string]string {
+	base := map[string]string{"FUNCTIONS_WORKER_RUNTIME": o.Runtime.Name}
+	if o.App {
+		// The Python worker puts the script root on sys.path to import
+		// function_app; the Azure host has it in every worker's environment.
+		base["AzureWebJobsScriptRoot"] = o.AppDir
+	}
+	return worker.ScrubbedEnvMap(base, o.Runtime.Env, o.Env, map[string]string{
+		"FUNCTIONS_WORKER_DIRECTORY":      o.Dir,
+		"FUNCTIONS_APPLICATION_DIRECTORY": o.AppDir,
+	})
+}
+
+// Bind specializes a standby instance — started with no function — for
+// name's functions: the worker's environment becomes env's (as if it had
+// been started for them) and each function is loaded. id renames the
+// instance. On error the caller must stop the instance.
+func (i *Instance) Bind(ctx context.Context, name, id string, functions []config.Function, env map[string]string) error {
+	o := i.opts
+	o.Name, o.ID, o.Env, o.Functions = name, id, env, functions
+	ctx, cancel := context.WithTimeout(ctx, i.opts.Runtime.InitTimeout.D())
+	defer cancel()
+	resp, err := i.conn.Request(ctx, "reload", &rpc.StreamingMessage{
+		RequestId: invoke.NewID(),
+		Content: &rpc.StreamingMessage_FunctionEnvironmentReloadRequest{FunctionEnvironmentReloadRequest: &rpc.FunctionEnvironmentReloadRequest{
+			EnvironmentVariables: workerEnv(o), FunctionAppDirectory: o.AppDir}},
+	})
+	if err != nil {
+		return fmt.Errorf("environment reload: %w", err)
+	}
+	if err := resultError(resp.GetFunctionEnvironmentReloadResponse().GetResult()); err != nil {
+		return fmt.Errorf("environment reload failed: %w", err)
+	}
+	i.mu.Lock()
+	i.name, i.id = name, id
+	i.mu.Unlock()
+	i.proc.SetTags(name, id)
+	for _, f := range functions {
+		if err := i.load(ctx, loadRequest(f, o.Runtime.Name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tags returns the function (or app) and instance names the instance
+// currently serves under.
+func (i *Instance) tags() (name, id string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.name, i.id
 }
 
 func splitHostPort(addr string) (string, string) {
@@ -315,7 +365,7 @@ func resultError(r *rpc.StatusResult) error {
 }
 
 // ID returns the instance id.
-func (i *Instance) ID() string { return i.opts.ID }
+func (i *Instance) ID() string { _, id := i.tags(); return id }
 
 // Pid returns the worker's process id.
 func (i *Instance) Pid() int { return i.proc.Pid() }
@@ -364,7 +414,7 @@ func (i *Instance) Stop(ctx context.Context) {
 // InvocationCancel.
 func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
 	ctx, span := tracing.Tracer().Start(ctx, "stream InvocationRequest", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("polyfn.instance", i.opts.ID)))
+		trace.WithAttributes(attribute.String("polyfn.instance", i.ID())))
 	defer span.End()
 	ir := &rpc.InvocationRequest{InvocationId: req.ID}
 	if tp, ts := tracing.TraceParent(ctx); tp != "" {
@@ -434,7 +484,7 @@ func (i *Instance) Request(ctx context.Context, invocationID, function string, m
 		}
 		return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
 	}
-	lost := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.opts.ID, err)
+	lost := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.ID(), err)
 	var ns *NotSentError
 	lost.Undelivered = errors.As(err, &ns)
 	return nil, lost
@@ -517,7 +567,7 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 	if !i.opts.Log.Enabled(context.Background(), lvl) {
 		return
 	}
-	fn := i.opts.Name
+	fn, id := i.tags()
 	attrs := make([]slog.Attr, 0, 6)
 	if id := l.GetInvocationId(); id != "" {
 		i.mu.Lock()
@@ -527,7 +577,7 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 		i.mu.Unlock()
 		attrs = append(attrs, slog.String("invocation", id))
 	}
-	attrs = append(attrs, slog.String("function", fn), slog.String("instance", i.opts.ID))
+	attrs = append(attrs, slog.String("function", fn), slog.String("instance", id))
 	source := "user"
 	if l.GetLogCategory() == rpc.RpcLog_System {
 		source = "runtime"
@@ -550,9 +600,9 @@ func (i *Instance) onOther(m *rpc.StreamingMessage) {
 	}
 	switch x := m.Content.(type) {
 	case *rpc.StreamingMessage_InvocationResponse:
-		i.opts.Log.Debug("response for an invocation that is no longer waiting", "instance", i.opts.ID, "invocation", x.InvocationResponse.GetInvocationId())
+		i.opts.Log.Debug("response for an invocation that is no longer waiting", "instance", i.ID(), "invocation", x.InvocationResponse.GetInvocationId())
 	case *rpc.StreamingMessage_WorkerHeartbeat, *rpc.StreamingMessage_WorkerStatusResponse:
 	default:
-		i.opts.Log.Debug("unexpected message from worker", "instance", i.opts.ID, "message", fmt.Sprintf("%T", m.Content))
+		i.opts.Log.Debug("unexpected message from worker", "instance", i.ID(), "message", fmt.Sprintf("%T", m.Content))
 	}
 }

@@ -72,12 +72,14 @@ func (p *Process) emit(rec record, stream string) {
 	if log == nil || !log.Enabled(context.Background(), rec.level) {
 		return
 	}
-	fn := p.spec.Function
+	p.mu.Lock()
+	fn, inst := p.spec.Function, p.spec.Instance
+	p.mu.Unlock()
 	if rec.function != "" {
 		fn = rec.function
 	}
 	attrs := make([]slog.Attr, 0, 7)
-	attrs = append(attrs, slog.String("function", fn), slog.String("instance", p.spec.Instance), slog.String("stream", stream))
+	attrs = append(attrs, slog.String("function", fn), slog.String("instance", inst), slog.String("stream", stream))
 	if rec.invocation != "" {
 		attrs = append(attrs, slog.String("invocation", rec.invocation))
 	}

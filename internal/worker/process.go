@@ -63,6 +63,16 @@ type Process struct {
 // then each map in order (later maps win). Nothing else of the host's
 // environment reaches the worker.
 func ScrubbedEnv(extra ...map[string]string) []string {
+	env := ScrubbedEnvMap(extra...)
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// ScrubbedEnvMap is ScrubbedEnv as a map.
+func ScrubbedEnvMap(extra ...map[string]string) map[string]string {
 	env := map[string]string{}
 	for _, k := range []string{"PATH", "HOME", "LANG"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -74,11 +84,15 @@ func ScrubbedEnv(extra ...map[string]string) []string {
 			env[k] = v
 		}
 	}
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	return out
+	return env
+}
+
+// SetTags changes the function and instance that tag the process's log
+// records (a standby worker bound to a function).
+func (p *Process) SetTags(function, instance string) {
+	p.mu.Lock()
+	p.spec.Function, p.spec.Instance = function, instance
+	p.mu.Unlock()
 }
 
 // Start starts the process. The caller must eventually call Stop or Kill.

@@ -1,0 +1,145 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/stream"
+)
+
+// standbyRetry is how long a runtime waits before trying again to start a
+// standby worker after one failed to start.
+const standbyRetry = 5 * time.Second
+
+// standby keeps one started, initialised worker of a runtime that no
+// function owns yet. A pool about to start an instance takes it instead and
+// binds it to its function, which costs an environment reload and a
+// function load instead of a process start and the runtime's imports.
+type standby struct {
+	h  *Host
+	rt config.Runtime
+
+	mu       sync.Mutex
+	ready    *stream.Instance
+	starting bool
+	closed   bool
+	seq      int
+	failedAt time.Time
+	wg       sync.WaitGroup
+}
+
+// fillLocked starts a standby worker in the background if none is ready or
+// starting.
+func (s *standby) fillLocked() {
+	if s.closed || s.ready != nil || s.starting || time.Since(s.failedAt) < standbyRetry {
+		return
+	}
+	s.starting = true
+	s.seq++
+	id := fmt.Sprintf("%s-standby-%d", s.rt.Name, s.seq)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		inst, err := stream.Start(s.h.buildCtx, stream.Options{
+			Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
+			Dir: filepath.Join(s.h.runDir, id), Log: s.h.log,
+		})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.starting = false
+		if err != nil {
+			if !s.closed {
+				s.failedAt = time.Now()
+				s.h.log.Warn("standby worker failed to start", "runtime", s.rt.Name, "error", err)
+			}
+			return
+		}
+		if s.closed {
+			go inst.Stop(context.Background())
+			return
+		}
+		s.ready = inst
+		s.h.metrics.StandbyReady(s.rt.Name)
+	}()
+}
+
+// take returns the ready standby worker, or nil, and starts the next one.
+func (s *standby) take() *stream.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.ready
+	s.ready = nil
+	if inst != nil {
+		select {
+		case <-inst.Done(): // died while waiting
+			go inst.Stop(context.Background())
+			inst = nil
+		default:
+		}
+	}
+	s.fillLocked()
+	return inst
+}
+
+// StandbyStatus describes a runtime's standby worker.
+type StandbyStatus struct {
+	Runtime string `json:"runtime"`
+	Ready   bool   `json:"ready"`
+	Pid     int    `json:"pid,omitempty"`
+}
+
+// Standbys returns the state of every runtime's standby worker.
+func (h *Host) Standbys() []StandbyStatus {
+	out := make([]StandbyStatus, 0, len(h.standbys))
+	for name, s := range h.standbys {
+		s.mu.Lock()
+		st := StandbyStatus{Runtime: name, Ready: s.ready != nil}
+		if s.ready != nil {
+			st.Pid = s.ready.Pid()
+		}
+		s.mu.Unlock()
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Runtime < out[j].Runtime })
+	return out
+}
+
+// close stops the waiting standby worker and any being started.
+func (s *standby) close() {
+	s.mu.Lock()
+	s.closed = true
+	inst := s.ready
+	s.ready = nil
+	s.mu.Unlock()
+	if inst != nil {
+		inst.Stop(context.Background())
+	}
+	s.wg.Wait()
+}
+
+// bindStandby tries to serve spec's next instance with the runtime's
+// standby worker; nil means start a worker as usual.
+func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, id string) *stream.Instance {
+	sb := h.standbys[spec.runtime.Name]
+	if sb == nil {
+		return nil
+	}
+	inst := sb.take()
+	if inst == nil {
+		return nil
+	}
+	began := time.Now()
+	if err := inst.Bind(ctx, spec.name, id, spec.functions, spec.env); err != nil {
+		h.log.Warn("standby worker could not be bound; starting a new one", "function", spec.name, "error", err)
+		inst.Stop(context.Background())
+		return nil
+	}
+	h.metrics.StandbyBound(spec.runtime.Name)
+	h.log.Debug("standby worker bound", "function", spec.name, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
+	return inst
+}
