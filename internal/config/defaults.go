@@ -1,22 +1,27 @@
 package config
 
-import "time"
+import (
+	"runtime"
+	"time"
+)
 
 // Defaults. docs/config.md documents each of them; keep the two in step.
 const (
-	DefaultListen        = "127.0.0.1:8080"
-	DefaultMaxBody       = 6 << 20 // 6 MiB
-	DefaultRuntime       = "python3"
-	DefaultTimeout       = 30 * time.Second
-	DefaultConcurrency   = 8
-	DefaultQueue         = 100
-	DefaultMaxInstances  = 4
-	DefaultIdle          = 5 * time.Minute
-	DefaultStartTimeout  = 10 * time.Second
-	DefaultStopGrace     = 10 * time.Second
-	DefaultInitTimeout   = 60 * time.Second
-	DefaultAddress       = "tcp"
-	MaxFunctionNameBytes = 64
+	DefaultListen       = "127.0.0.1:8080"
+	DefaultMaxBody      = 6 << 20 // 6 MiB
+	DefaultRuntime      = "python3"
+	DefaultTimeout      = 30 * time.Second
+	DefaultConcurrency  = 8
+	DefaultQueue        = 100
+	DefaultMaxInstances = 4
+	DefaultIdle         = 5 * time.Minute
+	DefaultStartTimeout = 10 * time.Second
+	DefaultStopGrace    = 10 * time.Second
+	DefaultInitTimeout  = 60 * time.Second
+	// DefaultMaxInstancesTotal caps the host's live instances.
+	DefaultMaxInstancesTotal = 256
+	DefaultAddress           = "tcp"
+	MaxFunctionNameBytes     = 64
 )
 
 // BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
@@ -73,7 +78,17 @@ func (c *Config) Effective(f Function) Runtime {
 	return rt
 }
 
+// DefaultMaxStarting is how many instances start at once by default: two per
+// CPU, at least four.
+func DefaultMaxStarting() int { return max(4, 2*runtime.NumCPU()) }
+
 func applyDefaults(c *Config) {
+	if c.Scaling.MaxInstances == 0 {
+		c.Scaling.MaxInstances = DefaultMaxInstancesTotal
+	}
+	if c.Scaling.MaxStarting == 0 {
+		c.Scaling.MaxStarting = DefaultMaxStarting()
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = DefaultListen
 	}

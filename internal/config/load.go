@@ -109,6 +109,17 @@ func (d *decoder) explicitZero(path string) bool {
 }
 
 func validate(c *Config, d *decoder) {
+	for _, k := range []string{"scaling.max_instances", "scaling.max_starting"} {
+		if d.explicitZero(k) {
+			d.errorf(d.at(k), k, "must be above zero (leave it out for the default)")
+		}
+	}
+	if c.Scaling.MaxInstances < 0 {
+		d.errorf(d.at("scaling.max_instances"), "scaling.max_instances", "must be above zero")
+	}
+	if c.Scaling.MaxStarting < 0 {
+		d.errorf(d.at("scaling.max_starting"), "scaling.max_starting", "must be above zero")
+	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: want host:port such as 127.0.0.1:8080", c.HTTP.Listen)
 	}

@@ -24,6 +24,21 @@ type Config struct {
 	Functions []Function         `yaml:"functions"`
 	// Apps holds the pool settings of shared-worker apps (see Function.App).
 	Apps map[string]App `yaml:"apps"`
+	// Scaling holds host-wide limits on instances.
+	Scaling Scaling `yaml:"scaling"`
+}
+
+// Scaling bounds the instances of the whole host, whatever the functions'
+// own limits.
+type Scaling struct {
+	// MaxInstances caps the live instances of all functions together (standby
+	// workers included). When it is reached, an idle instance of another
+	// function is stopped to make room. Zero means DefaultMaxInstancesTotal.
+	MaxInstances int `yaml:"max_instances"`
+	// MaxStarting caps the instances starting at once, so that many cold
+	// functions do not start all their processes in the same second. Zero
+	// means DefaultMaxStarting.
+	MaxStarting int `yaml:"max_starting"`
 }
 
 // HTTP configures the HTTP trigger.

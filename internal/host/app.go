@@ -53,15 +53,23 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 		Log:         h.log,
 		Observer:    h.metrics,
 		Start: func(ctx context.Context, id string) (pool.Instance, error) {
-			inst, err := stream.Start(ctx, stream.Options{
-				Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
-				Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true,
+			var loaded *stream.Instance
+			inst, err := h.startAdmitted(ctx, a.pool, func() (pool.Instance, error) {
+				si, err := stream.Start(ctx, stream.Options{
+					Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
+					Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true,
+				})
+				if err != nil {
+					return nil, err
+				}
+				loaded = si
+				return si, nil
 			})
 			if err != nil {
 				a.failed(err)
 				return nil, err
 			}
-			fns, broken := inst.AppFunctions()
+			fns, broken := loaded.AppFunctions()
 			a.update(h, fns, broken)
 			return inst, nil
 		},

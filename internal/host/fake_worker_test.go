@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"os/signal"
 	"strings"
@@ -31,6 +32,13 @@ func runFakeWorker(mode string) {
 		_ = exec.Command(sleep, "1000").Start()
 	}
 	switch mode {
+	case "slow-start":
+		// Takes 300 ms to become ready; records when it started and when it
+		// was ready, so tests can see how many started at once.
+		began := time.Now().UnixNano()
+		time.Sleep(300 * time.Millisecond)
+		_ = os.WriteFile(filepath.Join(os.Getenv("POLYFN_FAKE_TIMES"), fmt.Sprint(os.Getpid())),
+			[]byte(fmt.Sprintf("%d %d", began, time.Now().UnixNano())), 0o600)
 	case "exit-3-times":
 		// Fails its first three starts (counted in a file), then serves.
 		f := os.Getenv("POLYFN_FAKE_COUNTER")

@@ -44,6 +44,7 @@ type Host struct {
 	apps        []*app
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
+	capacity *capacity
 	once     sync.Once
 }
 
@@ -62,6 +63,7 @@ type poolSpec struct {
 	conc      int
 	queue     int
 	instances config.Instances
+	pool      *pool.Pool
 }
 
 // New prepares a host for cfg; Start brings it up.
@@ -70,7 +72,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{}}
+	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{},
+		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = metrics.New(h.poolStats)
 	var specs []*poolSpec
@@ -119,6 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			Start:       h.starter(spec),
 			Observer:    h.metrics,
 		})
+		spec.pool = p
 		h.pools = append(h.pools, p)
 		for _, fc := range spec.functions {
 			h.fns[fc.Name].pool = p
@@ -136,16 +140,20 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 		}
 		if rt.Protocol == config.ProtocolStream {
 			if inst := h.bindStandby(ctx, spec, id); inst != nil {
-				return inst, nil
+				return inst, nil // the standby already holds its place among the host's instances
 			}
-			return stream.Start(ctx, stream.Options{
-				Server: h.stream, Runtime: rt, Functions: spec.functions,
-				Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
-			})
 		}
-		return call.Start(ctx, call.Options{
-			Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: rt, ID: id,
-			Dir: filepath.Join(h.runDir, id), Log: h.log,
+		return h.startAdmitted(ctx, spec.pool, func() (pool.Instance, error) {
+			if rt.Protocol == config.ProtocolStream {
+				return stream.Start(ctx, stream.Options{
+					Server: h.stream, Runtime: rt, Functions: spec.functions,
+					Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
+				})
+			}
+			return call.Start(ctx, call.Options{
+				Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: rt, ID: id,
+				Dir: filepath.Join(h.runDir, id), Log: h.log,
+			})
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
 )
 
@@ -45,9 +46,17 @@ func (s *standby) fillLocked() {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		inst, err := stream.Start(s.h.buildCtx, stream.Options{
-			Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
-			Dir: filepath.Join(s.h.runDir, id), Log: s.h.log,
+		var inst *stream.Instance
+		_, err := s.h.startAdmitted(s.h.buildCtx, nil, func() (pool.Instance, error) {
+			si, err := stream.Start(s.h.buildCtx, stream.Options{
+				Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
+				Dir: filepath.Join(s.h.runDir, id), Log: s.h.log,
+			})
+			if err != nil {
+				return nil, err
+			}
+			inst = si
+			return si, nil
 		})
 		s.mu.Lock()
 		defer s.mu.Unlock()

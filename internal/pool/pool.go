@@ -477,6 +477,32 @@ func (p *Pool) reap() {
 	}
 }
 
+// EvictIdle stops the instance that has been idle longest, if the pool has
+// one above Min, to make room for another function's instance. It reports
+// whether it did.
+func (p *Pool) EvictIdle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.insts) <= p.o.Min {
+		return false
+	}
+	var victim *slot
+	for _, s := range p.insts {
+		if s.inflight == 0 && !s.stopping && (victim == nil || s.lastUsed.Before(victim.lastUsed)) {
+			victim = s
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	victim.stopping = true
+	p.removeLocked(victim)
+	p.o.Log.Info("stopping idle instance to make room", "function", p.o.Function, "instance", victim.ID())
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); victim.Stop(context.Background()) }()
+	return true
+}
+
 // InstanceInfo describes one live instance.
 type InstanceInfo struct {
 	ID string `json:"id"`
