@@ -18,6 +18,7 @@ const (
 	DefaultStartTimeout = 10 * time.Second
 	DefaultStopGrace    = 10 * time.Second
 	DefaultInitTimeout  = 60 * time.Second
+	DefaultCancelGrace  = 5 * time.Second
 	// DefaultMaxInstancesTotal caps the host's live instances.
 	DefaultMaxInstancesTotal = 256
 	DefaultAddress           = "tcp"
@@ -112,6 +113,9 @@ func applyDefaults(c *Config) {
 		}
 		if rt.InitTimeout == 0 {
 			rt.InitTimeout = Duration(DefaultInitTimeout)
+		}
+		if rt.CancelGrace == 0 {
+			rt.CancelGrace = Duration(DefaultCancelGrace)
 		}
 		if rt.Discovery == "" {
 			rt.Discovery = DiscoveryConfig

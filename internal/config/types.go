@@ -111,6 +111,11 @@ type Runtime struct {
 	// InitTimeout bounds a stream worker's start: from process start through
 	// StartStream, init, indexing and function load. Zero means DefaultInitTimeout.
 	InitTimeout Duration `yaml:"init_timeout"`
+	// CancelGrace is how long a stream worker has to answer an invocation
+	// after the host gave up on it (timeout, InvocationCancel); a worker
+	// that does not is replaced, since it still holds the slot. Zero means
+	// DefaultCancelGrace.
+	CancelGrace Duration `yaml:"cancel_grace"`
 	// Standby keeps one worker of this runtime started and initialised but
 	// bound to no function, so that a function with no live instance is
 	// served by binding it (environment reload, function load) instead of

@@ -18,6 +18,7 @@ runtimes:
     env: {POLYFN_FAKE_WORKER: stream}
     init_timeout: 5s
     stop_grace: 2s
+    cancel_grace: 300ms
   wrong-first:
     protocol: stream
     discovery: config
@@ -125,8 +126,17 @@ func TestStreamProtocolFaults(t *testing.T) {
 		hosttest.WaitFor(t, 2*time.Second, "InvocationCancel to reach the worker", func() bool {
 			return strings.Contains(th.Logs.String(), "ignoring cancel of "+id)
 		})
+		pid := pidOf(th, "slow")
 		if r := th.Call(t, "slow", "ok"); r.Status != 200 || string(r.Body) != "stream:ok" {
 			t.Fatalf("after the timeout: got %d %q", r.Status, r.Body)
+		}
+		// The worker still runs the hung invocation, so it still holds the
+		// slot: after cancel_grace it is replaced.
+		hosttest.WaitFor(t, 5*time.Second, "the stuck instance to be replaced", func() bool {
+			return strings.Contains(th.Logs.String(), "instance still holds a slot it was asked to give back") && pidOf(th, "slow") != pid
+		})
+		if r := th.Call(t, "slow", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
+			t.Fatalf("after the replacement: got %d %q", r.Status, r.Body)
 		}
 	})
 }

@@ -65,7 +65,14 @@ type Instance struct {
 
 	mu       sync.Mutex
 	inflight map[string]string // invocation id → function name, for log records
-	name, id string            // what the instance serves and is called (Bind changes them)
+	// abandoned holds invocations the host gave up on that the worker has
+	// not answered yet; stuck says why the instance was replaced, if it was.
+	abandoned map[string]bool
+	// late holds responses that came after their waiter left, in case they
+	// beat the abandon record (bounded: cleared when large).
+	late     map[string]bool
+	stuck    string
+	name, id string // what the instance serves and is called (Bind changes them)
 	stopOnce sync.Once
 
 	// For apps: the functions the worker loaded, and the ones that failed
@@ -104,7 +111,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
-	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}, name: o.Name, id: o.ID}
+	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}, abandoned: map[string]bool{}, late: map[string]bool{}, name: o.Name, id: o.ID}
 	if err := i.handshake(ctx, connc); err != nil {
 		i.proc.Kill()
 		if i.conn != nil {
@@ -375,6 +382,12 @@ func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
 
 // ExitError says how an exited worker ended.
 func (i *Instance) ExitError() error {
+	i.mu.Lock()
+	stuck := i.stuck
+	i.mu.Unlock()
+	if stuck != "" {
+		return errors.New(stuck)
+	}
 	if err := i.conn.Err(); err != nil && !errors.Is(err, errClosedByHost) && !i.proc.Stopped() {
 		return fmt.Errorf("%v (stream: %v)", i.proc.ExitError(), err)
 	}
@@ -479,6 +492,7 @@ func (i *Instance) Request(ctx context.Context, invocationID, function string, m
 			_ = i.conn.Send(context.Background(), &rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationCancel{
 				InvocationCancel: &rpc.InvocationCancel{InvocationId: invocationID, GracePeriod: durationpb.New(cancelGrace)}}})
 		}
+		i.abandon(invocationID)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, invoke.Errorf(invoke.KindTimeout, "function %s did not finish within its timeout", function)
 		}
@@ -490,7 +504,39 @@ func (i *Instance) Request(ctx context.Context, invocationID, function string, m
 	return nil, lost
 }
 
-// invocationContext is the JSON of trigger_metadata "http".
+// abandon records an invocation the host gave up on. The worker still
+// runs it and so still holds its slot; if it has not answered within the
+// runtime's cancel grace, the instance is replaced.
+func (i *Instance) abandon(invocationID string) {
+	i.mu.Lock()
+	if i.late[invocationID] {
+		delete(i.late, invocationID) // answered already
+		i.mu.Unlock()
+		return
+	}
+	i.abandoned[invocationID] = true
+	i.mu.Unlock()
+	grace := i.opts.Runtime.CancelGrace.D()
+	time.AfterFunc(grace, func() {
+		if i.proc.Exited() {
+			return
+		}
+		i.mu.Lock()
+		stuck := i.abandoned[invocationID]
+		if stuck && i.stuck == "" {
+			i.stuck = fmt.Sprintf("replaced: it did not answer invocation %s within %s (runtimes.%s.cancel_grace) of the host giving up on it", invocationID, grace, i.opts.Runtime.Name)
+		}
+		reason := i.stuck
+		i.mu.Unlock()
+		if stuck {
+			if i.opts.Log != nil {
+				_, id := i.tags()
+				i.opts.Log.Warn("instance still holds a slot it was asked to give back; replacing it", "instance", id, "invocation", invocationID, "reason", reason)
+			}
+			go i.Stop(context.Background())
+		}
+	})
+}
 func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.TypedData {
 	str := func(s string) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_String_{String_: s}} }
 	num := func(n int64) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_Int{Int: n}} }
@@ -600,6 +646,17 @@ func (i *Instance) onOther(m *rpc.StreamingMessage) {
 	}
 	switch x := m.Content.(type) {
 	case *rpc.StreamingMessage_InvocationResponse:
+		id := x.InvocationResponse.GetInvocationId()
+		i.mu.Lock()
+		if i.abandoned[id] {
+			delete(i.abandoned, id) // the slot is back
+		} else {
+			if len(i.late) > 1024 {
+				clear(i.late)
+			}
+			i.late[id] = true
+		}
+		i.mu.Unlock()
 		i.opts.Log.Debug("response for an invocation that is no longer waiting", "instance", i.ID(), "invocation", x.InvocationResponse.GetInvocationId())
 	case *rpc.StreamingMessage_WorkerHeartbeat, *rpc.StreamingMessage_WorkerStatusResponse:
 	default:
