@@ -26,6 +26,7 @@ const shutdownTimeout = 30 * time.Second
 
 func serveCmd() *cobra.Command {
 	var file, listen, logFormat, logLevel string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "serve -c FILE",
 		Short: "Run the host: serve the functions of a config file",
@@ -64,8 +65,10 @@ func serveCmd() *cobra.Command {
 				return &exitError{code: 1, err: err}
 			}
 			h.Start()
+			r := &reloader{file: file, listen: listen, addr: cfg.HTTP.Listen, log: log}
+			r.current.Store(&generation{h: h, handler: httptrigger.NewHandler(h, h.MaxBody(), log)})
 			srv := &http.Server{
-				Handler:           httptrigger.NewHandler(h, h.MaxBody(), log),
+				Handler:           http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }),
 				ReadHeaderTimeout: 10 * time.Second,
 			}
 			errc := make(chan error, 1)
@@ -75,12 +78,33 @@ func serveCmd() *cobra.Command {
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 			defer signal.Stop(sigs)
-			var serveErr error
-			select {
-			case sig := <-sigs:
-				log.Info("shutting down", "signal", sig.String())
-			case serveErr = <-errc:
+			hups := make(chan os.Signal, 1)
+			signal.Notify(hups, syscall.SIGHUP)
+			defer signal.Stop(hups)
+			watchCtx, stopWatch := context.WithCancel(context.Background())
+			defer stopWatch()
+			changes := make(chan struct{}, 1)
+			if watch {
+				go r.watch(watchCtx, changes)
 			}
+			var serveErr error
+		loop:
+			for {
+				select {
+				case sig := <-sigs:
+					log.Info("shutting down", "signal", sig.String())
+					break loop
+				case serveErr = <-errc:
+					break loop
+				case <-hups:
+					log.Info("reloading", "signal", "hangup")
+					r.reload()
+				case <-changes:
+					log.Info("reloading", "cause", "files changed")
+					r.reload()
+				}
+			}
+			stopWatch()
 			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 			defer cancel()
 			go func() {
@@ -93,7 +117,7 @@ func serveCmd() *cobra.Command {
 				}
 			}()
 			_ = srv.Shutdown(ctx)
-			h.Close(ctx)
+			r.closeAll(ctx)
 			log.Info("polyfn stopped")
 			if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 				return &exitError{code: 1, err: serveErr}
@@ -103,6 +127,7 @@ func serveCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

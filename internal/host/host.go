@@ -213,6 +213,43 @@ func (h *Host) Start() {
 	}
 }
 
+// Codedir returns the code directory of function name, or "".
+func (h *Host) Codedir(name string) string {
+	if f, ok := h.fns[name]; ok {
+		return f.cfg.Codedir
+	}
+	for _, a := range h.apps {
+		if a.cfg.Name == name {
+			return a.cfg.Codedir
+		}
+	}
+	return ""
+}
+
+// WaitReady waits until the host is fully up: every app indexed and every
+// pool with a minimum at its minimum (or broken), or ctx is done.
+func (h *Host) WaitReady(ctx context.Context) error {
+	if err := h.WaitApps(ctx); err != nil {
+		return err
+	}
+	for {
+		pending := ""
+		for _, f := range h.Status() {
+			if min := h.fns[f.Name].cfg.Instances.Min; min > 0 && len(f.Instances) < min && f.State != "broken" {
+				pending = f.Name
+			}
+		}
+		if pending == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("function %s has not started its minimum instances: %w", pending, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // RunDir is the directory under which every instance gets its private
 // working directory. It is removed by Close.
 func (h *Host) RunDir() string { return h.runDir }

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/hosttest"
+)
+
+// startServe runs the real binary on cfg and returns its base URL and logs.
+func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *hosttest.SyncBuffer) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "polyfn")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr}, args...)...)
+	var logs hosttest.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("polyfn output:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	hosttest.WaitFor(t, 15*time.Second, "polyfn to answer /healthz", func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return base, cmd, &logs
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(bytes.TrimSpace(b))
+}
+
+const versionFn = "def handler(event, context):\n    return %q\n"
+
+func TestReload(t *testing.T) {
+	requirePython(t)
+	dir := t.TempDir()
+	code := filepath.Join(dir, "fn")
+	if err := os.MkdirAll(code, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
+	cfg := filepath.Join(dir, "polyfn.yaml")
+	writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: fn}\n")
+
+	t.Run("SIGHUP", func(t *testing.T) {
+		base, cmd, logs := startServe(t, cfg)
+		if got := get(t, base+"/function/v"); got != `"one"` {
+			t.Fatalf("got %s", got)
+		}
+		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+		_ = cmd.Process.Signal(syscall.SIGHUP)
+		hosttest.WaitFor(t, 15*time.Second, "the reloaded code to answer", func() bool { return get(t, base+"/function/v") == `"two"` })
+
+		// A broken config leaves the running one serving, and says why.
+		writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: nowhere}\n")
+		_ = cmd.Process.Signal(syscall.SIGHUP)
+		hosttest.WaitFor(t, 10*time.Second, "the reload error in the log", func() bool {
+			return strings.Contains(logs.String(), "the config is invalid; the running one stays") && strings.Contains(logs.String(), "codedir: directory")
+		})
+		if got := get(t, base+"/function/v"); got != `"two"` {
+			t.Fatalf("after a broken reload: got %s, want the running config to keep serving", got)
+		}
+		writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: fn}\n")
+	})
+
+	t.Run("watch", func(t *testing.T) {
+		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"three"`))
+		base, _, _ := startServe(t, cfg, "--watch")
+		if got := get(t, base+"/function/v"); got != `"three"` {
+			t.Fatalf("got %s", got)
+		}
+		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"four"`))
+		hosttest.WaitFor(t, 15*time.Second, "--watch to reload the changed code", func() bool { return get(t, base+"/function/v") == `"four"` })
+	})
+}
