@@ -119,7 +119,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	proc, err := worker.Start(worker.Spec{
 		Function: o.Name,
 		Instance: o.ID,
-		Command:  Command(o.Runtime.Command, cfgPath),
+		Command:  command(o.Runtime.Command, cfgPath),
 		Dir:      o.Dir,
 		Env:      env,
 		Log:      o.Log,
@@ -140,9 +140,9 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	return inst, nil
 }
 
-// Command returns the worker argv: {config} in any argument is replaced by
+// command returns the worker argv: {config} in any argument is replaced by
 // path; when no argument holds it, "-c path" is appended.
-func Command(tmpl []string, path string) []string {
+func command(tmpl []string, path string) []string {
 	out := make([]string, 0, len(tmpl)+2)
 	found := false
 	for _, a := range tmpl {

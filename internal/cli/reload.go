@@ -32,6 +32,10 @@ type generation struct {
 	handler http.Handler
 }
 
+func newGeneration(h *host.Host, log *slog.Logger) *generation {
+	return &generation{h: h, handler: httptrigger.NewHandler(h, h.MaxBody(), log)}
+}
+
 // reloader swaps configurations under a running server: the new one comes
 // fully up before it takes the traffic, then the old one drains; a config
 // that fails validation leaves the running one untouched.
@@ -68,7 +72,7 @@ func (r *reloader) reload() {
 		r.log.Warn("reload: the new config is not fully up; it takes over anyway", "error", err)
 	}
 	cancel()
-	old := r.current.Swap(&generation{h: h, handler: httptrigger.NewHandler(h, h.MaxBody(), r.log)})
+	old := r.current.Swap(newGeneration(h, r.log))
 	r.log.Info("reloaded: the new config serves; the old one drains", "config", cfg.File, "functions", len(cfg.Functions))
 	r.old.Add(1)
 	go func() {

@@ -18,7 +18,6 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/tracing"
-	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 )
 
 // shutdownTimeout bounds the drain of in-flight invocations on shutdown.
@@ -66,7 +65,7 @@ func serveCmd() *cobra.Command {
 			}
 			h.Start()
 			r := &reloader{file: file, listen: listen, addr: cfg.HTTP.Listen, log: log}
-			r.current.Store(&generation{h: h, handler: httptrigger.NewHandler(h, h.MaxBody(), log)})
+			r.current.Store(newGeneration(h, log))
 			srv := &http.Server{
 				Handler:           http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }),
 				ReadHeaderTimeout: 10 * time.Second,

@@ -5,11 +5,7 @@ package host
 
 import (
 	"context"
-
 	"fmt"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +13,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
@@ -234,9 +234,9 @@ func (h *Host) WaitReady(ctx context.Context) error {
 	}
 	for {
 		pending := ""
-		for _, f := range h.Status() {
-			if min := h.fns[f.Name].cfg.Instances.Min; min > 0 && len(f.Instances) < min && f.State != "broken" {
-				pending = f.Name
+		for _, p := range h.pools {
+			if !p.AtMin() {
+				pending = p.Name()
 			}
 		}
 		if pending == "" {
@@ -318,9 +318,10 @@ func (h *Host) Metrics() *metrics.Metrics { return h.metrics }
 
 // poolStats feeds the instance and queue gauges.
 func (h *Host) poolStats() []metrics.PoolStats {
-	var out []metrics.PoolStats
-	add := func(name string, st pool.Stats) {
-		ps := metrics.PoolStats{Function: name, Starting: st.Starting, Queued: st.Queued}
+	out := make([]metrics.PoolStats, 0, len(h.pools))
+	for _, p := range h.pools {
+		st := p.Stats()
+		ps := metrics.PoolStats{Function: p.Name(), Starting: st.Starting, Queued: st.Queued}
 		for _, i := range st.Instances {
 			if i.InFlight > 0 {
 				ps.Busy++
@@ -329,20 +330,6 @@ func (h *Host) poolStats() []metrics.PoolStats {
 			}
 		}
 		out = append(out, ps)
-	}
-	seen := map[*pool.Pool]bool{}
-	for _, f := range h.fns {
-		if !seen[f.pool] {
-			seen[f.pool] = true
-			name := f.cfg.Name
-			if f.cfg.App != "" {
-				name = f.cfg.App
-			}
-			add(name, f.pool.Stats())
-		}
-	}
-	for _, a := range h.apps {
-		add(a.cfg.Name, a.pool.Stats())
 	}
 	return out
 }

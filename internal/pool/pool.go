@@ -112,7 +112,12 @@ func (p *Pool) failedLocked(err error) {
 // backingOffLocked reports whether starts are held back after failures and
 // nothing is up to serve: invocations then fail at once with the cause.
 func (p *Pool) backingOffLocked() bool {
-	return len(p.insts) == 0 && p.failures > 0 && time.Now().Before(p.notBefore)
+	return len(p.insts) == 0 && p.holdingOffLocked()
+}
+
+// holdingOffLocked reports whether a start after failures must still wait.
+func (p *Pool) holdingOffLocked() bool {
+	return p.failures > 0 && time.Now().Before(p.notBefore)
 }
 
 func (p *Pool) brokenErrorLocked() error {
@@ -165,6 +170,17 @@ func (p *Pool) Start() {
 	p.mu.Unlock()
 	p.wg.Add(1)
 	go p.reap()
+}
+
+// Name returns the name the pool serves under (a function or an app).
+func (p *Pool) Name() string { return p.o.Function }
+
+// AtMin reports whether the pool has its minimum instances up, or is broken
+// trying to start them.
+func (p *Pool) AtMin() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.insts) >= p.o.Min || p.failures >= brokenAfter
 }
 
 // Prestart starts instances in the background until n are live or starting,
@@ -257,12 +273,9 @@ func (p *Pool) retire(s *slot, cause error) {
 		return
 	}
 	p.lastErr = fmt.Errorf("instance %s exited while running an invocation: %w", s.ID(), cause)
-	s.stopping = true
-	p.removeLocked(s)
+	p.stopLocked(s, "")
 	p.o.Observer.InstanceLost(p.o.Function, "lost_invocation")
 	p.scaleLocked()
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
 }
 
 func (p *Pool) release(s *slot) {
@@ -315,7 +328,7 @@ func (p *Pool) removeWaiterLocked(w *waiter) bool {
 // scaleLocked starts instances for the queued invocations that the starting
 // ones will not absorb, within Max.
 func (p *Pool) scaleLocked() {
-	if p.failures > 0 && time.Now().Before(p.notBefore) {
+	if p.holdingOffLocked() {
 		return // a retry is scheduled
 	}
 	need := (len(p.waiters)+p.o.Concurrency-1)/p.o.Concurrency - p.starting
@@ -436,6 +449,18 @@ func (p *Pool) retryLaterLocked() {
 	}()
 }
 
+// stopLocked takes s out of service and stops it in the background; its
+// exit is then expected.
+func (p *Pool) stopLocked(s *slot, msg string, attrs ...any) {
+	s.stopping = true
+	p.removeLocked(s)
+	if msg != "" {
+		p.o.Log.Info(msg, append([]any{"function", p.o.Function, "instance", s.ID()}, attrs...)...)
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
+}
+
 func (p *Pool) removeLocked(s *slot) {
 	for i, x := range p.insts {
 		if x == s {
@@ -465,12 +490,8 @@ func (p *Pool) reap() {
 				break
 			}
 			if s.inflight == 0 && now.Sub(s.lastUsed) >= p.o.Idle {
-				s.stopping = true
-				p.removeLocked(s)
+				p.stopLocked(s, "stopping idle instance", "idle", now.Sub(s.lastUsed).Round(time.Millisecond))
 				i--
-				p.o.Log.Info("stopping idle instance", "function", p.o.Function, "instance", s.ID(), "idle", now.Sub(s.lastUsed).Round(time.Millisecond))
-				p.wg.Add(1)
-				go func() { defer p.wg.Done(); s.Stop(context.Background()) }()
 			}
 		}
 		p.mu.Unlock()
@@ -495,11 +516,7 @@ func (p *Pool) EvictIdle() bool {
 	if victim == nil {
 		return false
 	}
-	victim.stopping = true
-	p.removeLocked(victim)
-	p.o.Log.Info("stopping idle instance to make room", "function", p.o.Function, "instance", victim.ID())
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); victim.Stop(context.Background()) }()
+	p.stopLocked(victim, "stopping idle instance to make room")
 	return true
 }
 
@@ -567,13 +584,13 @@ func (p *Pool) Close(ctx context.Context) {
 	p.mu.Unlock()
 
 	t := time.NewTicker(10 * time.Millisecond)
+drain:
 	for p.inflight() > 0 {
 		select {
 		case <-ctx.Done():
+			break drain
 		case <-t.C:
-			continue
 		}
-		break
 	}
 	t.Stop()
 

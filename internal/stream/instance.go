@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -96,17 +97,16 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	connc := o.Server.expect(workerID)
 	defer o.Server.forget(workerID)
 
-	host, port := splitHostPort(o.Server.Addr())
+	host, port, err := net.SplitHostPort(o.Server.Addr())
+	if err != nil {
+		return nil, err
+	}
 	args := append(append([]string(nil), o.Runtime.Command...),
 		"--host", host, "--port", port, "--workerId", workerID, "--requestId", requestID,
 		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
 		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
 		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
-	env := make([]string, 0, 16)
-	for k, v := range workerEnv(o) {
-		env = append(env, k+"="+v)
-	}
-	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: env, Log: o.Log})
+	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(workerEnv(o)), Log: o.Log})
 	if err != nil {
 		os.RemoveAll(o.Dir)
 		return nil, err
@@ -186,15 +186,6 @@ func (i *Instance) tags() (name, id string) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	return i.name, i.id
-}
-
-func splitHostPort(addr string) (string, string) {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[:i], addr[i+1:]
-		}
-	}
-	return addr, ""
 }
 
 func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
@@ -394,9 +385,6 @@ func (i *Instance) ExitError() error {
 	return i.proc.ExitError()
 }
 
-// Capabilities returns what the worker advertised at init.
-func (i *Instance) Capabilities() map[string]string { return i.caps }
-
 // Stop sends WorkerTerminate to workers that handle it, waits up to the
 // runtime's stop grace, then stops the process (SIGTERM, grace, SIGKILL to
 // the group). It blocks until the worker is gone and is safe to call more
@@ -442,7 +430,7 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		ir.TriggerMetadata = triggerMetadata(ctx, req)
 	}
 	m := &rpc.StreamingMessage{RequestId: req.ID, Content: &rpc.StreamingMessage_InvocationRequest{InvocationRequest: ir}}
-	resp, err := i.Request(ctx, req.ID, req.Function, m)
+	resp, err := i.request(ctx, req.ID, req.Function, m)
 	if err != nil {
 		return nil, err
 	}
@@ -472,9 +460,9 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	}
 }
 
-// Request sends an InvocationRequest and waits for its response, mapping a
+// request sends an InvocationRequest and waits for its response, mapping a
 // lost stream, a timeout and a cancelled context to invocation errors.
-func (i *Instance) Request(ctx context.Context, invocationID, function string, m *rpc.StreamingMessage) (*rpc.StreamingMessage, error) {
+func (i *Instance) request(ctx context.Context, invocationID, function string, m *rpc.StreamingMessage) (*rpc.StreamingMessage, error) {
 	i.mu.Lock()
 	i.inflight[invocationID] = function
 	i.mu.Unlock()
@@ -537,6 +525,9 @@ func (i *Instance) abandon(invocationID string) {
 		}
 	})
 }
+
+// triggerMetadata carries a polyfn function's invocation context
+// (docs/protocols.md, "polyfn functions over the stream").
 func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.TypedData {
 	str := func(s string) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_String_{String_: s}} }
 	num := func(n int64) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_Int{Int: n}} }

@@ -86,9 +86,6 @@ func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 	return h
 }
 
-// Handle adds a route, for other parts of the host (status, metrics).
-func (h *Handler) Handle(pattern string, handler http.Handler) { h.mux.Handle(pattern, handler) }
-
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // serverSpan starts the HTTP server span of a request, continuing the
