@@ -90,6 +90,7 @@ func applyDefaults(c *Config) {
 	if c.Scaling.MaxStarting == 0 {
 		c.Scaling.MaxStarting = DefaultMaxStarting()
 	}
+	applyMQTTDefaults(c)
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = DefaultListen
 	}

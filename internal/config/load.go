@@ -151,7 +151,9 @@ func validate(c *Config, d *decoder) {
 			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
 		}
 	}
-	for name := range c.Apps {
+	validateTriggers(c, d)
+	for name, a := range c.Apps {
+		validateIsolation(d, "apps."+name, a.Limits, a.User, a.Group)
 		if !nameRE.MatchString(name) {
 			d.errorf(d.at("apps."+name), "apps."+name, "invalid app name %q", name)
 		}
@@ -215,7 +217,7 @@ func validate(c *Config, d *decoder) {
 			}
 		}
 		if f.App != "" {
-			for _, k := range []string{"env", "concurrency", "queue", "instances"} {
+			for _, k := range []string{"env", "concurrency", "queue", "instances", "limits", "user", "group"} {
 				if d.present(p + "." + k) {
 					d.errorf(d.at(p+"."+k), p+"."+k, "belongs to the app: set it under apps.%s", f.App)
 				}
@@ -231,6 +233,9 @@ func validate(c *Config, d *decoder) {
 			if c.Effective(f).Discovery == DiscoveryApp {
 				d.errorf(d.at(p+".app"), p+".app", "an Azure Functions app already shares its workers; app is for functions of polyfn.yaml")
 			}
+		}
+		if f.App == "" {
+			validateIsolation(d, p, f.Limits, f.User, f.Group)
 		}
 		for _, k := range []string{"concurrency", "queue", "instances.max", "timeout"} {
 			if d.explicitZero(p + "." + k) {

@@ -26,6 +26,8 @@ type Config struct {
 	Apps map[string]App `yaml:"apps"`
 	// Scaling holds host-wide limits on instances.
 	Scaling Scaling `yaml:"scaling"`
+	// MQTT configures the MQTT trigger and the embedded broker.
+	MQTT MQTT `yaml:"mqtt"`
 }
 
 // Scaling bounds the instances of the whole host, whatever the functions'
@@ -164,6 +166,16 @@ type Function struct {
 	// pool whose settings and env belong to the app (apps.NAME). Empty: the
 	// function has a pool of its own.
 	App string `yaml:"app"`
+	// Limits bounds each worker's memory, processes and CPU (for app
+	// functions, set them under apps.NAME).
+	Limits Limits `yaml:"limits"`
+	// User and Group, when set, are the user and group the workers run as
+	// (a name or a numeric id); the host must be able to switch to them
+	// (root, or CAP_SETUID and CAP_SETGID). Empty: the host's own.
+	User  string `yaml:"user"`
+	Group string `yaml:"group"`
+	// Triggers lists the MQTT rules and timers that invoke the function.
+	Triggers Triggers `yaml:"triggers"`
 }
 
 // App holds the pool settings of functions that share workers.
@@ -174,6 +186,9 @@ type App struct {
 	Concurrency int               `yaml:"concurrency"`
 	Queue       int               `yaml:"queue"`
 	Instances   Instances         `yaml:"instances"`
+	Limits      Limits            `yaml:"limits"`
+	User        string            `yaml:"user"`
+	Group       string            `yaml:"group"`
 }
 
 // StandbyEnabled reports whether the runtime keeps a standby worker.

@@ -20,6 +20,8 @@ type Trigger string
 const (
 	TriggerHTTP   Trigger = "http"
 	TriggerInvoke Trigger = "invoke"
+	TriggerMQTT   Trigger = "mqtt"
+	TriggerTimer  Trigger = "timer"
 )
 
 // Request is one invocation's input.
@@ -34,7 +36,8 @@ type Request struct {
 	MessageID uint64
 	QOS       uint32
 	Topic     string
-	// Timestamp is when the event happened.
+	// Timestamp is when the event happened: the message's arrival (MQTT),
+	// the scheduled time of the tick (timer).
 	Timestamp time.Time
 	// HTTP describes the triggering HTTP request, nil for other triggers.
 	HTTP *HTTPInfo
