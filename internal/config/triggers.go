@@ -176,7 +176,7 @@ func validateTriggers(c *Config, d *decoder) {
 		d.errorf(d.at("mqtt.inflight"), "mqtt.inflight", "must be above zero (leave it out for the default)")
 	}
 	for _, k := range []string{"ca", "cert", "key"} {
-		if !d.present("mqtt.tls."+k) {
+		if !d.present("mqtt.tls." + k) {
 			continue
 		}
 		p := map[string]string{"ca": m.TLS.CA, "cert": m.TLS.Cert, "key": m.TLS.Key}[k]

@@ -10,48 +10,96 @@ import (
 	"github.com/polyfn/polyfn/internal/pool"
 )
 
-// capacityPoll is how often a start waiting for room looks again.
+// capacityPoll is how often a start waiting for room tries again to make
+// some (idle instances appear without notice).
 const capacityPoll = 20 * time.Millisecond
 
 // capacity enforces the host-wide caps (scaling.max_instances and
 // scaling.max_starting): every worker process, standby ones included,
 // holds a live slot until it has exited, and holds a starting slot while it
 // starts.
+//
+// When the host is full, room goes to the waiting pool that has the fewest
+// instances (the longest waiting among equals), not to whoever asks first
+// or most often: one hot function cannot take every slot the others need.
 type capacity struct {
 	starting chan struct{}
 
 	mu      sync.Mutex
 	live    int
 	maxLive int
+	// waiting holds the starts waiting for a live slot, in arrival order.
+	waiting []*capWaiter
+	// changed is closed and replaced whenever a live slot is given back.
+	changed chan struct{}
 }
+
+type capWaiter struct{ p *pool.Pool }
 
 func newCapacity(maxLive, maxStarting int) *capacity {
-	return &capacity{starting: make(chan struct{}, maxStarting), maxLive: maxLive}
+	return &capacity{starting: make(chan struct{}, maxStarting), maxLive: maxLive, changed: make(chan struct{})}
 }
 
-// admit waits until a worker may start: a live slot — stopping an idle
-// instance of another pool when the host is full — and a starting slot.
-// It returns doneStarting, to call when the start attempt is over, and
-// release, to call once the worker has exited (or failed to start).
-// Cancelling ctx gives up.
+// fairestLocked returns the waiter that gets the next live slot: the one
+// whose pool has the fewest instances, the earliest among equals. Standby
+// starts (no pool) come last.
+func (c *capacity) fairestLocked() *capWaiter {
+	var best *capWaiter
+	bestLive := 0
+	for _, w := range c.waiting {
+		n := int(^uint(0) >> 1)
+		if w.p != nil {
+			live, starting := w.p.Load()
+			n = live + starting
+		}
+		if best == nil || n < bestLive {
+			best, bestLive = w, n
+		}
+	}
+	return best
+}
+
+func (c *capacity) removeLocked(w *capWaiter) {
+	for i, x := range c.waiting {
+		if x == w {
+			c.waiting = append(c.waiting[:i], c.waiting[i+1:]...)
+			return
+		}
+	}
+}
+
+// admit waits until a worker may start: a live slot — making room when the
+// host is full — and a starting slot. It returns doneStarting, to call when
+// the start attempt is over, and release, to call once the worker has exited
+// (or failed to start). Cancelling ctx gives up.
 func (h *Host) admit(ctx context.Context, self *pool.Pool) (doneStarting, release func(), err error) {
 	c := h.capacity
+	w := &capWaiter{p: self}
+	c.mu.Lock()
+	c.waiting = append(c.waiting, w)
+	c.mu.Unlock()
 	for {
 		c.mu.Lock()
-		if c.live < c.maxLive {
+		if c.live < c.maxLive && c.fairestLocked() == w {
 			c.live++
+			c.removeLocked(w)
 			c.mu.Unlock()
 			break
 		}
+		full := c.live >= c.maxLive
+		changed := c.changed
 		c.mu.Unlock()
-		for _, p := range h.pools {
-			if p != self && p.EvictIdle() {
-				break
-			}
+		if full {
+			h.makeRoom(self)
 		}
 		select {
 		case <-ctx.Done():
+			c.mu.Lock()
+			c.removeLocked(w)
+			c.signalLocked() // the next fairest may be able to go now
+			c.mu.Unlock()
 			return nil, nil, fmt.Errorf("waiting for room among the host's %d instances (scaling.max_instances): %w", c.maxLive, ctx.Err())
+		case <-changed:
 		case <-time.After(capacityPoll):
 		}
 	}
@@ -60,6 +108,7 @@ func (h *Host) admit(ctx context.Context, self *pool.Pool) (doneStarting, releas
 		once.Do(func() {
 			c.mu.Lock()
 			c.live--
+			c.signalLocked()
 			c.mu.Unlock()
 		})
 	}
@@ -70,6 +119,60 @@ func (h *Host) admit(ctx context.Context, self *pool.Pool) (doneStarting, releas
 		return nil, nil, ctx.Err()
 	}
 	return func() { <-c.starting }, release, nil
+}
+
+func (c *capacity) signalLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// makeRoom frees a live slot for a start of pool self on a full host: it
+// stops an idle instance of the pool with the most instances; when no
+// instance is idle and self has less than its fair share (the cap divided
+// among the pools that have or want instances), it asks the largest pool
+// above that share to retire one instance once its invocations end.
+func (h *Host) makeRoom(self *pool.Pool) {
+	type load struct {
+		p    *pool.Pool
+		live int
+	}
+	loads := make([]load, 0, len(h.pools))
+	active := 0
+	mine := 0
+	for _, p := range h.pools {
+		n, starting := p.Load()
+		if n+starting > 0 {
+			active++
+		}
+		if p == self {
+			mine = n
+		} else {
+			loads = append(loads, load{p, n})
+		}
+	}
+	// Largest first.
+	for i := 1; i < len(loads); i++ {
+		for j := i; j > 0 && loads[j].live > loads[j-1].live; j-- {
+			loads[j], loads[j-1] = loads[j-1], loads[j]
+		}
+	}
+	for _, l := range loads {
+		if l.p.EvictIdle() {
+			return
+		}
+	}
+	if self == nil || active == 0 {
+		return // a standby never pushes a function out
+	}
+	share := max(1, h.capacity.maxLive/active)
+	if mine >= share {
+		return
+	}
+	for _, l := range loads {
+		if l.live > share && l.p.Shed() {
+			return
+		}
+	}
 }
 
 // startAdmitted starts a worker within the host-wide caps: start runs once

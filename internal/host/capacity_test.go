@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
 // The host-wide caps hold whatever the functions ask for: at most
@@ -105,5 +107,67 @@ functions:
 	}
 	if !strings.Contains(th.Logs.String(), "stopping idle instance to make room") {
 		t.Error("no idle instance was stopped to make room, yet five functions ran under a cap of three")
+	}
+}
+
+// Fair queueing: a hot function that keeps every instance of a full host
+// busy (and a queue waiting behind them) does not starve a cold function —
+// the cold one gets the next instance that finishes its invocation, well
+// within its timeout, while the hot function's queue is still full.
+func TestHotFunctionDoesNotStarveColdOne(t *testing.T) {
+	th := startHost(t, `
+scaling: {max_instances: 2, max_starting: 2}
+runtimes:
+  fake:
+    protocol: call
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: ok}
+functions:
+  - {name: hot, runtime: fake, handler: h.h, codedir: "{codedir}", concurrency: 1, instances: {max: 4}, timeout: 60s}
+  - {name: cold, runtime: fake, handler: h.h, codedir: "{codedir}", concurrency: 1, timeout: 3s}
+`)
+	// Eight clients keep the hot function busy with 300 ms invocations for
+	// six seconds: both instances busy and invocations queued all along.
+	var hotDone, hotFailed atomic.Int32
+	stop := time.Now().Add(6 * time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if r := th.Call(t, "hot", "sleep:300ms"); r.Status != 200 {
+					hotFailed.Add(1)
+					t.Errorf("hot: got %d %s", r.Status, r.Body)
+					return
+				}
+				hotDone.Add(1)
+			}
+		}()
+	}
+	hosttest.WaitFor(t, 5*time.Second, "two busy hot instances", func() bool {
+		for _, f := range th.Status() {
+			if f.Name == "hot" && len(f.Instances) == 2 && f.Queued > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	// The cold function's timeout (3 s) is shorter than the hot load (6 s):
+	// without fair queueing it waits for a slot that never goes idle.
+	r := th.Call(t, "cold", "x")
+	coldAt := time.Now()
+	if r.Status != 200 || string(r.Body) != "fake:x" {
+		t.Fatalf("cold function during the hot load: got %d %s", r.Status, r.Body)
+	}
+	if !coldAt.Before(stop) {
+		t.Fatal("the cold function was only served after the hot load ended")
+	}
+	wg.Wait()
+	if hotFailed.Load() > 0 || hotDone.Load() == 0 {
+		t.Fatalf("hot: %d done, %d failed", hotDone.Load(), hotFailed.Load())
+	}
+	if !strings.Contains(th.Logs.String(), "give its place to another function") {
+		t.Error("no hot instance gave its place to the cold function")
 	}
 }

@@ -134,6 +134,9 @@ type slot struct {
 	// served: the instance completed an invocation, so it is healthy.
 	served   bool
 	stopping bool
+	// retiring: the instance takes no new invocations and stops once its
+	// in-flight ones have finished (Shed).
+	retiring bool
 }
 
 type grant struct {
@@ -286,6 +289,9 @@ func (p *Pool) release(s *slot) {
 	}
 	s.inflight--
 	s.lastUsed = time.Now()
+	if s.retiring && s.inflight == 0 && !s.stopping {
+		p.stopLocked(s, "stopping instance to give its place to another function")
+	}
 	p.dispatchLocked()
 	p.mu.Unlock()
 }
@@ -294,7 +300,7 @@ func (p *Pool) release(s *slot) {
 // first instances first lets the others go idle and stop.
 func (p *Pool) freeLocked() *slot {
 	for _, s := range p.insts {
-		if !s.stopping && s.inflight < p.o.Concurrency {
+		if !s.stopping && !s.retiring && s.inflight < p.o.Concurrency {
 			return s
 		}
 	}
@@ -518,6 +524,44 @@ func (p *Pool) EvictIdle() bool {
 	}
 	p.stopLocked(victim, "stopping idle instance to make room")
 	return true
+}
+
+// Shed makes room on a full host for another function: the instance with
+// the fewest invocations in flight takes no new ones and stops once they
+// have finished. At most one instance retires at a time, and Min is kept.
+// It reports whether an instance was picked.
+func (p *Pool) Shed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.insts) <= p.o.Min {
+		return false
+	}
+	var victim *slot
+	for _, s := range p.insts {
+		if s.retiring {
+			return false
+		}
+		if !s.stopping && (victim == nil || s.inflight < victim.inflight) {
+			victim = s
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	if victim.inflight == 0 {
+		p.stopLocked(victim, "stopping instance to give its place to another function")
+		return true
+	}
+	victim.retiring = true
+	p.o.Log.Info("retiring instance after its invocations to give its place to another function", "function", p.o.Function, "instance", victim.ID(), "inflight", victim.inflight)
+	return true
+}
+
+// Load returns the pool's live instances and the ones starting.
+func (p *Pool) Load() (live, starting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.insts), p.starting
 }
 
 // InstanceInfo describes one live instance.
