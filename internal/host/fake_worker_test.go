@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -112,6 +114,18 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 		}
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte(ic.TraceParent)
+		return out, nil
+	case strings.HasPrefix(p, "fetch:"):
+		// GET a URL from inside the worker; return the status code and body.
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		resp, err := http.Get(strings.TrimPrefix(p, "fetch:"))
+		if err != nil {
+			out.Payload = []byte(err.Error())
+			return out, nil
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out.Payload = []byte(fmt.Sprintf("%d %s", resp.StatusCode, body))
 		return out, nil
 	case p == "whoami":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)

@@ -23,6 +23,7 @@ import (
 	"github.com/polyfn/polyfn/internal/gobuild"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
+	"github.com/polyfn/polyfn/internal/peer"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
 	"github.com/polyfn/polyfn/internal/tracing"
@@ -45,6 +46,9 @@ type Host struct {
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
 	capacity *capacity
+
+	guardOnce sync.Once
+	guard     peer.Guard
 	once     sync.Once
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
+	"github.com/polyfn/polyfn/internal/peer"
 	"github.com/polyfn/polyfn/internal/tracing"
 )
 
@@ -72,18 +74,42 @@ func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
 	h.mux.HandleFunc("/", notFound)
+	guard := func(next http.Handler) http.Handler { return next }
+	if g, ok := inv.(interface{ WorkerGuard() peer.Guard }); ok {
+		guard = func(next http.Handler) http.Handler { return h.refuseWorkers(g.WorkerGuard(), next) }
+	}
 	if m, ok := inv.(interface{ Metrics() *metrics.Metrics }); ok {
-		h.mux.Handle("GET /metrics", m.Metrics().Handler())
+		h.mux.Handle("GET /metrics", guard(m.Metrics().Handler()))
 	}
 	if a, ok := inv.(interface{ Admin() host.AdminStatus }); ok {
-		h.mux.HandleFunc("GET /admin/functions", func(w http.ResponseWriter, _ *http.Request) {
+		h.mux.Handle("GET /admin/functions", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(a.Admin())
-		})
+		})))
 	}
 	return h
+}
+
+// refuseWorkers answers 403 to requests that come from a worker process
+// (or anything a worker started): the admin endpoints are for operators,
+// not for the functions the host runs.
+func (h *Handler) refuseWorkers(g peer.Guard, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if local != nil {
+			fromWorker, err := g.FromWorker(r.RemoteAddr, local.String())
+			if err != nil {
+				h.log.Warn("admin endpoint: cannot tell whether the client is a worker", "remote", r.RemoteAddr, "error", err)
+			}
+			if fromWorker || err != nil {
+				writeError(w, http.StatusForbidden, "Forbidden", "the admin endpoints are not available to function workers")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }

@@ -1,0 +1,20 @@
+// Package peer tells whether the local process at the other end of a TCP
+// connection is one of the host's workers (or something a worker started),
+// so that endpoints meant for operators can refuse it.
+//
+// On Linux the client's socket is found in /proc/net/tcp{,6} by its
+// address; the processes holding it are looked for among the host's
+// descendants, the processes working under the host's run directory and
+// the processes of the users workers run as. A connection from another
+// machine, or from a process that is none of these, is not a worker's.
+package peer
+
+// Guard identifies workers' connections.
+type Guard struct {
+	// HostPID is the host's process id; the host itself is not a worker.
+	HostPID int
+	// RunDir is the directory holding the workers' private directories.
+	RunDir string
+	// UIDs are the users workers run as (other than the host's own).
+	UIDs map[int]bool
+}
