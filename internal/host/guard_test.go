@@ -31,7 +31,9 @@ functions:
 			continue
 		}
 		if want == "403" {
-			var e struct{ Error struct{ Type, Message string } }
+			var e struct {
+				Error struct{ Type, Message string }
+			}
 			if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Type != "Forbidden" {
 				t.Errorf("worker GET %s: body %q, want a JSON error of type Forbidden", path, body)
 			}
