@@ -49,7 +49,7 @@ type Host struct {
 
 	guardOnce sync.Once
 	guard     peer.Guard
-	once     sync.Once
+	once      sync.Once
 }
 
 type function struct {
