@@ -345,3 +345,8 @@ func (i *Instance) crashed() bool {
 		return false
 	}
 }
+
+// RetireAfterTimeout is true: the call protocol cannot tell whether a worker
+// stopped running an invocation whose call the host cancelled, so the pool
+// replaces the instance once its other invocations have finished.
+func (i *Instance) RetireAfterTimeout() bool { return true }

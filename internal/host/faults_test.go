@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,9 +148,33 @@ func TestFaults(t *testing.T) {
 		if r.Status != http.StatusGatewayTimeout || r.Err.Error.Type != "Timeout" {
 			t.Fatalf("got %d %+v, want 504 Timeout", r.Status, r.Err)
 		}
-		// The slot came back: the next invocation on the one-slot instance runs.
+		pids := func() (out []int) {
+			for _, f := range th.Status() {
+				if f.Name == "slow" {
+					for _, i := range f.Instances {
+						out = append(out, i.Pid)
+					}
+				}
+			}
+			return out
+		}
+		hung := pids()
+		// The call protocol cannot say whether the worker gave the slot
+		// back: the instance that hung is replaced, and the next invocation
+		// runs on a new one.
 		if r := th.Call(t, "slow", "ok"); r.Status != 200 || string(r.Body) != "fake:ok" {
 			t.Fatalf("after the timeout: got %d %q, want 200", r.Status, r.Body)
+		}
+		hosttest.WaitFor(t, 5*time.Second, "the hung worker to be stopped", func() bool {
+			for _, p := range hung {
+				if syscall.Kill(p, 0) == nil {
+					return false
+				}
+			}
+			return true
+		})
+		if now := pids(); len(now) != 1 || len(hung) > 0 && now[0] == hung[0] {
+			t.Errorf("instances after the timeout: %v, before: %v; want one new instance", now, hung)
 		}
 		good()
 	})

@@ -212,6 +212,11 @@ func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 		if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
 			p.retire(s, err)
 		}
+		if err != nil && invoke.KindOf(err) == invoke.KindTimeout {
+			if r, ok := s.Instance.(TimeoutRetirer); ok && r.RetireAfterTimeout() {
+				p.retireWhenIdle(s, req.ID)
+			}
+		}
 		p.release(s)
 		var ie *invoke.Error
 		if attempt == 0 && errors.As(err, &ie) && ie.Undelivered && ctx.Err() == nil {
@@ -290,7 +295,8 @@ func (p *Pool) release(s *slot) {
 	s.inflight--
 	s.lastUsed = time.Now()
 	if s.retiring && s.inflight == 0 && !s.stopping {
-		p.stopLocked(s, "stopping instance to give its place to another function")
+		p.stopLocked(s, "stopping retired instance")
+		p.scaleLocked()
 	}
 	p.dispatchLocked()
 	p.mu.Unlock()
@@ -524,6 +530,23 @@ func (p *Pool) EvictIdle() bool {
 	}
 	p.stopLocked(victim, "stopping idle instance to make room")
 	return true
+}
+
+// TimeoutRetirer is implemented by instances that cannot tell whether the
+// worker gave back the slot of an invocation the host gave up on (the call
+// protocol has no way to say so): after a timeout such an instance takes no
+// new invocations and is replaced once its others have finished.
+type TimeoutRetirer interface{ RetireAfterTimeout() bool }
+
+func (p *Pool) retireWhenIdle(s *slot, invocation string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.stopping || s.retiring || p.closed {
+		return
+	}
+	s.retiring = true
+	p.o.Log.Warn("instance may still be running an invocation that timed out; it is replaced once its other invocations end",
+		"function", p.o.Function, "instance", s.ID(), "invocation", invocation, "inflight", s.inflight-1)
 }
 
 // Shed makes room on a full host for another function: the instance with
