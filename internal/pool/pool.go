@@ -639,7 +639,8 @@ func (p *Pool) Stats() Stats {
 }
 
 // Close stops accepting invocations, fails the queued ones, waits for
-// in-flight invocations until ctx is done, then stops every instance. It
+// in-flight invocations until ctx is done, then stops every instance (at
+// once, without their stop grace, once ctx is done). It
 // blocks until all instances are gone and is safe to call more than once.
 func (p *Pool) Close(ctx context.Context) {
 	p.mu.Lock()
@@ -672,7 +673,9 @@ drain:
 	var wg sync.WaitGroup
 	for _, s := range insts {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.Stop(context.Background()) }()
+		// Past ctx (the drain's bound, or a second signal) workers are
+		// killed instead of given their stop grace.
+		go func() { defer wg.Done(); s.Stop(ctx) }()
 	}
 	wg.Wait()
 	p.wg.Wait()

@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/hosttest"
+)
+
+// serveForShutdown runs the real binary on a function that sleeps for the
+// number of seconds it is sent, with one instance up.
+func serveForShutdown(t *testing.T) (base string, cmd *exec.Cmd, exited <-chan error, logs *hosttest.SyncBuffer) {
+	t.Helper()
+	requirePython(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "fn"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "fn", "index.py"), "import time\n\ndef nap(event, context):\n    time.sleep(float(event))\n    return 'rested'\n")
+	cfg := filepath.Join(dir, "polyfn.yaml")
+	writeFile(t, cfg, "mqtt: {embedded: false}\nfunctions:\n  - {name: nap, handler: index.nap, codedir: fn, instances: {min: 1}}\n")
+	bin := filepath.Join(t.TempDir(), "polyfn")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	cmd = exec.Command(bin, "serve", "-c", cfg, "--listen", addr)
+	logs = &hosttest.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("polyfn output:\n%s", logs.String())
+		}
+	})
+	base = "http://" + addr
+	hosttest.WaitFor(t, 30*time.Second, "the nap instance", func() bool {
+		resp, err := http.Post(base+"/function/nap", "application/json", strings.NewReader("0"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return base, cmd, ch, logs
+}
+
+func post(base, fn, body string) (int, string, error) {
+	resp, err := http.Post(base+"/function/"+fn, "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+type reply struct {
+	status int
+	body   string
+	err    error
+}
+
+// SIGTERM drains: an invocation in flight when polyfn is told to stop
+// completes with its result, new connections are refused, and polyfn exits 0
+// leaving no worker.
+func TestSIGTERMDrainsInFlight(t *testing.T) {
+	base, cmd, exited, _ := serveForShutdown(t)
+	res := make(chan reply, 1)
+	go func() {
+		s, b, err := post(base, "nap", "1.5")
+		res <- reply{s, b, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the invocation is in the worker
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || r.status != 200 || r.body != `"rested"` {
+		t.Fatalf("in-flight invocation: %d %q %v, want 200 \"rested\"", r.status, r.body, r.err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("polyfn exited with %v, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("polyfn did not exit after the drain")
+	}
+	if _, _, err := post(base, "nap", "0"); err == nil {
+		t.Error("polyfn still accepted a request after it stopped")
+	}
+	if out, _ := exec.Command("pgrep", "-g", fmt.Sprint(cmd.Process.Pid)).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("processes left in polyfn's group: %s", out)
+	}
+}
+
+// A second signal skips the drain: polyfn stops at once, failing the
+// invocation still in flight instead of waiting for it.
+func TestSecondSignalSkipsDrain(t *testing.T) {
+	base, cmd, exited, logs := serveForShutdown(t)
+	res := make(chan reply, 1)
+	go func() {
+		s, b, err := post(base, "nap", "60")
+		res <- reply{s, b, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	hosttest.WaitFor(t, 10*time.Second, "the drain to begin", func() bool { return strings.Contains(logs.String(), "shutting down") })
+	began := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(25 * time.Second):
+		t.Fatal("polyfn still draining 25 s after the second signal; the nap lasts 60 s")
+	}
+	if !strings.Contains(logs.String(), "second signal") {
+		t.Error("the log does not say the drain was skipped")
+	}
+	r := <-res
+	if r.err == nil && r.status == 200 {
+		t.Errorf("the 60 s invocation succeeded after %s; the second signal should have cut it", time.Since(began))
+	}
+}
