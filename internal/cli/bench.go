@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -12,7 +13,7 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var file, jsonPath, logLevel string
+	var file, jsonPath, logLevel, cpuProfile string
 	var quick bool
 	cmd := &cobra.Command{
 		Use:   "bench -c FILE [--json PATH] [--quick]",
@@ -33,6 +34,17 @@ func benchCmd() *cobra.Command {
 			}
 			if quick {
 				command += " --quick"
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				defer pprof.StopCPUProfile()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -56,6 +68,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	cmd.Flags().BoolVar(&quick, "quick", false, "smoke run: few samples, short load points (under a minute)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the harness and its in-process hosts to this file (go tool pprof)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the hosts the harness runs: debug, info, warn, error")
 	return cmd
 }
