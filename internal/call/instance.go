@@ -66,6 +66,9 @@ type Options struct {
 	// removed when the instance stops.
 	Dir string
 	Log *slog.Logger
+	// Isolation confines the worker: resource limits, the user it runs as
+	// (its directory and runtime config file are given to that user).
+	Isolation worker.Isolation
 }
 
 // Instance is one running call-protocol worker.
@@ -108,6 +111,10 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
 		return nil, fmt.Errorf("runtime config: %w", err)
 	}
+	if err := o.Isolation.Own(o.Dir, cfgPath); err != nil {
+		os.RemoveAll(o.Dir)
+		return nil, fmt.Errorf("instance directory: %w", err)
+	}
 	addr, dialTarget, err := listenAddress(o.Runtime.Address, o.Dir)
 	if err != nil {
 		return nil, err
@@ -117,12 +124,13 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
 	})
 	proc, err := worker.Start(worker.Spec{
-		Function: o.Name,
-		Instance: o.ID,
-		Command:  command(o.Runtime.Command, cfgPath),
-		Dir:      o.Dir,
-		Env:      env,
-		Log:      o.Log,
+		Function:  o.Name,
+		Instance:  o.ID,
+		Command:   command(o.Runtime.Command, cfgPath),
+		Dir:       o.Dir,
+		Env:       env,
+		Log:       o.Log,
+		Isolation: o.Isolation,
 	})
 	if err != nil {
 		os.RemoveAll(o.Dir)
@@ -282,6 +290,9 @@ type invocationContext struct {
 	HTTP        *invoke.HTTPInfo `json:"http,omitempty"`
 	TraceParent string           `json:"traceparent,omitempty"`
 	TraceState  string           `json:"tracestate,omitempty"`
+	// ScheduledTime is the tick of a timer invocation, to the nanosecond
+	// (the message's Timestamp has whole seconds).
+	ScheduledTime string `json:"scheduledTime,omitempty"`
 }
 
 func contextMetadata(ctx context.Context, req *invoke.Request) []byte {
@@ -289,6 +300,9 @@ func contextMetadata(ctx context.Context, req *invoke.Request) []byte {
 	ic.TraceParent, ic.TraceState = tracing.TraceParent(ctx)
 	if d, ok := ctx.Deadline(); ok {
 		ic.Deadline = d.UTC().Format(time.RFC3339Nano)
+	}
+	if req.Trigger == invoke.TriggerTimer {
+		ic.ScheduledTime = req.Timestamp.UTC().Format(time.RFC3339Nano)
 	}
 	b, err := json.Marshal(ic)
 	if err != nil {
@@ -332,6 +346,10 @@ func (i *Instance) mapError(ctx context.Context, err error) error {
 }
 
 func (i *Instance) lost(st *status.Status) error {
+	if i.proc.OOMKilled(time.Second) {
+		return &invoke.Error{Kind: invoke.KindWorkerCrashed, Type: invoke.TypeOutOfMemory,
+			Message: fmt.Sprintf("instance %s lost while running the invocation: %s", i.opts.ID, i.proc.ExitStatus())}
+	}
 	return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
 }
 

@@ -57,7 +57,7 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 			inst, err := h.startAdmitted(ctx, a.pool, func() (pool.Instance, error) {
 				si, err := stream.Start(ctx, stream.Options{
 					Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
-					Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true,
+					Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true, Isolation: h.iso[fc.Name],
 				})
 				if err != nil {
 					return nil, err

@@ -116,6 +116,8 @@ func fakeInvoke(mode string, req *rpc.InvocationRequest, send func(*rpc.Streamin
 		os.Exit(7)
 	case p == "hang":
 		return // never answers, ignores the cancel
+	case p == "hog":
+		payload = []byte(fakeHog())
 	case p == "close":
 		_ = st.CloseSend()
 		select {}

@@ -34,6 +34,9 @@ func runFakeWorker(mode string) {
 		_ = exec.Command(sleep, "1000").Start()
 	}
 	switch mode {
+	case "hog": // a process of a worker that allocates too much
+		fmt.Println(fakeHog())
+		os.Exit(0)
 	case "slow-start":
 		// Takes 300 ms to become ready; records when it started and when it
 		// was ready, so tests can see how many started at once.
@@ -130,6 +133,22 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 	case p == "whoami":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte(m.FunctionName)
+		return out, nil
+	case p == "ids":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(fakeIDs())
+		return out, nil
+	case p == "hog":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(fakeHog())
+		return out, nil
+	case p == "hog-child":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(fakeHogChild())
+		return out, nil
+	case p == "forkbomb":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(fakeForkBomb())
 		return out, nil
 	}
 	out := proto.Clone(m).(*baetyl.FunctionMessage)

@@ -147,6 +147,10 @@ var kindTypes = map[Kind]string{
 	KindMethodNotAllowed: "MethodNotAllowed",
 }
 
+// TypeOutOfMemory is the type of a KindWorkerCrashed error whose worker the
+// kernel killed for exceeding its memory limit (limits.memory).
+const TypeOutOfMemory = "OutOfMemory"
+
 // Errorf returns an *Error of kind k with the kind's type name.
 func Errorf(k Kind, format string, args ...any) *Error {
 	return &Error{Kind: k, Type: kindTypes[k], Message: fmt.Sprintf(format, args...)}
@@ -167,10 +171,15 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Outcome names how an invocation ended, for metrics: "success", or the
-// kind's type name (FunctionError for any function error).
+// kind's type name (FunctionError for any function error; OutOfMemory for a
+// worker killed at its memory limit).
 func Outcome(err error) string {
 	if err == nil {
 		return "success"
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Kind == KindWorkerCrashed && e.Type == TypeOutOfMemory {
+		return TypeOutOfMemory
 	}
 	return kindTypes[KindOf(err)]
 }

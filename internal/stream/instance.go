@@ -55,6 +55,9 @@ type Options struct {
 	// App: AppDir is an Azure Functions app; the instance asks the worker for
 	// its functions (or reads their function.json files) and loads them all.
 	App bool
+	// Isolation confines the worker: resource limits, the user it runs as
+	// (Dir is given to that user).
+	Isolation worker.Isolation
 }
 
 // Instance is one running stream-protocol worker.
@@ -89,6 +92,10 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
+	if err := o.Isolation.Own(o.Dir); err != nil {
+		os.RemoveAll(o.Dir)
+		return nil, fmt.Errorf("instance directory: %w", err)
+	}
 	if o.AppDir == "" {
 		o.AppDir = o.Dir
 	}
@@ -106,7 +113,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
 		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
 		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
-	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(workerEnv(o)), Log: o.Log})
+	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(workerEnv(o)), Log: o.Log, Isolation: o.Isolation})
 	if err != nil {
 		os.RemoveAll(o.Dir)
 		return nil, err
@@ -489,6 +496,9 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 	lost := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.ID(), err)
 	var ns *NotSentError
 	lost.Undelivered = errors.As(err, &ns)
+	if !lost.Undelivered && i.proc.OOMKilled(time.Second) {
+		lost.Type, lost.Message = invoke.TypeOutOfMemory, fmt.Sprintf("instance %s lost while running the invocation: %s", i.ID(), i.proc.ExitStatus())
+	}
 	return nil, lost
 }
 
@@ -541,6 +551,9 @@ func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.T
 	}
 	if d, ok := ctx.Deadline(); ok {
 		md["deadline"] = str(d.UTC().Format(time.RFC3339Nano))
+	}
+	if req.Trigger == invoke.TriggerTimer {
+		md["scheduledTime"] = str(req.Timestamp.UTC().Format(time.RFC3339Nano))
 	}
 	if req.HTTP != nil {
 		if b, err := json.Marshal(req.HTTP); err == nil {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/polyfn/polyfn/internal/limits"
 )
 
 // Spec describes a worker process to start.
@@ -32,6 +34,9 @@ type Spec struct {
 	Env []string
 	// Log receives the process's output, one record per line.
 	Log *slog.Logger
+	// Isolation confines the process beyond its process group: resource
+	// limits and the user it runs as.
+	Isolation Isolation
 }
 
 // stderrTailLines is how many of the last stderr lines a Process keeps for
@@ -56,7 +61,16 @@ type Process struct {
 	waitErr error
 	tail    []string
 	stopped bool // Stop or Kill was called: the exit is expected
+	killed  bool // the host sent SIGKILL
 	stopMu  sync.Mutex
+
+	// group holds the process under Isolation.Limits; nil without limits.
+	group limits.Group
+	// exited is closed once the process has exited and oomKilled is known.
+	exited    chan struct{}
+	oomKilled bool
+	oomMu     sync.Mutex
+	oomSeen   int // OOM kills reported to Isolation.OnOOMKill
 }
 
 // ScrubbedEnv builds a worker environment: PATH, HOME and LANG from the host,
@@ -109,45 +123,82 @@ func Start(spec Spec) (*Process, error) {
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
 	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr.Credential = spec.Isolation.Credential
+	p := &Process{spec: spec, cmd: cmd, done: make(chan struct{}), exited: make(chan struct{})}
+	if iso := spec.Isolation; !iso.Limits.IsZero() {
+		if iso.Limiter == nil {
+			return nil, errors.New("resource limits: no limiter")
+		}
+		if p.group, err = iso.Limiter.New(spec.Instance, iso.Limits); err != nil {
+			return nil, fmt.Errorf("resource limits: %w", err)
+		}
+	}
+	removeGroup := func() {
+		if p.group != nil {
+			if err := p.group.Remove(); err != nil && spec.Log != nil {
+				spec.Log.Warn("worker cgroup left behind", "function", spec.Function, "instance", spec.Instance, "error", err)
+			}
+		}
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
+		removeGroup()
 		return nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
+		removeGroup()
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	if p.group != nil {
+		err = p.group.Start(cmd.SysProcAttr, cmd.Start)
+	} else {
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
+	if err == nil && p.group != nil {
+		if err = p.group.Attach(cmd.Process.Pid); err != nil {
+			// It must not run unconfined.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_, _ = cmd.Process.Wait()
+			err = fmt.Errorf("resource limits: %w", err)
+		}
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		removeGroup()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	p := &Process{spec: spec, cmd: cmd, done: make(chan struct{})}
+	if p.group != nil && spec.Isolation.Limits.Memory > 0 && spec.Isolation.OnOOMKill != nil {
+		go p.watchOOM()
+	}
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go func() { defer readers.Done(); p.pump(outR, "stdout") }()
 	go func() { defer readers.Done(); p.pump(errR, "stderr") }()
 	go func() {
 		state, werr := cmd.Process.Wait()
-		// The group dies with its leader: nothing a worker started outlives it.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		p.recordExit(state)
+		// The group dies with its leader: nothing a worker started outlives
+		// it, not even what left the process group.
+		p.killAll()
 		drained := make(chan struct{})
 		go func() { readers.Wait(); close(drained) }()
 		select {
 		case <-drained:
 		case <-time.After(outputDrainTimeout):
 			// Something in the group still holds the pipes: kill it.
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			p.killAll()
 			outR.Close()
 			errR.Close()
 			<-drained
 		}
+		removeGroup()
 		p.mu.Lock()
 		p.state, p.waitErr = state, werr
 		p.mu.Unlock()
@@ -192,6 +243,8 @@ func (p *Process) ExitStatus() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
+	case p.oomKilled:
+		return p.oomStatus()
 	case p.state != nil:
 		return p.state.String()
 	case p.waitErr != nil:
@@ -263,7 +316,22 @@ func (p *Process) markStopped() {
 	p.mu.Unlock()
 }
 
-func (p *Process) killGroup() { _ = syscall.Kill(-p.Pid(), syscall.SIGKILL) }
+func (p *Process) killGroup() {
+	p.mu.Lock()
+	p.killed = true
+	p.mu.Unlock()
+	p.killAll()
+}
+
+// killAll kills the process group and, under resource limits, every
+// process of the worker's cgroup, including those that left the process
+// group (setsid).
+func (p *Process) killAll() {
+	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	if p.group != nil {
+		p.group.Kill()
+	}
+}
 
 // pump turns each line of r into a log record. Lines that are JSON objects
 // with a "msg" field (the log format of polyfn's runtimes) keep their level

@@ -1,0 +1,65 @@
+package limits
+
+import (
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"github.com/polyfn/polyfn/internal/config"
+)
+
+// rlimitNproc is RLIMIT_NPROC, which package syscall does not name.
+const rlimitNproc = 6
+
+// rlimitBackend is the fallback without writable cgroups: limits.memory
+// becomes RLIMIT_AS (address space, which is more than the memory used:
+// runtimes that reserve large address ranges, like Node.js, need a
+// generous limit), limits.pids RLIMIT_NPROC (counted over every process of
+// the worker's user, and not enforced for root), limits.cpu nothing.
+//
+// The limits are set with prlimit(2) right after the worker started, not
+// before it runs: Go's os/exec has no hook between fork and exec, and
+// re-executing the host binary as a shim to call setrlimit would cost an
+// exec per worker. Until prlimit (microseconds, spent in the new program's
+// loader) the worker runs under the host's limits; what it allocates or
+// starts afterwards counts against its own.
+type rlimitBackend struct{}
+
+func (rlimitBackend) close() bool { return true }
+
+func (rlimitBackend) newGroup(_ string, l config.Limits) (Group, error) {
+	return &rlimitGroup{l: l}, nil
+}
+
+type rlimitGroup struct{ l config.Limits }
+
+func (g *rlimitGroup) Dir() string { return "" }
+
+func (g *rlimitGroup) Start(_ *syscall.SysProcAttr, start func() error) error { return start() }
+
+func (g *rlimitGroup) Attach(pid int) error {
+	if g.l.Memory > 0 {
+		if err := prlimit(pid, syscall.RLIMIT_AS, uint64(g.l.Memory)); err != nil {
+			return fmt.Errorf("set RLIMIT_AS: %w", err)
+		}
+	}
+	if g.l.Pids > 0 {
+		if err := prlimit(pid, rlimitNproc, uint64(g.l.Pids)); err != nil {
+			return fmt.Errorf("set RLIMIT_NPROC: %w", err)
+		}
+	}
+	return nil
+}
+
+func (g *rlimitGroup) Kill()         {}
+func (g *rlimitGroup) OOMKills() int { return 0 }
+func (g *rlimitGroup) Remove() error { return nil }
+
+func prlimit(pid, resource int, limit uint64) error {
+	lim := syscall.Rlimit{Cur: limit, Max: limit}
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, uintptr(pid), uintptr(resource), uintptr(unsafe.Pointer(&lim)), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/limits"
+)
+
+// Isolation confines a worker beyond its process group: resource limits
+// and the user it runs as. The zero value adds nothing.
+type Isolation struct {
+	// Limits bounds the memory, processes and CPU of the worker and
+	// everything it starts, enforced by Limiter (required when Limits is set).
+	Limits  config.Limits
+	Limiter *limits.Limiter
+	// Credential, when set, is the user and groups the worker runs as.
+	Credential *syscall.Credential
+	// OnOOMKill, if set, is told about every process of the worker the
+	// kernel kills for exceeding Limits.Memory. It must not block.
+	OnOOMKill func(OOMEvent)
+}
+
+// IsZero reports whether the isolation adds nothing.
+func (iso Isolation) IsZero() bool { return iso.Limits.IsZero() && iso.Credential == nil }
+
+// Own gives paths (the worker's private directory, files it must read) to
+// the user the worker runs as; it does nothing without a Credential.
+func (iso Isolation) Own(paths ...string) error {
+	c := iso.Credential
+	if c == nil {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Lchown(p, int(c.Uid), int(c.Gid)); err != nil {
+			return fmt.Errorf("give %s to uid %d: %w", p, c.Uid, err)
+		}
+	}
+	return nil
+}
+
+// OOMEvent reports processes of a worker killed for exceeding its memory
+// limit.
+type OOMEvent struct {
+	Function, Instance string
+	Pid                int
+	// Kills is the number of processes killed since the last event.
+	Kills int
+	// Worker: the worker process itself was killed (it has exited);
+	// otherwise a process it started was, and the worker lives on.
+	Worker bool
+	// Limit is the memory limit in bytes.
+	Limit int64
+}
+
+// oomPoll is how often the OOM kills of a running worker's group are read.
+const oomPoll = time.Second
+
+// oomSettle is how long an OOM kill seen while the worker runs is held
+// back, in case the victim is the worker itself and its exit reports it.
+const oomSettle = 200 * time.Millisecond
+
+// watchOOM reports OOM kills of processes the worker started while it
+// runs; the worker's own is reported by its exit.
+func (p *Process) watchOOM() {
+	t := time.NewTicker(oomPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.exited:
+			return
+		case <-t.C:
+		}
+		p.oomMu.Lock()
+		seen := p.oomSeen
+		p.oomMu.Unlock()
+		if p.group.OOMKills() <= seen {
+			continue
+		}
+		select {
+		case <-p.exited:
+			return
+		case <-time.After(oomSettle):
+		}
+		p.reportOOM(false)
+	}
+}
+
+// reportOOM tells OnOOMKill about kills not reported yet.
+func (p *Process) reportOOM(exited bool) {
+	p.oomMu.Lock()
+	defer p.oomMu.Unlock()
+	n := p.group.OOMKills()
+	if n <= p.oomSeen {
+		return
+	}
+	p.mu.Lock()
+	ev := OOMEvent{Function: p.spec.Function, Instance: p.spec.Instance, Pid: p.Pid(), Kills: n - p.oomSeen,
+		Worker: exited && p.oomKilled, Limit: int64(p.spec.Isolation.Limits.Memory)}
+	p.mu.Unlock()
+	p.oomSeen = n
+	p.spec.Isolation.OnOOMKill(ev)
+}
+
+// OOMKilled reports whether the kernel killed the worker itself for
+// exceeding its memory limit, waiting up to wait for it to exit (a worker
+// that dies fails its calls a moment before its exit is observed).
+func (p *Process) OOMKilled(wait time.Duration) bool {
+	if p.group == nil || p.spec.Isolation.Limits.Memory == 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+	case <-t.C:
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.oomKilled
+}
+
+// recordExit notes whether the process that just exited was killed for
+// memory: SIGKILL, not sent by the host, in a group where the kernel has
+// killed for memory.
+func (p *Process) recordExit(state *os.ProcessState) {
+	if p.group != nil && p.spec.Isolation.Limits.Memory > 0 {
+		var ws syscall.WaitStatus
+		ok := false
+		if state != nil {
+			ws, ok = state.Sys().(syscall.WaitStatus)
+		}
+		p.mu.Lock()
+		p.oomKilled = ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL && !p.killed && p.group.OOMKills() > 0
+		p.mu.Unlock()
+		if p.spec.Isolation.OnOOMKill != nil {
+			p.reportOOM(true)
+		}
+	}
+	close(p.exited)
+}
+
+func (p *Process) oomStatus() string {
+	return fmt.Sprintf("out of memory: killed by the kernel at the memory limit of %s (limits.memory)", limits.FormatSize(int64(p.spec.Isolation.Limits.Memory)))
+}
