@@ -22,11 +22,14 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/limits"
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
 	"github.com/polyfn/polyfn/internal/tracing"
+	"github.com/polyfn/polyfn/internal/trigger/timer"
+	"github.com/polyfn/polyfn/internal/worker"
 )
 
 // Host runs the functions of one configuration.
@@ -46,6 +49,12 @@ type Host struct {
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
 	capacity *capacity
+	// timers runs the functions' triggers.timer schedules.
+	timers *timer.Scheduler
+	// iso holds how each function's workers are confined (isolation.go);
+	// limiter enforces resource limits, when some function has them.
+	iso     map[string]worker.Isolation
+	limiter *limits.Limiter
 
 	guardOnce sync.Once
 	guard     peer.Guard
@@ -80,6 +89,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = metrics.New(h.poolStats)
+	if err := h.setupIsolation(); err != nil {
+		os.RemoveAll(runDir)
+		return nil, err
+	}
 	var specs []*poolSpec
 	apps := map[string]*poolSpec{}
 	for _, fc := range cfg.Functions {
@@ -87,6 +100,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
 			if h.stream, err = stream.NewServer(log); err != nil {
 				os.RemoveAll(runDir)
+				h.releaseLimits()
 				return nil, err
 			}
 		}
@@ -110,7 +124,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			specs = append(specs, spec)
 		}
 		h.fns[fc.Name] = &function{cfg: fc, runtime: rt}
-		if rt.StandbyEnabled() && h.standbys[rt.Name] == nil {
+		if rt.StandbyEnabled() && h.iso[fc.Name].IsZero() && h.standbys[rt.Name] == nil {
 			h.standbys[rt.Name] = &standby{h: h, rt: rt}
 		}
 	}
@@ -132,6 +146,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			h.fns[fc.Name].pool = p
 		}
 	}
+	h.timers = timer.New(timer.Options{Functions: cfg.Functions, Invoker: h, Observer: h.metrics, Log: log})
 	return h, nil
 }
 
@@ -142,7 +157,10 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 		if err != nil {
 			return nil, err
 		}
-		if rt.Protocol == config.ProtocolStream {
+		// A standby worker was started unconfined, as the host's user: it
+		// serves only functions without limits, user or group.
+		iso := h.iso[spec.functions[0].Name]
+		if rt.Protocol == config.ProtocolStream && iso.IsZero() {
 			if inst := h.bindStandby(ctx, spec, id); inst != nil {
 				return inst, nil // the standby already holds its place among the host's instances
 			}
@@ -151,12 +169,12 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 			if rt.Protocol == config.ProtocolStream {
 				return stream.Start(ctx, stream.Options{
 					Server: h.stream, Runtime: rt, Functions: spec.functions,
-					Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log,
+					Name: spec.name, ID: id, Dir: filepath.Join(h.runDir, id), Env: spec.env, Log: h.log, Isolation: iso,
 				})
 			}
 			return call.Start(ctx, call.Options{
 				Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: rt, ID: id,
-				Dir: filepath.Join(h.runDir, id), Log: h.log,
+				Dir: filepath.Join(h.runDir, id), Log: h.log, Isolation: iso,
 			})
 		})
 	}
@@ -197,6 +215,7 @@ func (h *Host) Start() {
 	for _, p := range h.pools {
 		p.Start()
 	}
+	h.timers.Start()
 	for _, a := range h.apps {
 		a.pool.Prestart(1) // index the app now: its routes must be known
 	}
@@ -374,6 +393,7 @@ func (h *Host) Status() []FunctionStatus {
 // than once.
 func (h *Host) Close(ctx context.Context) {
 	h.once.Do(func() {
+		h.timers.Stop() // no new ticks from here on
 		h.cancelBuild()
 		var wg sync.WaitGroup
 		for _, sb := range h.standbys {
@@ -389,5 +409,6 @@ func (h *Host) Close(ctx context.Context) {
 			h.stream.Close()
 		}
 		os.RemoveAll(h.runDir)
+		h.releaseLimits()
 	})
 }

@@ -24,6 +24,8 @@ type Metrics struct {
 	startDuration *prometheus.HistogramVec
 	exits         *prometheus.CounterVec
 	standby       *prometheus.CounterVec
+	timerSkipped  *prometheus.CounterVec
+	oomKills      *prometheus.CounterVec
 }
 
 // PoolStats is what the instance and queue gauges are read from at scrape.
@@ -71,7 +73,15 @@ func New(stats func() []PoolStats) *Metrics {
 		Name: "polyfn_standby_workers_total",
 		Help: "Standby workers by runtime and event (ready: started and waiting; bound: taken by a function).",
 	}, []string{"runtime", "event"})
-	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby,
+	m.timerSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_timer_ticks_skipped_total",
+		Help: "Timer ticks not run because the previous run of the same schedule was still going (overlap off).",
+	}, []string{"function"})
+	m.oomKills = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_worker_oom_kills_total",
+		Help: "Processes of workers (the worker itself or what it started) the kernel killed at the memory limit (limits.memory).",
+	}, []string{"function"})
+	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby, m.timerSkipped, m.oomKills,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{stats: stats})
 	return m
@@ -111,6 +121,16 @@ func (m *Metrics) StandbyReady(runtime string) { m.standby.WithLabelValues(runti
 
 // StandbyBound records a standby worker bound to a function.
 func (m *Metrics) StandbyBound(runtime string) { m.standby.WithLabelValues(runtime, "bound").Inc() }
+
+// TimerTickSkipped records a timer tick skipped because the previous run of
+// its schedule was still going.
+func (m *Metrics) TimerTickSkipped(function string) { m.timerSkipped.WithLabelValues(function).Inc() }
+
+// OOMKills records n processes of function's workers killed at the memory
+// limit.
+func (m *Metrics) OOMKills(function string, n int) {
+	m.oomKills.WithLabelValues(function).Add(float64(n))
+}
 
 var (
 	instancesDesc = prometheus.NewDesc("polyfn_instances", "Instances by function and state (idle, busy, starting).", []string{"function", "state"}, nil)

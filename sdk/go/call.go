@@ -126,6 +126,8 @@ type hostContext struct {
 	Trigger  string       `json:"trigger"`
 	Deadline string       `json:"deadline"`
 	HTTP     *HTTPRequest `json:"http"`
+	// ScheduledTime is a timer invocation's tick.
+	ScheduledTime string `json:"scheduledTime"`
 }
 
 // Call runs one invocation. The reply is the request with Payload replaced;
@@ -192,6 +194,11 @@ func (s *callServer) hostContext(ctx context.Context, info *Context) {
 		}
 	}
 	info.HTTP = hc.HTTP
+	if hc.ScheduledTime != "" {
+		if at, err := time.Parse(time.RFC3339Nano, hc.ScheduledTime); err == nil {
+			info.ScheduledTime = at
+		}
+	}
 }
 
 // truncateDetails cuts gRPC status details to a size every client accepts

@@ -35,6 +35,10 @@ type Context struct {
 	// Deadline is when the invocation times out; zero when it has none. The
 	// handler's ctx has the same deadline.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// ScheduledTime is the tick a timer invocation runs for, to the
+	// nanosecond; zero for other triggers. MessageTimestamp holds the same
+	// time in whole seconds.
+	ScheduledTime time.Time `json:"scheduledTime,omitzero"`
 	// HTTP describes the triggering HTTP request; nil for other triggers.
 	HTTP *HTTPRequest `json:"http,omitempty"`
 }

@@ -176,6 +176,32 @@ func TestContextStream(t *testing.T) {
 	}
 }
 
+// TestContextScheduledTime checks that a timer invocation's tick reaches
+// Context.ScheduledTime to the nanosecond, in both protocols.
+func TestContextScheduledTime(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 2, 3, 4, 5, 200_000_001, time.UTC)
+	stamp := at.Format(time.RFC3339Nano)
+
+	cw := startCallFixture(t, dispatch(semanticFunctions()), []string{"context"})
+	ctx := metadata.AppendToOutgoingContext(context.Background(), contextMetadataKey, `{"trigger":"timer","scheduledTime":"`+stamp+`"}`)
+	g, err := cw.call(t, ctx, &baetyl.FunctionMessage{FunctionName: "context", FunctionInvokeID: "tick-1", Timestamp: at.Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := decodeContext(t, g.Payload).Context; c.Trigger != "timer" || !c.ScheduledTime.Equal(at) || c.MessageTimestamp != at.Unix() {
+		t.Errorf("call: trigger %q, scheduled time %v, timestamp %d; want timer, %v, %d", c.Trigger, c.ScheduledTime, c.MessageTimestamp, at, at.Unix())
+	}
+
+	sw := startStreamFixture(t, dispatch(semanticFunctions()), []string{"context"})
+	str := func(s string) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_String_{String_: s}} }
+	sw.ts.send(t, invocationRequest("tick-2", "context", nil, map[string]*rpc.TypedData{
+		"trigger": str("timer"), "scheduledTime": str(stamp), "messageTimestamp": {Data: &rpc.TypedData_Int{Int: at.Unix()}}}))
+	if c := decodeContext(t, streamOutcome(t, sw.awaitResponse(t, "tick-2")).Payload).Context; c.Trigger != "timer" || !c.ScheduledTime.Equal(at) || c.MessageTimestamp != at.Unix() {
+		t.Errorf("stream: trigger %q, scheduled time %v, timestamp %d; want timer, %v, %d", c.Trigger, c.ScheduledTime, c.MessageTimestamp, at, at.Unix())
+	}
+}
+
 type contextResult struct {
 	Context     Context `json:"context"`
 	CtxDeadline bool    `json:"ctxDeadline"`

@@ -489,6 +489,11 @@ func streamContext(req *rpc.InvocationRequest, name string) *Context {
 			info.Deadline = d
 		}
 	}
+	if s := md["scheduledTime"].GetString_(); s != "" {
+		if at, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			info.ScheduledTime = at
+		}
+	}
 	if td := md["http"]; td != nil {
 		text := firstNonEmpty(td.GetJson(), td.GetString_())
 		var h HTTPRequest

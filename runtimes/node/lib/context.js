@@ -6,7 +6,8 @@
 // messageTopic, messageTimestamp (unix seconds), functionName,
 // functionInvokeID, invokeid (same as functionInvokeID) — plus trigger
 // (http, mqtt, timer, or invoke when the host says nothing) and whatever
-// else the host sends: deadline (RFC 3339) and, for HTTP,
+// else the host sends: deadline (RFC 3339), for timers scheduledTime (the
+// tick, RFC 3339 to the nanosecond) and, for HTTP,
 // http: {method, path, query, headers}. So JSON.stringify(context) and
 // {...context} give exactly those keys.
 //

@@ -30,8 +30,9 @@ class Context(dict[str, Any]):
     Keys: ``messageQOS``, ``messageTopic``, ``messageTimestamp`` (unix seconds),
     ``functionName``, ``functionInvokeID``, ``invokeid`` (same as
     ``functionInvokeID``), ``trigger`` (``http``, ``mqtt``, ``timer`` or
-    ``invoke``) and whatever else the host sends, such as ``deadline`` (RFC 3339)
-    and, for HTTP, ``http: {method, path, query, headers}``.
+    ``invoke``) and whatever else the host sends, such as ``deadline`` (RFC 3339),
+    for timers ``scheduledTime`` (the tick, RFC 3339 to the nanosecond) and, for
+    HTTP, ``http: {method, path, query, headers}``.
     """
 
     def __init__(
