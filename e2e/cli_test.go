@@ -76,7 +76,9 @@ func TestCLIValidate(t *testing.T) {
 }
 
 // TestServeExamples runs the real binary on the examples, as `make run`
-// does, calls sayhi over HTTP, then stops it with SIGTERM.
+// does (its embedded MQTT broker on a free port), calls sayhi over HTTP and
+// over MQTT (polyfn invoke --topic, as the README shows), then stops it with
+// SIGTERM.
 func TestServeExamples(t *testing.T) {
 	requirePython(t)
 	bin := filepath.Join(t.TempDir(), "polyfn")
@@ -84,7 +86,7 @@ func TestServeExamples(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "-c", "../examples/polyfn.yaml", "--listen", addr)
+	cmd := exec.Command(bin, "serve", "-c", "../examples/polyfn.yaml", "--listen", addr, "--mqtt-listen", "127.0.0.1:0")
 	var logs hosttest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -129,6 +131,11 @@ func TestServeExamples(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(b.String(), `"message":"Hello, polyfn!"`) {
 			t.Fatalf("%s: got %d %s", fn, resp.StatusCode, b.String())
 		}
+	}
+	broker := mqttBroker(t, &logs)
+	code, out, errOut := runCLI("invoke", "--topic", "sayhi/in", "-d", `{"name":"mqtt"}`, "-c", "../examples/polyfn.yaml", "--broker", broker)
+	if code != 0 || !strings.Contains(out, `"message": "Hello, mqtt!"`) || !strings.Contains(out, `"trigger": "mqtt"`) {
+		t.Fatalf("invoke --topic sayhi/in: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

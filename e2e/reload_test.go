@@ -23,7 +23,9 @@ func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *h
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr}, args...)...)
+	// The embedded MQTT broker (on unless the config turns it off) listens
+	// on a free port: tests run in parallel with each other and with make run.
+	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0"}, args...)...)
 	var logs hosttest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -139,8 +139,9 @@ type server struct {
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
-// startServer runs `<argv> serve -c file --listen 127.0.0.1:PORT` with
-// TMPDIR set to tmp, and waits until it answers /healthz.
+// startServer runs `<argv> serve -c file --listen 127.0.0.1:PORT
+// --mqtt-listen 127.0.0.1:0` with TMPDIR set to tmp, and waits until it
+// answers /healthz.
 func startServer(ctx context.Context, argv, env []string, file, tmp string) (*server, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
@@ -149,7 +150,9 @@ func startServer(ctx context.Context, argv, env []string, file, tmp string) (*se
 	if err != nil {
 		return nil, err
 	}
-	args := append(append([]string(nil), argv[1:]...), "serve", "-c", file, "--listen", addr, "--log-level", "warn")
+	// The embedded MQTT broker, unless the config turns it off, takes a
+	// free port: one on 1883 (make run's) must not fail the run.
+	args := append(append([]string(nil), argv[1:]...), "serve", "-c", file, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--log-level", "warn")
 	cmd := exec.Command(argv[0], args...)
 	cmd.Env = append(append(os.Environ(), "TMPDIR="+tmp), env...)
 	cmd.Dir = filepath.Dir(file)

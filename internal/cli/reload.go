@@ -41,6 +41,8 @@ func newGeneration(h *host.Host, log *slog.Logger) *generation {
 // that fails validation leaves the running one untouched.
 type reloader struct {
 	file, listen, addr string
+	mqttListen         string
+	mqtt               *mqttService
 	log                *slog.Logger
 	current            atomic.Pointer[generation]
 	mu                 sync.Mutex // one reload at a time
@@ -58,6 +60,9 @@ func (r *reloader) reload() {
 	if r.listen != "" {
 		cfg.HTTP.Listen = r.listen
 	}
+	if r.mqttListen != "" {
+		cfg.MQTT.Listen = r.mqttListen
+	}
 	if cfg.HTTP.Listen != r.addr {
 		r.log.Warn("reload: http.listen changed; it takes effect on restart", "listen", r.addr, "config", cfg.HTTP.Listen)
 	}
@@ -73,6 +78,9 @@ func (r *reloader) reload() {
 	}
 	cancel()
 	old := r.current.Swap(newGeneration(h, r.log))
+	if r.mqtt != nil {
+		r.mqtt.update(cfg, h)
+	}
 	r.log.Info("reloaded: the new config serves; the old one drains", "config", cfg.File, "functions", len(cfg.Functions))
 	r.old.Add(1)
 	go func() {

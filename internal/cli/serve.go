@@ -18,13 +18,14 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/tracing"
+	mqtttrigger "github.com/polyfn/polyfn/internal/trigger/mqtt"
 )
 
 // shutdownTimeout bounds the drain of in-flight invocations on shutdown.
 const shutdownTimeout = 30 * time.Second
 
 func serveCmd() *cobra.Command {
-	var file, listen, logFormat, logLevel string
+	var file, listen, mqttListen, logFormat, logLevel string
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "serve -c FILE",
@@ -54,6 +55,15 @@ func serveCmd() *cobra.Command {
 			if listen != "" {
 				cfg.HTTP.Listen = listen
 			}
+			if mqttListen != "" {
+				cfg.MQTT.Listen = mqttListen
+			}
+			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, addr: cfg.HTTP.Listen, log: log}
+			mq, err := startMQTT(cfg, log, func() mqtttrigger.Invoker { return r.current.Load().h })
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			defer mq.closeBroker()
 			h, err := host.New(cfg, log)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -64,8 +74,9 @@ func serveCmd() *cobra.Command {
 				return &exitError{code: 1, err: err}
 			}
 			h.Start()
-			r := &reloader{file: file, listen: listen, addr: cfg.HTTP.Listen, log: log}
 			r.current.Store(newGeneration(h, log))
+			r.mqtt = mq
+			mq.update(cfg, h)
 			srv := &http.Server{
 				Handler:           http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }),
 				ReadHeaderTimeout: 10 * time.Second,
@@ -115,7 +126,15 @@ func serveCmd() *cobra.Command {
 				case <-ctx.Done():
 				}
 			}()
+			// The HTTP listener and the MQTT subscriptions stop taking work
+			// and drain together, then the configurations stop.
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				mq.closeTrigger(ctx)
+			}()
 			_ = srv.Shutdown(ctx)
+			<-stopped
 			r.closeAll(ctx)
 			log.Info("polyfn stopped")
 			if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
@@ -126,6 +145,7 @@ func serveCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
+	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -162,6 +182,9 @@ func validateCmd() *cobra.Command {
 // indexApps starts every app of cfg once and prints what its worker indexed.
 func indexApps(cmd *cobra.Command, cfg *config.Config) error {
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for i := range cfg.Functions {
+		cfg.Functions[i].Triggers.Timer = nil // indexing runs no function
+	}
 	h, err := host.New(cfg, log)
 	if err != nil {
 		return &exitError{code: 1, err: err}

@@ -210,6 +210,18 @@ func validateTriggers(c *Config, d *decoder) {
 				d.errorf(d.at(p+".retry.max"), p+".retry.max", "must not be negative")
 			}
 		}
+		if len(f.Triggers.MQTT) > 0 && !m.EmbeddedEnabled() && m.Broker == "" {
+			p := fmt.Sprintf("functions[%d].triggers.mqtt", i)
+			d.errorf(d.at(p), p, "no broker to subscribe to: mqtt.embedded is false and mqtt.broker is not set")
+		}
+		if len(f.Triggers.MQTT) > 0 && c.Effective(f).Discovery == DiscoveryApp {
+			p := fmt.Sprintf("functions[%d].triggers.mqtt", i)
+			d.errorf(d.at(p), p, "an Azure Functions app declares its own triggers; MQTT rules are for functions of polyfn.yaml")
+		}
+		if len(f.Triggers.Timer) > 0 && c.Effective(f).Discovery == DiscoveryApp {
+			p := fmt.Sprintf("functions[%d].triggers.timer", i)
+			d.errorf(d.at(p), p, "an Azure Functions app declares its own triggers; timers are for functions of polyfn.yaml")
+		}
 		for j, t := range f.Triggers.Timer {
 			p := fmt.Sprintf("functions[%d].triggers.timer[%d]", i, j)
 			switch {
