@@ -167,7 +167,11 @@ func validateCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			cmd.Printf("%s: ok, %d functions\n", cfg.File, len(cfg.Functions))
+			noun := "functions"
+			if len(cfg.Functions) == 1 {
+				noun = "function"
+			}
+			cmd.Printf("%s: ok, %d %s\n", cfg.File, len(cfg.Functions), noun)
 			if !index {
 				return nil
 			}
