@@ -33,8 +33,8 @@ type Conn struct {
 	// sending is held (one token) by the goroutine writing to the stream.
 	sending chan struct{}
 	done    chan struct{}
-	once     sync.Once
-	err      error
+	once    sync.Once
+	err     error
 
 	mu      sync.Mutex
 	waiters map[string]chan *rpc.StreamingMessage
