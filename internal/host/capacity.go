@@ -32,9 +32,21 @@ type capacity struct {
 	waiting []*capWaiter
 	// changed is closed and replaced whenever a live slot is given back.
 	changed chan struct{}
+	// asks holds, oldest first, the waiters for which makeRoom pushed an
+	// instance out (stopped an idle one, or had one retire after its
+	// invocations) and whose slot has not been given back yet; each slot
+	// given back settles the oldest ask.
+	asks []*capWaiter
 }
 
-type capWaiter struct{ p *pool.Pool }
+type capWaiter struct {
+	p *pool.Pool
+	// asked counts this waiter's entries in asks. A waiter with room on its
+	// way does not push out another instance: the one it pushed out takes
+	// a while to stop (its stop grace) or to finish its invocations, and
+	// the waiter looks at the host every capacityPoll.
+	asked int
+}
 
 func newCapacity(maxLive, maxStarting int) *capacity {
 	return &capacity{starting: make(chan struct{}, maxStarting), maxLive: maxLive, changed: make(chan struct{})}
@@ -86,11 +98,14 @@ func (h *Host) admit(ctx context.Context, self *pool.Pool) (doneStarting, releas
 			c.mu.Unlock()
 			break
 		}
-		full := c.live >= c.maxLive
+		makeRoom := c.live >= c.maxLive && w.asked == 0
 		changed := c.changed
 		c.mu.Unlock()
-		if full {
-			h.makeRoom(self)
+		if makeRoom && h.makeRoom(self) {
+			c.mu.Lock()
+			w.asked++
+			c.asks = append(c.asks, w)
+			c.mu.Unlock()
 		}
 		select {
 		case <-ctx.Done():
@@ -108,6 +123,11 @@ func (h *Host) admit(ctx context.Context, self *pool.Pool) (doneStarting, releas
 		once.Do(func() {
 			c.mu.Lock()
 			c.live--
+			if len(c.asks) > 0 {
+				c.asks[0].asked--
+				c.asks[0] = nil
+				c.asks = c.asks[1:]
+			}
 			c.signalLocked()
 			c.mu.Unlock()
 		})
@@ -130,8 +150,9 @@ func (c *capacity) signalLocked() {
 // stops an idle instance of the pool with the most instances; when no
 // instance is idle and self has less than its fair share (the cap divided
 // among the pools that have or want instances), it asks the largest pool
-// above that share to retire one instance once its invocations end.
-func (h *Host) makeRoom(self *pool.Pool) {
+// above that share to retire one instance once its invocations end. It
+// reports whether it did either.
+func (h *Host) makeRoom(self *pool.Pool) bool {
 	type load struct {
 		p    *pool.Pool
 		live int
@@ -158,21 +179,22 @@ func (h *Host) makeRoom(self *pool.Pool) {
 	}
 	for _, l := range loads {
 		if l.p.EvictIdle() {
-			return
+			return true
 		}
 	}
 	if self == nil || active == 0 {
-		return // a standby never pushes a function out
+		return false // a standby never pushes a function out
 	}
 	share := max(1, h.capacity.maxLive/active)
 	if mine >= share {
-		return
+		return false
 	}
 	for _, l := range loads {
 		if l.live > share && l.p.Shed() {
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // startAdmitted starts a worker within the host-wide caps: start runs once

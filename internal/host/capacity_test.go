@@ -171,3 +171,52 @@ functions:
 		t.Error("no hot instance gave its place to the cold function")
 	}
 }
+
+// Making room for a starved function pushes out one instance per start that
+// waits, not one per look at a full host: while the instance asked to go is
+// still finishing its invocation or stopping (its workers are slow to stop
+// here), the waiting start does not retire further instances of the hot
+// function.
+func TestMakingRoomRetiresOneInstance(t *testing.T) {
+	th := startHost(t, `
+scaling: {max_instances: 3, max_starting: 3}
+runtimes:
+  fake:
+    protocol: call
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: ok, POLYFN_FAKE_STOP_DELAY: 1s}
+    stop_grace: 5s
+functions:
+  - {name: hot, runtime: fake, handler: h.h, codedir: "{codedir}", concurrency: 1, instances: {max: 3}, timeout: 60s}
+  - {name: cold, runtime: fake, handler: h.h, codedir: "{codedir}", concurrency: 1, timeout: 20s}
+`)
+	stop := time.Now().Add(4 * time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if r := th.Call(t, "hot", "sleep:200ms"); r.Status != 200 {
+					t.Errorf("hot: got %d %s", r.Status, r.Body)
+					return
+				}
+			}
+		}()
+	}
+	hosttest.WaitFor(t, 5*time.Second, "three busy hot instances", func() bool {
+		for _, f := range th.Status() {
+			if f.Name == "hot" && len(f.Instances) == 3 && f.Queued > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if r := th.Call(t, "cold", "x"); r.Status != 200 || string(r.Body) != "fake:x" {
+		t.Fatalf("cold function during the hot load: got %d %s", r.Status, r.Body)
+	}
+	wg.Wait()
+	if n := strings.Count(th.Logs.String(), "give its place to another function"); n != 1 {
+		t.Errorf("%d hot instances were pushed out for one start of the cold function, want 1", n)
+	}
+}

@@ -97,6 +97,9 @@ func runFakeStreamWorker(mode string) {
 			}
 			send(&rpc.StreamingMessage{RequestId: m.RequestId, Content: &rpc.StreamingMessage_FunctionLoadResponse{FunctionLoadResponse: r}})
 		case *rpc.StreamingMessage_InvocationRequest:
+			if string(x.InvocationRequest.InputData[0].GetData().GetBytes()) == "deaf" {
+				select {} // stops reading the stream, as a worker whose event loop is stuck
+			}
 			go fakeInvoke(mode, x.InvocationRequest, send, st)
 		case *rpc.StreamingMessage_InvocationCancel:
 			send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_RpcLog{RpcLog: &rpc.RpcLog{

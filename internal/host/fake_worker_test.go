@@ -173,6 +173,9 @@ func serveFake() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
 		<-sig
+		if d, err := time.ParseDuration(os.Getenv("POLYFN_FAKE_STOP_DELAY")); err == nil {
+			time.Sleep(d) // a worker slow to stop
+		}
 		s.GracefulStop()
 	}()
 	_ = s.Serve(l)

@@ -3,6 +3,7 @@ package host_test
 import (
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,4 +140,56 @@ func TestStreamProtocolFaults(t *testing.T) {
 			t.Fatalf("after the replacement: got %d %q", r.Status, r.Body)
 		}
 	})
+}
+
+// A worker that stops reading its stream (a stuck event loop) while large
+// messages are on their way to it: the host's writes to the stream block
+// once the transport's flow control is exhausted. The invocations still end
+// at their timeout, and the worker is replaced, instead of the cancel and
+// the stop waiting behind a write that never completes.
+func TestStreamWorkerThatStopsReading(t *testing.T) {
+	th := startHost(t, `
+runtimes:
+  fake-stream:
+    protocol: stream
+    discovery: config
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: stream}
+    init_timeout: 5s
+    stop_grace: 1s
+    cancel_grace: 300ms
+functions:
+  - {name: f, runtime: fake-stream, handler: h.h, codedir: "{codedir}", timeout: 500ms, concurrency: 4, instances: {max: 1}}
+`)
+	if r := th.Call(t, "f", "warm"); r.Status != 200 {
+		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
+	}
+	pid := pidOf(th, "f")
+	big := strings.Repeat("x", 2<<20)
+	results := make(chan hosttest.Response, 3)
+	go func() { results <- th.Call(t, "f", "deaf") }()
+	hosttest.WaitFor(t, 2*time.Second, "the deaf invocation to reach the worker", func() bool {
+		st := th.Status()
+		return len(st) == 1 && st[0].InFlight == 1
+	})
+	time.Sleep(50 * time.Millisecond)
+	for range 2 {
+		go func() { results <- th.Call(t, "f", big) }()
+	}
+	deadline := time.After(10 * time.Second)
+	for range 3 {
+		select {
+		case r := <-results:
+			if r.Status != http.StatusGatewayTimeout && r.Status != http.StatusBadGateway {
+				t.Errorf("got %d %+v, want the invocation to time out or lose its worker", r.Status, r.Err)
+			}
+		case <-deadline:
+			_ = syscall.Kill(pid, syscall.SIGKILL) // unblock the host before failing
+			t.Fatal("invocations to a worker that stopped reading its stream did not end")
+		}
+	}
+	hosttest.WaitFor(t, 10*time.Second, "the deaf worker to be replaced", func() bool { return pidOf(th, "f") != pid })
+	if r := th.Call(t, "f", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
+		t.Fatalf("after the replacement: got %d %q", r.Status, r.Body)
+	}
 }

@@ -10,6 +10,10 @@ import (
 	rpc "github.com/polyfn/polyfn/api/azure"
 )
 
+// outQueue is how many messages may wait for the stream's writer. Senders
+// block past it (back pressure on invocations); the reader never sends.
+const outQueue = 1024
+
 var (
 	// ErrStreamClosed is returned for requests on a stream that ended.
 	ErrStreamClosed = errors.New("worker stream closed")
@@ -23,18 +27,15 @@ func (e *NotSentError) Error() string { return "not sent: " + e.Err.Error() }
 func (e *NotSentError) Unwrap() error { return e.Err }
 
 // Conn is one worker's EventStream. One goroutine reads and dispatches
-// responses to their waiters, so a slow write never holds up reading.
-// Senders write in turn on their own goroutines (no hand-off to a writer
-// goroutine on the invocation's path); gRPC's flow control blocks them when
-// the worker does not read.
+// responses to their waiters; one goroutine writes, so a slow write never
+// holds up reading and senders never write concurrently.
 type Conn struct {
 	st       rpc.FunctionRpc_EventStreamServer
 	workerID string
-	// sending is held (one token) by the goroutine writing to the stream.
-	sending chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	err     error
+	out      chan *rpc.StreamingMessage
+	done     chan struct{}
+	once     sync.Once
+	err      error
 
 	mu      sync.Mutex
 	waiters map[string]chan *rpc.StreamingMessage
@@ -46,22 +47,18 @@ func newConn(st rpc.FunctionRpc_EventStreamServer, workerID string) *Conn {
 	return &Conn{
 		st:       st,
 		workerID: workerID,
-		sending:  make(chan struct{}, 1),
+		out:      make(chan *rpc.StreamingMessage, outQueue),
 		done:     make(chan struct{}),
 		waiters:  map[string]chan *rpc.StreamingMessage{},
 	}
 }
 
-// serve runs the reader until the stream ends, by the worker, an error or
-// Close. Returning ends the gRPC call, which unblocks the reader and any
-// sender.
+// serve runs the reader and the writer until the stream ends, by the worker,
+// an error or Close. Returning ends the gRPC call, which unblocks the reader.
 func (c *Conn) serve() error {
+	go c.write()
 	go c.read()
-	select {
-	case <-c.done:
-	case <-c.st.Context().Done():
-		c.close(ErrStreamClosed)
-	}
+	<-c.done
 	return c.err
 }
 
@@ -76,6 +73,23 @@ func (c *Conn) read() {
 			return
 		}
 		c.dispatch(m)
+	}
+}
+
+func (c *Conn) write() {
+	for {
+		select {
+		case m := <-c.out:
+			if err := c.st.Send(m); err != nil {
+				c.close(fmt.Errorf("send to worker: %w", err))
+				return
+			}
+		case <-c.done:
+			return
+		case <-c.st.Context().Done():
+			c.close(ErrStreamClosed)
+			return
+		}
 	}
 }
 
@@ -162,34 +176,22 @@ func (c *Conn) dispatch(m *rpc.StreamingMessage) {
 	}
 }
 
-// Send writes m to the stream, waiting for its turn until ctx is done or
-// the stream ends. An error means m was not sent; a failed write ends the
-// stream.
+// Send queues m for the writer. It blocks while the queue is full, until ctx
+// is done or the stream ends.
 func (c *Conn) Send(ctx context.Context, m *rpc.StreamingMessage) error {
 	select {
-	case <-c.done: // a closed stream takes nothing more
+	case <-c.done: // a closed stream takes nothing more, even with room in the queue
 		return c.err
 	default:
 	}
 	select {
-	case c.sending <- struct{}{}:
+	case c.out <- m:
+		return nil
 	case <-c.done:
 		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-c.sending }()
-	select {
-	case <-c.done:
-		return c.err
-	default:
-	}
-	if err := c.st.Send(m); err != nil {
-		err = fmt.Errorf("send to worker: %w", err)
-		c.close(err)
-		return err
-	}
-	return nil
 }
 
 // Request sends m and waits for the worker message answering key.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -66,6 +67,10 @@ func handler(ctx context.Context, e polyfn.Event) (any, error) {
 			return nil, &valueError{fmt.Sprintf("attempt %d fails", n)}
 		}
 		return map[string]any{"id": in.ID, "attempts": n}, nil
+	case "nap":
+		appendLine(filepath.Join(dir, "nap"), in.ID)
+		time.Sleep(1500 * time.Millisecond)
+		return map[string]any{"id": in.ID}, nil
 	case "slow":
 		time.Sleep(20 * time.Millisecond)
 		appendLine(filepath.Join(dir, "slow"), in.ID)
@@ -526,5 +531,80 @@ func TestTopicMatches(t *testing.T) {
 		if got := mqtt.TopicMatches(c.filter, c.topic); got != c.want {
 			t.Errorf("TopicMatches(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
 		}
+	}
+}
+
+// cutProxy forwards TCP connections to a broker and can cut them all, as a
+// network failure would.
+type cutProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, brokerURL string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	target := strings.TrimPrefix(brokerURL, "tcp://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, b)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(b, c); b.Close() }()
+			go func() { _, _ = io.Copy(c, b); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) url() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// A connection lost while the function runs: the message is delivered again
+// on the next connection and its result published from there; the run that
+// began on the lost connection does not publish through the session's new
+// connection (it would sit in the session, unacknowledged, holding a place
+// of the broker's Receive Maximum until yet another reconnection sends it).
+func TestConnectionLostWhileRunning(t *testing.T) {
+	url := mqtttest.Mosquitto(t)
+	px := newCutProxy(t, url)
+	e := start(t, broker{name: "mosquitto", url: px.url()}, fn("nap", `    triggers:
+      mqtt: [{subscribe: {topic: nap/in, qos: 1}, publish: {topic: nap/out, qos: 1}}]
+`))
+	c := mqtttest.NewClient(t, url, "nap/out")
+	c.Publish(t, "nap/in", 1, []byte(`{"id": "a"}`))
+	file := filepath.Join(e.dir, "nap")
+	hosttest.WaitFor(t, 20*time.Second, "the function to start", func() bool { return len(lines(file)) >= 1 })
+	px.cut()
+	hosttest.WaitFor(t, 20*time.Second, "the message delivered again", func() bool { return len(lines(file)) >= 2 })
+	c.WaitFor(t, 20*time.Second, "the result", func(m []mqtttest.Message) bool { return len(m) >= 1 })
+	time.Sleep(500 * time.Millisecond) // both runs are over
+	px.cut()
+	time.Sleep(2 * time.Second) // reconnected, and whatever the session held sent
+	if got := c.On("nap/out"); len(got) != 1 {
+		t.Errorf("got %d results for one message delivered twice, want 1: %v", len(got), got)
 	}
 }

@@ -602,6 +602,18 @@ func (l *lane) publish(m *message, topic string, qos int, payload []byte, log *s
 	}
 	wait := 100 * time.Millisecond
 	for {
+		// m's connection must still be up: the client of a connection that
+		// is gone would put the publication in the session that the next
+		// connection uses, without sending it there, where it would hold a
+		// place of the broker's Receive Maximum until yet another connection.
+		select {
+		case <-m.client.Done():
+			log.Debug("mqtt: connection lost before the result was published; the broker delivers the message again", "publish", topic)
+			return false
+		case <-l.ctx.Done():
+			return false
+		default:
+		}
 		ctx, cancel := context.WithTimeout(l.ctx, publishTimeout)
 		resp, err := m.client.Publish(ctx, p)
 		cancel()
