@@ -263,19 +263,50 @@ func TestCgroupV2StartsInGroupAndKills(t *testing.T) {
 	}
 }
 
-// Without cgroups, the limits become the worker's RLIMIT_AS and
-// RLIMIT_NPROC.
+// Without cgroups, the limits become the worker's RLIMIT_AS and, for a
+// worker running as a user of its own, RLIMIT_NPROC; a worker running as the
+// host's user keeps the host's RLIMIT_NPROC, which counts the host too.
 func TestRlimitFallback(t *testing.T) {
-	g, _ := rlimitBackend{}.newGroup("fn-1.1", config.Limits{Memory: 64 << 20, Pids: 32, CPU: 1})
-	cmd := startIn(t, g, "sleep", "1000")
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	lim := readTrim(t, fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
-	for _, want := range []string{
-		fmt.Sprintf("Max address space         %-20d %-20d bytes", 64<<20, 64<<20),
-		fmt.Sprintf("Max processes             %-20d %-20d processes", 32, 32),
-	} {
-		if !strings.Contains(lim, want) {
-			t.Errorf("/proc/PID/limits has no %q:\n%s", want, lim)
+	l := config.Limits{Memory: 64 << 20, Pids: 32, CPU: 1}
+	start := func(cred *syscall.Credential) (string, error) {
+		g, _ := rlimitBackend{}.newGroup("fn-1.1", l)
+		cmd := exec.Command("sleep", "1000")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
+		if err := g.Start(cmd.SysProcAttr, cmd.Start); err != nil {
+			t.Fatal(err)
 		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		if err := g.Attach(cmd.Process.Pid); err != nil {
+			return "", err
+		}
+		return readTrim(t, fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid)), nil
+	}
+	own := func(cred *syscall.Credential) string {
+		lim, err := start(cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lim
+	}
+	as := fmt.Sprintf("Max address space         %-20d %-20d bytes", 64<<20, 64<<20)
+	nproc := fmt.Sprintf("Max processes             %-20d %-20d processes", 32, 32)
+	lim := own(nil)
+	if !strings.Contains(lim, as) || strings.Contains(lim, nproc) {
+		t.Errorf("as the host's user: want %q and not %q in /proc/PID/limits:\n%s", as, nproc, lim)
+	}
+	if os.Getuid() != 0 {
+		return // switching users needs root
+	}
+	lim, err := start(&syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}})
+	if err != nil {
+		// Without CAP_SYS_RESOURCE the host may not set another user's
+		// limits: the start fails, naming why, rather than run unconfined.
+		if !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
+			t.Fatalf("as a user of its own: %v, want an error naming CAP_SYS_RESOURCE", err)
+		}
+		return
+	}
+	if !strings.Contains(lim, as) || !strings.Contains(lim, nproc) {
+		t.Errorf("as a user of its own: want %q and %q in /proc/PID/limits:\n%s", as, nproc, lim)
 	}
 }

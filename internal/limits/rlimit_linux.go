@@ -1,7 +1,11 @@
 package limits
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -38,12 +42,27 @@ func (g *rlimitGroup) Dir() string { return "" }
 func (g *rlimitGroup) Start(_ *syscall.SysProcAttr, start func() error) error { return start() }
 
 func (g *rlimitGroup) Attach(pid int) error {
+	if err := g.attach(pid); err != nil {
+		if errors.Is(err, syscall.EPERM) && uidOf(pid) != os.Getuid() {
+			return fmt.Errorf("%w: setting the limits of a worker that runs as another user needs CAP_SYS_RESOURCE, which the host lacks (or use cgroups)", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (g *rlimitGroup) attach(pid int) error {
 	if g.l.Memory > 0 {
 		if err := prlimit(pid, syscall.RLIMIT_AS, uint64(g.l.Memory)); err != nil {
 			return fmt.Errorf("set RLIMIT_AS: %w", err)
 		}
 	}
-	if g.l.Pids > 0 {
+	// RLIMIT_NPROC counts every process and thread of the worker's user: for
+	// a worker running as the host's own user it would count the host and
+	// every other worker too, and could stop the worker from starting a
+	// thread long before it started anything itself. It is only set for
+	// workers running as a user of their own.
+	if g.l.Pids > 0 && uidOf(pid) != os.Getuid() {
 		if err := prlimit(pid, rlimitNproc, uint64(g.l.Pids)); err != nil {
 			return fmt.Errorf("set RLIMIT_NPROC: %w", err)
 		}
@@ -54,6 +73,22 @@ func (g *rlimitGroup) Attach(pid int) error {
 func (g *rlimitGroup) Kill()         {}
 func (g *rlimitGroup) OOMKills() int { return 0 }
 func (g *rlimitGroup) Remove() error { return nil }
+
+// uidOf returns the real uid of process pid, or the host's when unknown.
+func uidOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return os.Getuid()
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			if uid, err := strconv.Atoi(f[1]); err == nil {
+				return uid
+			}
+		}
+	}
+	return os.Getuid()
+}
 
 func prlimit(pid, resource int, limit uint64) error {
 	lim := syscall.Rlimit{Cur: limit, Max: limit}

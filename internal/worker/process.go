@@ -163,12 +163,16 @@ func Start(spec Spec) (*Process, error) {
 	if err == nil && p.group != nil {
 		if err = p.group.Attach(cmd.Process.Pid); err != nil {
 			// It must not run unconfined.
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			_, _ = cmd.Process.Wait()
 			err = fmt.Errorf("resource limits: %w", err)
 		}
 	}
 	if err != nil {
+		if cmd.Process != nil && cmd.ProcessState == nil {
+			// Started, then failed to be confined: it must not live on, nor
+			// stay a zombie.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_, _ = cmd.Process.Wait()
+		}
 		outR.Close()
 		errR.Close()
 		removeGroup()
