@@ -143,7 +143,15 @@ func (c *cgroup2) close() bool {
 
 func (c *cgroup2) newGroup(name string, l config.Limits) (Group, error) {
 	dir := filepath.Join(c.dir, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, os.ErrExist) {
+		// Left behind, empty, by an earlier process of the same pid or an
+		// earlier limiter of this one: rmdir only removes an empty group.
+		if syscall.Rmdir(dir) == nil {
+			err = os.Mkdir(dir, 0o755)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	g := &group2{dir: dir, cloneInto: c.cloneInto}
