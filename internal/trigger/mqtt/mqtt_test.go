@@ -71,6 +71,10 @@ func handler(ctx context.Context, e polyfn.Event) (any, error) {
 		appendLine(filepath.Join(dir, "nap"), in.ID)
 		time.Sleep(1500 * time.Millisecond)
 		return map[string]any{"id": in.ID}, nil
+	case "long":
+		appendLine(filepath.Join(dir, "long"), in.ID)
+		time.Sleep(5 * time.Second)
+		return map[string]any{"id": in.ID}, nil
 	case "slow":
 		time.Sleep(20 * time.Millisecond)
 		appendLine(filepath.Join(dir, "slow"), in.ID)
@@ -130,6 +134,7 @@ type env struct {
 	trigger *mqtt.Trigger
 	reg     *prometheus.Registry
 	opts    mqtt.Options
+	prep    func(*mqtt.Trigger)
 }
 
 // fn is a function entry of the test config: the test binary as a Go function.
@@ -139,6 +144,13 @@ func fn(name, extra string) string {
 
 // start runs a host for the functions (YAML list items) and a trigger on b.
 func start(t *testing.T, b broker, functions string, tweak ...func(*mqtt.Options)) *env {
+	t.Helper()
+	return startPrepared(t, b, functions, nil, tweak...)
+}
+
+// startPrepared is start with prep applied to the trigger before its rules
+// are given.
+func startPrepared(t *testing.T, b broker, functions string, prep func(*mqtt.Trigger), tweak ...func(*mqtt.Options)) *env {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -150,7 +162,7 @@ func start(t *testing.T, b broker, functions string, tweak ...func(*mqtt.Options
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, text)
 	}
-	e := &env{dir: dir, host: hosttest.Start(t, dir, text), reg: prometheus.NewRegistry()}
+	e := &env{dir: dir, host: hosttest.Start(t, dir, text), reg: prometheus.NewRegistry(), prep: prep}
 	e.opts = mqtt.Options{URL: b.url, ClientID: "polyfn-test", InFlight: config.DefaultMQTTInFlight, FlowControl: !b.embedded,
 		Log: slog.New(slog.NewTextHandler(e.host.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	for _, f := range tweak {
@@ -171,6 +183,9 @@ func (e *env) startTrigger(t *testing.T, cfg *config.Config) *mqtt.Trigger {
 		defer cancel()
 		tr.Close(ctx)
 	})
+	if e.prep != nil {
+		e.prep(tr)
+	}
 	tr.Update(cfg, e.reg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -178,6 +193,17 @@ func (e *env) startTrigger(t *testing.T, cfg *config.Config) *mqtt.Trigger {
 		t.Fatal(err)
 	}
 	return tr
+}
+
+// config parses a configuration of the functions (YAML list items), as a
+// reload would give the trigger.
+func (e *env) config(t *testing.T, functions string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse(filepath.Join(e.dir, "polyfn.yaml"), []byte(strings.NewReplacer("@EXE@", "x", "@DIR@", e.dir).Replace("functions:\n"+functions)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // count reads polyfn_mqtt_messages_total{function, outcome}.
@@ -540,6 +566,7 @@ type cutProxy struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	conns []net.Conn
+	delay time.Duration // before a new connection is forwarded (under mu)
 }
 
 func newCutProxy(t *testing.T, brokerURL string) *cutProxy {
@@ -557,19 +584,34 @@ func newCutProxy(t *testing.T, brokerURL string) *cutProxy {
 			if err != nil {
 				return
 			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
 			p.mu.Lock()
-			p.conns = append(p.conns, c, b)
+			delay := p.delay
+			p.conns = append(p.conns, c)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(b, c); b.Close() }()
-			go func() { _, _ = io.Copy(c, b); c.Close() }()
+			go func() {
+				time.Sleep(delay)
+				b, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				p.mu.Lock()
+				p.conns = append(p.conns, b)
+				p.mu.Unlock()
+				go func() { _, _ = io.Copy(b, c); b.Close() }()
+				go func() { _, _ = io.Copy(c, b); c.Close() }()
+			}()
 		}
 	}()
 	return p
+}
+
+// setDelay makes the proxy hold each new connection for d before it
+// forwards it.
+func (p *cutProxy) setDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
 }
 
 func (p *cutProxy) url() string { return "tcp://" + p.ln.Addr().String() }

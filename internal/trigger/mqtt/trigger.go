@@ -36,8 +36,16 @@ const (
 	// replaced); these attempts are back pressure, not retries.
 	busyWait    = 50 * time.Millisecond
 	busyWaitMax = time.Second
-	// retireTimeout bounds the drain of a subscription a reload removed.
+	// retireTimeout bounds the retirement of a subscription a reload
+	// removed: waiting for the filters that replace it, unsubscribing and
+	// handling the messages in hand.
 	retireTimeout = 30 * time.Second
+	// subscribeTimeout bounds one SUBSCRIBE or UNSUBSCRIBE (until the
+	// broker's acknowledgement); subscribeRetry and subscribeRetryMax pace
+	// the attempts of one that failed on a connection still up.
+	subscribeTimeout  = 10 * time.Second
+	subscribeRetry    = 500 * time.Millisecond
+	subscribeRetryMax = 30 * time.Second
 	// qos0Backlog is how many QoS 0 messages per in-flight place may wait
 	// in a subscription's queue; past it further QoS 0 messages are dropped
 	// (at most once), where QoS 1 messages are never dropped.
@@ -63,10 +71,16 @@ type Trigger struct {
 	log     *slog.Logger
 	metrics atomic.Pointer[prometheus.CounterVec]
 
+	// retireTimeout and subscribeTimeout are the constants of the same
+	// names; tests shorten them.
+	retireTimeout    time.Duration
+	subscribeTimeout time.Duration
+
 	mu       sync.Mutex
-	lanes    map[string]*lane // by filter as subscribed
+	lanes    map[string]*lane       // by filter as subscribed
+	retiring map[string]*retirement // lanes being retired, by filter
 	closed   bool
-	retiring sync.WaitGroup
+	retired  sync.WaitGroup // the retirements running
 }
 
 // New returns a trigger for the broker o names; Update gives it rules.
@@ -82,7 +96,8 @@ func New(o Options, current func() Invoker) (*Trigger, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Trigger{opts: o, url: u, current: current, log: o.Log, lanes: map[string]*lane{}}, nil
+	return &Trigger{opts: o, url: u, current: current, log: o.Log, retireTimeout: retireTimeout, subscribeTimeout: subscribeTimeout,
+		lanes: map[string]*lane{}, retiring: map[string]*retirement{}}, nil
 }
 
 // rule is one triggers.mqtt entry of a function.
@@ -97,8 +112,10 @@ type rule struct {
 }
 
 // Update makes cfg's rules the trigger's: new filters get a session,
-// changed ones their new rules, removed ones are drained and their session
-// ended. reg, when not nil, is the registry of the configuration's metrics.
+// changed ones their new rules, removed ones are retired (see retire) once
+// the new ones are subscribed, and a filter removed by an earlier Update
+// whose retirement is still under way takes its lane back. reg, when not
+// nil, is the registry of the configuration's metrics.
 func (t *Trigger) Update(cfg *config.Config, reg prometheus.Registerer) {
 	if reg != nil {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -145,10 +162,28 @@ func (t *Trigger) Update(cfg *config.Config, reg prometheus.Registerer) {
 	if t.closed {
 		return
 	}
+	// The new filters first: the lanes being retired below unsubscribe only
+	// once these are subscribed (or the wait for them times out), so that a
+	// filter replaced by another leaves no gap.
+	var added []*lane
 	for _, f := range sortedKeys(want) {
 		if l := t.lanes[f]; l != nil {
 			l.setRules(want[f])
 			continue
+		}
+		if r := t.retiring[f]; r != nil {
+			// Removed by an earlier reload and back before its retirement
+			// ended: the same lane (one session per client id) takes the
+			// filter again.
+			delete(t.retiring, f)
+			if r.lane.revive(r, want[f]) {
+				t.lanes[f] = r.lane
+				added = append(added, r.lane)
+				continue
+			}
+			// Too late: it is disconnecting. The new session begins once
+			// the old one is gone, so that neither takes the other over.
+			<-r.done
 		}
 		l, err := t.newLane(f, want[f])
 		if err != nil {
@@ -156,16 +191,25 @@ func (t *Trigger) Update(cfg *config.Config, reg prometheus.Registerer) {
 			continue
 		}
 		t.lanes[f] = l
+		added = append(added, l)
 	}
-	for f, l := range t.lanes {
+	for _, f := range sortedKeys(t.lanes) {
 		if _, ok := want[f]; ok {
 			continue
 		}
+		l := t.lanes[f]
 		delete(t.lanes, f)
-		t.retiring.Add(1)
+		r := l.beginRetire(t.retireTimeout)
+		t.retiring[f] = r
+		t.retired.Add(1)
 		go func() {
-			defer t.retiring.Done()
-			l.retire()
+			defer t.retired.Done()
+			l.retire(r, added)
+			t.mu.Lock()
+			if t.retiring[f] == r {
+				delete(t.retiring, f)
+			}
+			t.mu.Unlock()
 		}()
 	}
 }
@@ -173,7 +217,9 @@ func (t *Trigger) Update(cfg *config.Config, reg prometheus.Registerer) {
 // Close stops reading every subscription, lets the messages being handled
 // finish and be acknowledged until ctx is done, then disconnects. The
 // sessions stay with the broker: what was not acknowledged is delivered
-// again to the next polyfn that connects with the same client id.
+// again to the next polyfn that connects with the same client id. The
+// retirements under way go on until ctx is done; then they are cut short,
+// and their sessions too stay with the broker.
 func (t *Trigger) Close(ctx context.Context) {
 	t.mu.Lock()
 	t.closed = true
@@ -182,6 +228,10 @@ func (t *Trigger) Close(ctx context.Context) {
 		lanes = append(lanes, l)
 	}
 	t.lanes = map[string]*lane{}
+	retiring := make([]*retirement, 0, len(t.retiring))
+	for _, r := range t.retiring {
+		retiring = append(retiring, r)
+	}
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range lanes {
@@ -192,7 +242,19 @@ func (t *Trigger) Close(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	t.retiring.Wait()
+	retired := make(chan struct{})
+	go func() {
+		t.retired.Wait()
+		close(retired)
+	}()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		for _, r := range retiring {
+			r.cancel()
+		}
+		<-retired
+	}
 }
 
 // WaitSubscribed waits until the broker has acknowledged the subscription of
@@ -207,9 +269,7 @@ func (t *Trigger) WaitSubscribed(ctx context.Context) error {
 		t.mu.Unlock()
 		all := true
 		for _, l := range lanes {
-			l.subMu.Lock()
-			all = all && l.subQoS >= 0
-			l.subMu.Unlock()
+			all = all && l.subscribed()
 		}
 		if all {
 			return nil
@@ -239,6 +299,7 @@ type message struct {
 	pub     *paho.Publish
 	client  *paho.Client // the connection it came on: acknowledged and answered there
 	arrived time.Time
+	seq     uint64 // its place among the messages of the lane, from 1
 }
 
 // lane is the session of one topic filter: it queues what arrives, handles
@@ -252,14 +313,27 @@ type lane struct {
 	rules    atomic.Pointer[[]*rule]
 	// cm is set by newLane, or by the first connection if that comes first.
 	cm atomic.Pointer[autopaho.ConnectionManager]
+	// conn counts the connections going up and down: a SUBSCRIBE is retried
+	// while it is unchanged, and a retirement during which it changed keeps
+	// the session (an acknowledgement may not have reached the broker).
+	conn atomic.Uint64
 
-	subMu  sync.Mutex // one SUBSCRIBE at a time
-	subQoS int        // the QoS last subscribed with; -1: none
+	subMu  sync.Mutex   // one SUBSCRIBE or UNSUBSCRIBE at a time
+	subQoS atomic.Int32 // the QoS last subscribed with; -1: none (written under subMu)
+	subOn  uint64       // the connection (conn) it was subscribed on (under subMu)
 
-	qmu     sync.Mutex
-	queue   []*message
-	queued0 int
-	wake    chan struct{}
+	rmu sync.Mutex  // guards ret
+	ret *retirement // the retirement under way, if any
+
+	qmu      sync.Mutex
+	queue    []*message
+	queued0  int
+	seq      uint64 // of the last message queued
+	hold     bool   // retiring: the messages after boundary wait
+	boundary uint64
+	running  int           // messages taken from the queue and not done yet
+	progress chan struct{} // closed and replaced whenever running drops
+	wake     chan struct{}
 
 	slots      chan struct{}
 	stop       chan struct{}
@@ -271,14 +345,16 @@ type lane struct {
 	dispatched chan struct{} // closed when the dispatcher has returned
 	ending     atomic.Bool   // the disconnect ends the session
 	dropped0   atomic.Int64
+	unacked    atomic.Int64 // QoS 1 messages handled and left unacknowledged
 }
 
 func (t *Trigger) newLane(filter string, rules []*rule) (*lane, error) {
 	id := t.opts.clientIDFor(filter)
-	l := &lane{t: t, filter: filter, clientID: id, subQoS: -1,
+	l := &lane{t: t, filter: filter, clientID: id,
 		log:  t.log.With("filter", filter, "client_id", id),
-		wake: make(chan struct{}, 1), slots: make(chan struct{}, t.opts.InFlight),
+		wake: make(chan struct{}, 1), progress: make(chan struct{}), slots: make(chan struct{}, t.opts.InFlight),
 		stop: make(chan struct{}), dispatched: make(chan struct{})}
+	l.subQoS.Store(-1)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.rules.Store(&rules)
 	cfg := t.opts.clientConfig(t.url, id)
@@ -297,12 +373,14 @@ func (t *Trigger) newLane(filter string, rules []*rule) (*lane, error) {
 	cfg.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 		l.log.Debug("mqtt: connected", "broker", t.opts.URL, "session_present", ca.SessionPresent)
 		l.cm.Store(cm)
-		go l.subscribe(true, ca.SessionPresent)
+		conn := l.conn.Add(1)
+		go l.subscribe(conn, ca.SessionPresent, false)
 	}
 	cfg.OnConnectError = func(err error) {
 		l.log.Warn("mqtt: cannot connect to the broker; retrying", "broker", t.opts.URL, "error", err)
 	}
 	cfg.OnConnectionDown = func() bool {
+		l.conn.Add(1)
 		l.log.Warn("mqtt: connection to the broker lost; reconnecting", "broker", t.opts.URL)
 		return true
 	}
@@ -346,47 +424,75 @@ func (l *lane) qos() int {
 	return q
 }
 
+// subscribed reports whether the broker acknowledged a subscription.
+func (l *lane) subscribed() bool { return l.subQoS.Load() >= 0 }
+
 func (l *lane) setRules(rules []*rule) {
 	l.rules.Store(&rules)
-	l.subMu.Lock()
-	changed := l.subQoS >= 0 && l.subQoS != l.qos()
-	l.subMu.Unlock()
-	if changed {
-		go l.subscribe(false, true)
+	go l.subscribe(l.conn.Load(), true, true)
+}
+
+// subscribe subscribes to the filter on connection conn, unless it is
+// subscribed there already with the QoS of the rules. On a new connection
+// the subscription may already be in the session; subscribing again only
+// replaces it (retained messages are not sent again). A SUBSCRIBE that the
+// broker refuses or does not acknowledge in time is tried again, backing
+// off, as long as that connection is up; the next connection subscribes
+// anew. With onlyChange, it only changes the QoS of a subscription of conn.
+func (l *lane) subscribe(conn uint64, sessionPresent, onlyChange bool) {
+	wait := subscribeRetry
+	for {
+		err := l.subscribeOnce(conn, sessionPresent, onlyChange)
+		if err == nil {
+			return
+		}
+		l.log.Warn("mqtt: subscribe failed; retrying", "in", wait, "error", err)
+		if !sleep(l.ctx, wait) {
+			return
+		}
+		wait = min(2*wait, subscribeRetryMax)
 	}
 }
 
-// subscribe (re)subscribes to the filter. On a new connection the
-// subscription may already be in the session; subscribing again only
-// replaces it (retained messages are not sent again).
-func (l *lane) subscribe(connected, sessionPresent bool) {
+// subscribeOnce makes one attempt; it returns an error when another may
+// succeed.
+func (l *lane) subscribeOnce(conn uint64, sessionPresent, onlyChange bool) error {
 	l.subMu.Lock()
 	defer l.subMu.Unlock()
-	if l.stopping.Load() {
-		return
+	if l.stopping.Load() || l.retiring() || l.conn.Load() != conn {
+		return nil
 	}
 	qos := l.qos()
-	if !connected && qos == l.subQoS {
-		return
+	if l.subOn == conn && int(l.subQoS.Load()) == qos || onlyChange && l.subOn != conn {
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, publishTimeout)
+	ctx, cancel := context.WithTimeout(l.ctx, l.t.subscribeTimeout)
 	defer cancel()
 	sa, err := l.cm.Load().Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: l.filter, QoS: byte(qos), RetainHandling: 1}}})
 	switch {
+	case err == nil && len(sa.Reasons) > 0 && sa.Reasons[0] < 0x80:
+		l.subQoS.Store(int32(qos))
+		l.subOn = conn
+		l.log.Info("mqtt: subscribed", "broker", l.t.opts.URL, "qos", sa.Reasons[0], "session_present", sessionPresent)
+		return nil
 	case errors.Is(err, paho.ErrInvalidArguments):
 		l.log.Error("mqtt: cannot subscribe", "error", err)
-	case err != nil && sa == nil:
+		return nil
+	case l.conn.Load() != conn || l.ctx.Err() != nil ||
+		errors.Is(err, paho.ErrConnectionLost) || errors.Is(err, autopaho.ConnectionDownError):
 		// The connection went down: subscribing is the first thing the next one does.
 		l.log.Debug("mqtt: subscribe interrupted", "error", err)
-	case len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80:
+		return nil
+	case sa != nil:
 		reason := ""
 		if sa.Properties != nil {
 			reason = sa.Properties.ReasonString
 		}
-		l.log.Error("mqtt: the broker refused the subscription", "reasons", sa.Reasons, "reason", reason, "error", err)
+		return fmt.Errorf("the broker refused the subscription: reason codes %v %s", sa.Reasons, reason)
+	case err == nil:
+		return errors.New("no subscription acknowledgement")
 	default:
-		l.subQoS = qos
-		l.log.Info("mqtt: subscribed", "broker", l.t.opts.URL, "qos", sa.Reasons[0], "session_present", sessionPresent)
+		return err
 	}
 }
 
@@ -411,13 +517,20 @@ func (l *lane) received(pr paho.PublishReceived) (bool, error) {
 		}
 		l.queued0++
 	}
+	l.seq++
+	m.seq = l.seq
 	l.queue = append(l.queue, m)
 	l.qmu.Unlock()
+	l.poke()
+	return true, nil
+}
+
+// poke wakes the dispatcher.
+func (l *lane) poke() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return true, nil
 }
 
 // dispatch hands queued messages to handlers, InFlight at a time.
@@ -431,9 +544,12 @@ func (l *lane) dispatch() {
 		select {
 		case l.slots <- struct{}{}:
 		case <-l.stop:
+			l.settled()
 			return
 		}
 		if l.stopping.Load() {
+			<-l.slots
+			l.settled()
 			return
 		}
 		l.handlers.Add(1)
@@ -441,20 +557,22 @@ func (l *lane) dispatch() {
 	}
 }
 
-// next returns the oldest queued message, or nil once the lane stops.
+// next returns the oldest queued message, or nil once the lane stops. While
+// the lane retires, the messages that arrived after it unsubscribed wait.
 func (l *lane) next() *message {
 	for {
 		if l.stopping.Load() {
 			return nil
 		}
 		l.qmu.Lock()
-		if len(l.queue) > 0 {
+		if len(l.queue) > 0 && (!l.hold || l.queue[0].seq <= l.boundary) {
 			m := l.queue[0]
 			l.queue[0] = nil
 			l.queue = l.queue[1:]
 			if m.pub.QoS == 0 {
 				l.queued0--
 			}
+			l.running++
 			l.qmu.Unlock()
 			return m
 		}
@@ -467,14 +585,26 @@ func (l *lane) next() *message {
 	}
 }
 
+// settled counts a message taken by next as done.
+func (l *lane) settled() {
+	l.qmu.Lock()
+	l.running--
+	close(l.progress)
+	l.progress = make(chan struct{})
+	l.qmu.Unlock()
+}
+
 // handle runs every rule of the filter on m, then acknowledges it (QoS 1)
 // if all of them are done with it: the function succeeded and its result
 // was published (and acknowledged by the broker, at QoS 1), or it failed and
 // its error document was. Otherwise the message stays unacknowledged and the
 // broker delivers it again on the next connection.
 func (l *lane) handle(m *message) {
-	defer l.handlers.Done()
-	defer func() { <-l.slots }()
+	defer func() {
+		<-l.slots
+		l.settled()
+		l.handlers.Done()
+	}()
 	rules := *l.rules.Load()
 	done := true
 	if len(rules) == 1 {
@@ -494,10 +624,16 @@ func (l *lane) handle(m *message) {
 		wg.Wait()
 		done = !failed.Load()
 	}
-	if done && m.pub.QoS > 0 {
-		if err := m.client.Ack(m.pub); err != nil {
-			l.log.Debug("mqtt: acknowledgement not sent; the broker delivers the message again", "topic", m.pub.Topic, "message", m.pub.PacketID, "error", err)
-		}
+	if m.pub.QoS == 0 {
+		return
+	}
+	if !done {
+		l.unacked.Add(1)
+		return
+	}
+	if err := m.client.Ack(m.pub); err != nil {
+		l.unacked.Add(1)
+		l.log.Debug("mqtt: acknowledgement not sent; the broker delivers the message again", "topic", m.pub.Topic, "message", m.pub.PacketID, "error", err)
 	}
 }
 
@@ -644,11 +780,7 @@ func (l *lane) publish(m *message, topic string, qos int, payload []byte, log *s
 // is done; then it cancels those still running (they stay unacknowledged)
 // and gives their acknowledgements time to go out.
 func (l *lane) drain(ctx context.Context) {
-	l.stopOnce.Do(func() {
-		l.stopping.Store(true)
-		close(l.stop)
-	})
-	<-l.dispatched
+	l.halt()
 	done := make(chan struct{})
 	go func() {
 		l.handlers.Wait()
@@ -665,30 +797,239 @@ func (l *lane) drain(ctx context.Context) {
 	l.cancel()
 }
 
+// halt stops reading and dispatching, and waits for the dispatcher.
+func (l *lane) halt() {
+	l.stopOnce.Do(func() {
+		l.stopping.Store(true)
+		close(l.stop)
+	})
+	<-l.dispatched
+}
+
 // close drains the lane and disconnects; the session stays with the broker.
 func (l *lane) close(ctx context.Context) {
 	l.drain(ctx)
-	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = l.cm.Load().Disconnect(dctx)
+	l.disconnect()
 }
 
-// retire ends the session of a filter no rule subscribes to any more:
-// unsubscribe, drain, disconnect ending the session.
-func (l *lane) retire() {
-	l.log.Info("mqtt: no rule subscribes to the filter any more; ending its session")
-	ctx, cancel := context.WithTimeout(context.Background(), retireTimeout)
+func (l *lane) disconnect() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	uctx, ucancel := context.WithTimeout(ctx, publishTimeout)
-	if _, err := l.cm.Load().Unsubscribe(uctx, &paho.Unsubscribe{Topics: []string{l.filter}}); err != nil {
-		l.log.Debug("mqtt: unsubscribe failed", "error", err)
+	_ = l.cm.Load().Disconnect(ctx)
+}
+
+// retirement is the end of a lane whose filter no rule subscribes to any
+// more. Until it reaches the disconnection (final), a reload that brings the
+// filter back revives the lane instead.
+type retirement struct {
+	lane    *lane
+	ctx     context.Context // done at the retire timeout, or when Close cuts it
+	cancel  context.CancelFunc
+	revived chan struct{} // closed by revive
+	final   bool          // under lane.rmu: disconnecting, too late to revive
+	done    chan struct{} // closed when retire has returned
+}
+
+// retiring reports whether a retirement is under way.
+func (l *lane) retiring() bool {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	return l.ret != nil
+}
+
+func (l *lane) beginRetire(timeout time.Duration) *retirement {
+	r := &retirement{lane: l, revived: make(chan struct{}), done: make(chan struct{})}
+	r.ctx, r.cancel = context.WithTimeout(context.Background(), timeout)
+	l.rmu.Lock()
+	l.ret = r
+	l.rmu.Unlock()
+	return r
+}
+
+// revive makes a lane being retired by r take rules, as if it had never
+// been removed: the messages held are handled and the filter subscribed
+// again. It returns false when r has gone too far.
+func (l *lane) revive(r *retirement, rules []*rule) bool {
+	l.rmu.Lock()
+	if l.ret != r || r.final {
+		l.rmu.Unlock()
+		return false
 	}
-	ucancel()
-	l.ending.Store(true)
-	l.drain(ctx)
-	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer dcancel()
-	_ = l.cm.Load().Disconnect(dctx)
+	l.ret = nil
+	l.qmu.Lock()
+	l.hold = false
+	l.qmu.Unlock()
+	l.rmu.Unlock()
+	close(r.revived)
+	l.rules.Store(&rules)
+	l.poke()
+	l.log.Info("mqtt: a rule subscribes to the filter again; its session goes on")
+	go l.subscribe(l.conn.Load(), true, false)
+	return true
+}
+
+// retire ends the session of a filter no rule subscribes to any more. Once
+// the filters added by the same reload (added) are subscribed, it
+// unsubscribes; the messages received until then are handled and
+// acknowledged, those that arrive later wait. When none is left and the
+// acknowledgements are out, the disconnection ends the session, dropping
+// with it what waits. If the retire timeout (or Close) comes first, or if an
+// acknowledgement may have been lost with a connection, the disconnection
+// keeps the session instead, with every message not acknowledged: the
+// broker delivers them if the filter comes back, or drops them when the
+// session expires.
+func (l *lane) retire(r *retirement, added []*lane) {
+	defer close(r.done)
+	defer r.cancel()
+	l.log.Info("mqtt: no rule subscribes to the filter any more; ending its session once the messages in hand are handled")
+	for _, n := range added {
+		if !n.waitSubscribed(r, l.t.subscribeTimeout) {
+			break
+		}
+	}
+	conn, unacked := l.conn.Load(), l.unacked.Load()
+	if !l.unsubscribe(r) {
+		return // revived
+	}
+	timedOut := false
+wait:
+	for {
+		l.qmu.Lock()
+		idle := l.running == 0 && (len(l.queue) == 0 || l.queue[0].seq > l.boundary)
+		progress := l.progress
+		l.qmu.Unlock()
+		if idle {
+			break
+		}
+		select {
+		case <-progress:
+		case <-r.revived:
+			return
+		case <-r.ctx.Done():
+			timedOut = true
+			break wait
+		}
+	}
+	if !timedOut {
+		// The acknowledgements go out every ackInterval.
+		select {
+		case <-time.After(3 * ackInterval):
+		case <-r.revived:
+			return
+		case <-r.ctx.Done():
+			timedOut = true
+		}
+	}
+	l.rmu.Lock()
+	if l.ret != r {
+		l.rmu.Unlock()
+		return
+	}
+	r.final = true
+	l.rmu.Unlock()
+	l.halt()
+	if timedOut {
+		l.cancel()
+	}
+	l.handlers.Wait()
+	l.cancel()
+	l.qmu.Lock()
+	waiting := len(l.queue)
+	l.qmu.Unlock()
+	switch {
+	case timedOut:
+		l.log.Warn("mqtt: retiring the filter timed out; its session stays with the broker, which delivers the messages not acknowledged if a rule subscribes to the filter again", "waiting", waiting)
+	case l.conn.Load() != conn || l.unacked.Load() != unacked:
+		l.log.Warn("mqtt: messages of the filter were left unacknowledged; its session stays with the broker, which delivers them if a rule subscribes to the filter again", "waiting", waiting)
+	default:
+		l.ending.Store(true)
+		if waiting > 0 {
+			l.log.Info("mqtt: messages that arrived after the filter was unsubscribed are dropped with its session", "dropped", waiting)
+		}
+	}
+	l.disconnect()
+	if l.ending.Load() {
+		l.log.Info("mqtt: session ended")
+	}
+}
+
+// waitSubscribed waits until l is subscribed, for at most timeout, while r
+// goes on; false when r was revived or cut.
+func (l *lane) waitSubscribed(r *retirement, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !l.subscribed() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return true
+		case <-r.revived:
+			return false
+		case <-r.ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// unsubscribe unsubscribes from the filter, then holds the messages that
+// arrive later, if r is still the retirement under way; false when it is
+// not. An UNSUBSCRIBE that the broker refuses or does not acknowledge in
+// time is tried again, backing off, while the connection is up and r goes
+// on; past that the session, ended or kept, still has the subscription.
+func (l *lane) unsubscribe(r *retirement) bool {
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	conn := l.conn.Load()
+	wait := subscribeRetry
+	for {
+		if !l.retiringBy(r) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, l.t.subscribeTimeout)
+		ua, err := l.cm.Load().Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{l.filter}})
+		cancel()
+		if err == nil {
+			l.log.Debug("mqtt: unsubscribed; handling the messages in hand")
+			break
+		}
+		if r.ctx.Err() != nil || l.conn.Load() != conn ||
+			errors.Is(err, paho.ErrConnectionLost) || errors.Is(err, autopaho.ConnectionDownError) {
+			l.log.Debug("mqtt: unsubscribe interrupted", "error", err)
+			break
+		}
+		if ua != nil {
+			err = fmt.Errorf("the broker refused the unsubscription: reason codes %v", ua.Reasons)
+		}
+		l.log.Warn("mqtt: unsubscribe failed; retrying", "in", wait, "error", err)
+		select {
+		case <-time.After(wait):
+		case <-r.ctx.Done():
+		case <-r.revived:
+		}
+		wait = min(2*wait, subscribeRetryMax)
+	}
+	// Whether or not the broker got it, a revival subscribes again.
+	l.subQoS.Store(-1)
+	l.subOn = 0
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	if l.ret != r {
+		return false
+	}
+	l.qmu.Lock()
+	l.hold, l.boundary = true, l.seq
+	l.qmu.Unlock()
+	return true
+}
+
+// retiringBy reports whether r is the retirement under way.
+func (l *lane) retiringBy(r *retirement) bool {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	return l.ret == r
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
