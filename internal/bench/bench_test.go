@@ -26,11 +26,16 @@ const roleEnv = "POLYFN_BENCH_TEST_ROLE"
 func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "noop":
+		if os.Getenv(workerProfileEnv) != "" {
+			os.Exit(runProfiledNoop())
+		}
 		polyfn.Start(func(context.Context, polyfn.Event) (any, error) { return nil, nil })
 	case "echo":
 		polyfn.Start(func(_ context.Context, e polyfn.Event) (any, error) { return e.Raw(), nil })
 	case "cli":
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	case "load":
+		os.Exit(runLoader())
 	}
 	os.Exit(m.Run())
 }

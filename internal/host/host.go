@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
@@ -311,8 +312,12 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	return res, err
 }
 
-// startSpan starts the span of one invocation.
+// startSpan starts the span of one invocation (none while trace export is
+// off).
 func startSpan(ctx context.Context, req *invoke.Request) (context.Context, trace.Span) {
+	if !tracing.Exporting() {
+		return ctx, noop.Span{}
+	}
 	return tracing.Tracer().Start(ctx, "invoke "+req.Function, trace.WithAttributes(
 		attribute.String("polyfn.function", req.Function),
 		attribute.String("polyfn.invocation", req.ID),

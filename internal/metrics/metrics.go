@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ type Metrics struct {
 	standby       *prometheus.CounterVec
 	timerSkipped  *prometheus.CounterVec
 	oomKills      *prometheus.CounterVec
+
+	// series caches what Invocation updates, by seriesKey.
+	series sync.Map
 }
 
 // PoolStats is what the instance and queue gauges are read from at scrape.
@@ -94,10 +98,37 @@ func (m *Metrics) Handler() http.Handler {
 
 // Invocation records one finished invocation.
 func (m *Metrics) Invocation(function, trigger, outcome string, d time.Duration, in, out int) {
-	m.invocations.WithLabelValues(function, trigger, outcome).Inc()
-	m.duration.WithLabelValues(function, trigger).Observe(d.Seconds())
-	m.bytesIn.WithLabelValues(function).Add(float64(in))
-	m.bytesOut.WithLabelValues(function).Add(float64(out))
+	s := m.invocationSeries(function, trigger, outcome)
+	s.count.Inc()
+	s.duration.Observe(d.Seconds())
+	s.bytesIn.Add(float64(in))
+	s.bytesOut.Add(float64(out))
+}
+
+// invocationSeries are the series one invocation updates.
+type invocationSeries struct {
+	count             prometheus.Counter
+	duration          prometheus.Observer
+	bytesIn, bytesOut prometheus.Counter
+}
+
+type seriesKey struct{ function, trigger, outcome string }
+
+// invocationSeries returns the series of an invocation of function by
+// trigger that ended with outcome, looked up in the vectors (label checks,
+// hashing, a lock each) only the first time.
+func (m *Metrics) invocationSeries(function, trigger, outcome string) *invocationSeries {
+	k := seriesKey{function, trigger, outcome}
+	if s, ok := m.series.Load(k); ok {
+		return s.(*invocationSeries)
+	}
+	s, _ := m.series.LoadOrStore(k, &invocationSeries{
+		count:    m.invocations.WithLabelValues(function, trigger, outcome),
+		duration: m.duration.WithLabelValues(function, trigger),
+		bytesIn:  m.bytesIn.WithLabelValues(function),
+		bytesOut: m.bytesOut.WithLabelValues(function),
+	})
+	return s.(*invocationSeries)
 }
 
 // InstanceStarted records an instance start and how long it took.

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -400,7 +399,7 @@ func (i *Instance) Stop(ctx context.Context) {
 	i.stopOnce.Do(func() {
 		grace := i.opts.Runtime.StopGrace.D()
 		if i.caps[CapTerminate] != "" && i.conn.Err() == nil {
-			_ = i.conn.Send(ctx, &rpc.StreamingMessage{Content: &rpc.StreamingMessage_WorkerTerminate{
+			i.sendControl(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_WorkerTerminate{
 				WorkerTerminate: &rpc.WorkerTerminate{GracePeriod: durationpb.New(grace)}}})
 			t := time.NewTimer(grace)
 			select {
@@ -421,10 +420,25 @@ func (i *Instance) Stop(ctx context.Context) {
 // deadline; when it passes, workers that handle cancellation are sent
 // InvocationCancel.
 func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	ctx, span := tracing.Tracer().Start(ctx, "stream InvocationRequest", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("polyfn.instance", i.ID())))
-	defer span.End()
-	ir := &rpc.InvocationRequest{InvocationId: req.ID}
+	if tracing.Exporting() {
+		var span trace.Span
+		ctx, span = tracing.Tracer().Start(ctx, "stream InvocationRequest", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("polyfn.instance", i.ID())))
+		defer span.End()
+	}
+	// The messages of the request, allocated at once.
+	msg := &struct {
+		m       rpc.StreamingMessage
+		content rpc.StreamingMessage_InvocationRequest
+		ir      rpc.InvocationRequest
+		input   [1]*rpc.ParameterBinding
+		binding rpc.ParameterBinding
+		data    rpc.ParameterBinding_Data
+		event   rpc.TypedData
+		bytes   rpc.TypedData_Bytes
+	}{}
+	ir := &msg.ir
+	ir.InvocationId = req.ID
 	if tp, ts := tracing.TraceParent(ctx); tp != "" {
 		ir.TraceContext = &rpc.RpcTraceContext{TraceParent: tp, TraceState: ts}
 	}
@@ -433,10 +447,17 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		ir.InputData, ir.TriggerMetadata = req.Stream.Build(i.caps)
 	} else {
 		ir.FunctionId = req.Function
-		ir.InputData = []*rpc.ParameterBinding{{Name: "event", RpcData: &rpc.ParameterBinding_Data{Data: &rpc.TypedData{Data: &rpc.TypedData_Bytes{Bytes: req.Payload}}}}}
-		ir.TriggerMetadata = triggerMetadata(ctx, req)
+		msg.bytes.Bytes = req.Payload
+		msg.event.Data = &msg.bytes
+		msg.data.Data = &msg.event
+		msg.binding.Name, msg.binding.RpcData = "event", &msg.data
+		msg.input[0] = &msg.binding
+		ir.InputData = msg.input[:]
+		setTriggerMetadata(ir, ctx, req)
 	}
-	m := &rpc.StreamingMessage{RequestId: req.ID, Content: &rpc.StreamingMessage_InvocationRequest{InvocationRequest: ir}}
+	msg.content.InvocationRequest = ir
+	msg.m.RequestId, msg.m.Content = req.ID, &msg.content
+	m := &msg.m
 	resp, err := i.request(ctx, req.ID, req.Function, m)
 	if err != nil {
 		return nil, err
@@ -484,7 +505,7 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 	}
 	if ctx.Err() != nil {
 		if i.caps[CapCancel] != "" {
-			_ = i.conn.Send(context.Background(), &rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationCancel{
+			i.sendControl(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_InvocationCancel{
 				InvocationCancel: &rpc.InvocationCancel{InvocationId: invocationID, GracePeriod: durationpb.New(cancelGrace)}}})
 		}
 		i.abandon(invocationID)
@@ -500,6 +521,17 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 		lost.Type, lost.Message = invoke.TypeOutOfMemory, fmt.Sprintf("instance %s lost while running the invocation: %s", i.ID(), i.proc.ExitStatus())
 	}
 	return nil, lost
+}
+
+// sendControl sends InvocationCancel or WorkerTerminate without waiting
+// for the write. A worker that has stopped reading its stream blocks writes
+// once the transport's flow control is exhausted, and only the end of the
+// stream unblocks them; the caller is what ends it (abandon replaces the
+// instance after the cancel grace, Stop kills the worker after the stop
+// grace), so it must not wait behind such a write. The goroutine ends once
+// the message is written or the stream has ended.
+func (i *Instance) sendControl(m *rpc.StreamingMessage) {
+	go func() { _ = i.conn.Send(context.Background(), m) }()
 }
 
 // abandon records an invocation the host gave up on. The worker still
@@ -534,33 +566,6 @@ func (i *Instance) abandon(invocationID string) {
 			go i.Stop(context.Background())
 		}
 	})
-}
-
-// triggerMetadata carries a polyfn function's invocation context
-// (docs/protocols.md, "polyfn functions over the stream").
-func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.TypedData {
-	str := func(s string) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_String_{String_: s}} }
-	num := func(n int64) *rpc.TypedData { return &rpc.TypedData{Data: &rpc.TypedData_Int{Int: n}} }
-	md := map[string]*rpc.TypedData{
-		"trigger":          str(string(req.Trigger)),
-		"functionName":     str(req.Function),
-		"messageID":        num(int64(req.MessageID)),
-		"messageQOS":       num(int64(req.QOS)),
-		"messageTopic":     str(req.Topic),
-		"messageTimestamp": num(req.Timestamp.Unix()),
-	}
-	if d, ok := ctx.Deadline(); ok {
-		md["deadline"] = str(d.UTC().Format(time.RFC3339Nano))
-	}
-	if req.Trigger == invoke.TriggerTimer {
-		md["scheduledTime"] = str(req.Timestamp.UTC().Format(time.RFC3339Nano))
-	}
-	if req.HTTP != nil {
-		if b, err := json.Marshal(req.HTTP); err == nil {
-			md["http"] = &rpc.TypedData{Data: &rpc.TypedData_Json{Json: string(b)}}
-		}
-	}
-	return md
 }
 
 // httpResult is an explicit HTTP response a polyfn runtime returned.

@@ -21,6 +21,10 @@ import (
 // MaxMessageSize is the largest message either side may send.
 const MaxMessageSize = 2147483647
 
+// WindowSize is the gRPC flow-control window of each stream and of each
+// connection, both ways: the largest gRPC's own window estimation reaches.
+const WindowSize = 16 << 20
+
 // Server accepts worker streams. Each stream must open with StartStream
 // carrying a worker id the host issued with Expect.
 type Server struct {
@@ -40,7 +44,12 @@ func NewServer(log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("stream protocol listener: %w", err)
 	}
 	s := &Server{log: log, lis: lis, expected: map[string]chan *Conn{}}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize),
+		// Fixed flow-control windows, as large as the dynamic ones may grow:
+		// with them set, gRPC sends no BDP-estimation pings (a ping and its
+		// acknowledgement every round trip, under load) and fewer window
+		// updates.
+		grpc.InitialWindowSize(WindowSize), grpc.InitialConnWindowSize(WindowSize))
 	rpc.RegisterFunctionRpcServer(s.grpc, s)
 	go func() { _ = s.grpc.Serve(lis) }()
 	return s, nil

@@ -1,6 +1,8 @@
 // Package tracing sets up OpenTelemetry tracing from the standard OTEL_*
 // environment variables. It is off unless asked for; the W3C trace context
-// of incoming requests is carried to workers either way.
+// of incoming requests is carried to workers either way. While it is off the
+// host starts no spans at all: the caller's trace context, when it sent one,
+// goes to the workers unchanged.
 package tracing
 
 import (
@@ -76,9 +78,21 @@ func Setup(ctx context.Context) (shutdown func(context.Context) error, err error
 	return tp.Shutdown, nil
 }
 
+// Exporting reports whether spans are recorded and exported: Setup
+// installed the SDK's tracer provider. When it is false the host starts no
+// spans (they would record nothing) and only carries the caller's trace
+// context.
+func Exporting() bool {
+	_, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
+	return ok
+}
+
 // TraceParent returns the W3C traceparent and tracestate of the span in
 // ctx, empty when there is none.
 func TraceParent(ctx context.Context) (parent, state string) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return "", ""
+	}
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	return carrier["traceparent"], carrier["tracestate"]

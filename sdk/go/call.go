@@ -61,7 +61,10 @@ func serveCall(ctx context.Context, h Handler, path string, sink logSink) error 
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.address, err)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize),
+		// Fixed flow-control windows, as large as the dynamic ones may grow:
+		// with them set, gRPC sends no BDP-estimation pings.
+		grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize))
 	calls := &callServer{h: h, functions: cfg.functions, sink: sink}
 	baetyl.RegisterFunctionServer(srv, calls)
 	served := make(chan error, 1)

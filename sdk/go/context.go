@@ -2,6 +2,8 @@ package polyfn
 
 import (
 	"context"
+	"encoding/json"
+	"sync"
 	"time"
 )
 
@@ -62,15 +64,31 @@ type invocationKey struct{}
 type invocation struct {
 	info *Context
 	sink logSink
+	// http, in stream mode, is the JSON of the triggering HTTP request as
+	// the host sent it. The first FromContext decodes it into info.HTTP:
+	// most handlers never look, and decoding it costs more than the rest
+	// of an invocation's context.
+	http     string
+	httpOnce sync.Once
 }
 
 // FromContext returns the invocation context of a handler's ctx, or nil
 // when ctx does not belong to an invocation.
 func FromContext(ctx context.Context) *Context {
 	if inv := invocationFrom(ctx); inv != nil {
+		if inv.http != "" {
+			inv.httpOnce.Do(inv.decodeHTTP)
+		}
 		return inv.info
 	}
 	return nil
+}
+
+func (inv *invocation) decodeHTTP() {
+	var h HTTPRequest
+	if json.Unmarshal([]byte(inv.http), &h) == nil {
+		inv.info.HTTP = &h
+	}
 }
 
 // NewContext returns a copy of parent that carries c, as a handler's ctx
@@ -83,6 +101,12 @@ func NewContext(parent context.Context, c *Context) context.Context {
 
 func withInvocation(parent context.Context, c *Context, sink logSink) context.Context {
 	return context.WithValue(parent, invocationKey{}, &invocation{info: c, sink: sink})
+}
+
+// withStreamInvocation is withInvocation with the HTTP request still in
+// its JSON form (see invocation.http).
+func withStreamInvocation(parent context.Context, c *Context, httpJSON string, sink logSink) context.Context {
+	return context.WithValue(parent, invocationKey{}, &invocation{info: c, sink: sink, http: httpJSON})
 }
 
 func invocationFrom(ctx context.Context) *invocation {

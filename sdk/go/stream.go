@@ -2,7 +2,6 @@ package polyfn
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +29,8 @@ const (
 	// closeTimeout bounds each step of closing the stream: flushing what is
 	// queued, and waiting for the host to end the call.
 	closeTimeout = 2 * time.Second
+	// windowSize is the stream's gRPC flow-control window, both ways.
+	windowSize = 16 << 20
 )
 
 // capabilities are what the worker tells the host in WorkerInitResponse.
@@ -46,7 +47,12 @@ func serveStream(ctx context.Context, h Handler, o streamOptions, stderr logSink
 	conn, err := grpc.NewClient("passthrough:///"+o.target(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithNoProxy(), // the host is local: never through a proxy from the environment
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMessage), grpc.MaxCallSendMsgSize(o.maxMessage)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMessage), grpc.MaxCallSendMsgSize(o.maxMessage), grpc.ForceCodecV2(streamCodec{})),
+		// Fixed flow-control windows, as large as the dynamic ones may grow:
+		// with them set, gRPC sends no BDP-estimation pings (a ping and its
+		// acknowledgement every round trip, under load) and fewer window
+		// updates.
+		grpc.WithInitialWindowSize(windowSize), grpc.WithInitialConnWindowSize(windowSize),
 	)
 	if err != nil {
 		return fmt.Errorf("cannot connect to the host at %s: %w", o.target(), err)
@@ -59,9 +65,10 @@ func serveStream(ctx context.Context, h Handler, o streamOptions, stderr logSink
 		return fmt.Errorf("cannot open the stream to the host at %s: %w", o.target(), err)
 	}
 	w := newStreamWorker(ctx, h, stderr)
+	w.stream = stream
 	w.out.push(&rpc.StreamingMessage{RequestId: o.requestID, Content: &rpc.StreamingMessage_StartStream{
 		StartStream: &rpc.StartStream{WorkerId: o.workerID}}})
-	go w.writeLoop(stream)
+	go w.writeLoop()
 	go w.readLoop(stream)
 
 	select {
@@ -93,6 +100,9 @@ type streamWorker struct {
 	base context.Context // parent of the invocations' contexts: Serve's, without its cancellation
 	out  *outbox
 	logs *streamSink
+	// stream is written by writeLoop and sendNow, whichever holds sending.
+	stream  rpc.FunctionRpc_EventStreamClient
+	sending sync.Mutex
 
 	stopRequested chan struct{} // closed by requestStop
 	writerDone    chan struct{}
@@ -203,34 +213,50 @@ func (w *streamWorker) drain() error {
 // send queues a message for the host; false when the stream is closed.
 func (w *streamWorker) send(m *rpc.StreamingMessage) bool { return w.out.push(m) }
 
-// writeLoop is the stream's only writer: it sends what is queued, in order,
-// and closes our side of the stream once the outbox is closed and empty.
-func (w *streamWorker) writeLoop(stream rpc.FunctionRpc_EventStreamClient) {
+// sendNow writes m to the stream itself when nothing is queued and no one
+// is writing, sparing the hand-off to writeLoop; otherwise it queues m
+// behind the rest. Only for goroutines other than the reader: after a
+// failed write it waits for the reader, as writeLoop does.
+func (w *streamWorker) sendNow(m *rpc.StreamingMessage) {
+	if !w.sending.TryLock() {
+		w.send(m)
+		return
+	}
+	if !w.out.empty() {
+		w.sending.Unlock()
+		w.send(m)
+		return
+	}
+	err := w.stream.Send(m)
+	w.sending.Unlock()
+	if err != nil {
+		w.writeFailed(err, nil)
+	}
+}
+
+// writeLoop sends what is queued, in order, and closes our side of the
+// stream once the outbox is closed and empty. It holds sending while it
+// writes a batch, so sendNow never overtakes queued messages.
+func (w *streamWorker) writeLoop() {
 	defer close(w.writerDone)
 	for {
+		w.sending.Lock()
 		items, closed := w.out.take()
 		for i, m := range items {
-			if err := stream.Send(m); err != nil {
-				if errors.Is(err, io.EOF) {
-					// The stream has ended: the reader learns how, and decides
-					// whether that is a failure (a host ending it after
-					// WorkerTerminate is not).
-					<-w.readerDone
-				} else {
-					w.fail(fmt.Errorf("cannot write to the stream: %w", err))
-				}
-				w.logs.live.Store(false)
-				w.out.close()
-				w.spill(items[i:])
+			if err := w.stream.Send(m); err != nil {
+				w.sending.Unlock()
+				w.writeFailed(err, items[i:])
 				return
 			}
 		}
+		if len(items) == 0 && closed {
+			_ = w.stream.CloseSend()
+			w.sending.Unlock()
+			return
+		}
+		w.sending.Unlock()
 		if len(items) > 0 {
 			continue
-		}
-		if closed {
-			_ = stream.CloseSend()
-			return
 		}
 		select {
 		case <-w.out.wake:
@@ -238,6 +264,21 @@ func (w *streamWorker) writeLoop(stream rpc.FunctionRpc_EventStreamClient) {
 			return
 		}
 	}
+}
+
+// writeFailed handles a failed write: nothing more is sent, and the log
+// records of the unsent messages go to stderr.
+func (w *streamWorker) writeFailed(err error, unsent []*rpc.StreamingMessage) {
+	if errors.Is(err, io.EOF) {
+		// The stream has ended: the reader learns how, and decides whether
+		// that is a failure (a host ending it after WorkerTerminate is not).
+		<-w.readerDone
+	} else {
+		w.fail(fmt.Errorf("cannot write to the stream: %w", err))
+	}
+	w.logs.live.Store(false)
+	w.out.close()
+	w.spill(unsent)
 }
 
 // spill writes the log records of unsent messages to stderr.
@@ -372,6 +413,7 @@ type streamInvocation struct {
 }
 
 func (w *streamWorker) onInvocation(requestID string, req *rpc.InvocationRequest) {
+	info, httpJSON := streamContext(req)
 	w.mu.Lock()
 	name, known := w.functions[req.GetFunctionId()]
 	if w.stopping || !known {
@@ -384,16 +426,39 @@ func (w *streamWorker) onInvocation(requestID string, req *rpc.InvocationRequest
 		w.send(invocationResponse(requestID, &rpc.InvocationResponse{InvocationId: req.GetInvocationId(), Result: result}))
 		return
 	}
-	ctx, cancel := context.WithCancel(w.base)
+	info.FunctionName = name
+	// One context per invocation: cancelled by the host's InvocationCancel,
+	// the grace period of a stopping worker, or the deadline.
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	if info.Deadline.IsZero() {
+		ctx, cancel = context.WithCancel(w.base)
+	} else {
+		ctx, cancel = context.WithDeadline(w.base, info.Deadline)
+	}
 	inv := &streamInvocation{id: req.GetInvocationId(), requestID: requestID, cancel: cancel}
 	w.inflight[inv.id] = inv
 	w.running++
 	w.mu.Unlock()
-	go w.run(ctx, inv, req, name)
+	go w.run(streamJob{ctx: ctx, inv: inv, req: req, name: name, info: info, httpJSON: httpJSON})
 }
 
-// run runs one invocation in its own goroutine and answers it.
-func (w *streamWorker) run(ctx context.Context, inv *streamInvocation, req *rpc.InvocationRequest, name string) {
+// streamJob is an invocation for run.
+type streamJob struct {
+	ctx      context.Context
+	inv      *streamInvocation
+	req      *rpc.InvocationRequest
+	name     string
+	info     *Context
+	httpJSON string
+}
+
+// run runs one invocation, on a goroutine of its own, and answers it.
+func (w *streamWorker) run(j streamJob) {
+	growStack()
+	ctx, inv, req, name, info := j.ctx, j.inv, j.req, j.name, j.info
 	var resp *rpc.InvocationResponse
 	defer func() {
 		if resp == nil { // the handler called runtime.Goexit
@@ -406,13 +471,7 @@ func (w *streamWorker) run(ctx context.Context, inv *streamInvocation, req *rpc.
 		inv.cancel()
 		w.finish(inv, resp)
 	}()
-	info := streamContext(req, name)
-	if !info.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, info.Deadline)
-		defer cancel()
-	}
-	o := invoke(withInvocation(ctx, info, w.logs), w.h, NewEvent(eventPayload(req)))
+	o := invoke(withStreamInvocation(ctx, info, j.httpJSON, w.logs), w.h, NewEvent(eventPayload(req)))
 	resp = &rpc.InvocationResponse{InvocationId: inv.id}
 	if o.fail != nil {
 		if !inv.cancelled.Load() {
@@ -444,7 +503,7 @@ func (w *streamWorker) run(ctx context.Context, inv *streamInvocation, req *rpc.
 
 // finish sends the response and forgets the invocation.
 func (w *streamWorker) finish(inv *streamInvocation, resp *rpc.InvocationResponse) {
-	w.send(invocationResponse(inv.requestID, resp))
+	w.sendNow(invocationResponse(inv.requestID, resp))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.inflight[inv.id] == inv {
@@ -472,36 +531,61 @@ func (w *streamWorker) onCancel(c *rpc.InvocationCancel) {
 	inv.cancel()
 }
 
-// streamContext builds the invocation's Context from trigger_metadata
-// (docs/protocols.md, "polyfn functions over the stream").
-func streamContext(req *rpc.InvocationRequest, name string) *Context {
-	md := req.GetTriggerMetadata()
-	info := &Context{FunctionName: name, InvocationID: req.GetInvocationId(), Trigger: TriggerInvoke}
-	if s := md["trigger"].GetString_(); s != "" {
-		info.Trigger = s
+// streamContext builds the invocation's Context, but its FunctionName, from
+// trigger_metadata (docs/protocols.md, "polyfn functions over the stream"):
+// the map, or the entries the stream codec left undecoded. The HTTP request
+// is returned as JSON, for FromContext to decode if the handler asks.
+func streamContext(req *rpc.InvocationRequest) (info *Context, httpJSON string) {
+	info = &Context{InvocationID: req.GetInvocationId(), Trigger: TriggerInvoke}
+	var trigger, deadline, scheduled string
+	if md := req.GetTriggerMetadata(); len(md) > 0 {
+		trigger = md["trigger"].GetString_()
+		info.MessageQOS = uint32(md["messageQOS"].GetInt())
+		info.MessageID = uint64(md["messageID"].GetInt())
+		info.MessageTopic = md["messageTopic"].GetString_()
+		info.MessageTimestamp = md["messageTimestamp"].GetInt()
+		deadline = md["deadline"].GetString_()
+		scheduled = md["scheduledTime"].GetString_()
+		if td := md["http"]; td != nil {
+			httpJSON = firstNonEmpty(td.GetJson(), td.GetString_())
+		}
+	} else {
+		// The same getters on entries: the last of a key wins, as in a map.
+		rawMetadata(req, func(e entry) {
+			switch string(e.key) {
+			case "trigger":
+				trigger = e.triggerValue()
+			case "messageQOS":
+				info.MessageQOS = uint32(e.intValue())
+			case "messageID":
+				info.MessageID = uint64(e.intValue())
+			case "messageTopic":
+				info.MessageTopic = e.stringValue()
+			case "messageTimestamp":
+				info.MessageTimestamp = e.intValue()
+			case "deadline":
+				deadline = e.stringValue()
+			case "scheduledTime":
+				scheduled = e.stringValue()
+			case "http":
+				httpJSON = e.jsonValue()
+			}
+		})
 	}
-	info.MessageQOS = uint32(md["messageQOS"].GetInt())
-	info.MessageID = uint64(md["messageID"].GetInt())
-	info.MessageTopic = md["messageTopic"].GetString_()
-	info.MessageTimestamp = md["messageTimestamp"].GetInt()
-	if s := md["deadline"].GetString_(); s != "" {
-		if d, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	if trigger != "" {
+		info.Trigger = trigger
+	}
+	if deadline != "" {
+		if d, err := time.Parse(time.RFC3339Nano, deadline); err == nil {
 			info.Deadline = d
 		}
 	}
-	if s := md["scheduledTime"].GetString_(); s != "" {
-		if at, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	if scheduled != "" {
+		if at, err := time.Parse(time.RFC3339Nano, scheduled); err == nil {
 			info.ScheduledTime = at
 		}
 	}
-	if td := md["http"]; td != nil {
-		text := firstNonEmpty(td.GetJson(), td.GetString_())
-		var h HTTPRequest
-		if text != "" && json.Unmarshal([]byte(text), &h) == nil {
-			info.HTTP = &h
-		}
-	}
-	return info
+	return info, httpJSON
 }
 
 // eventPayload is the bytes of the input binding named "event", else of the
@@ -548,6 +632,29 @@ func workerMetadata() *rpc.WorkerMetadata {
 		WorkerBitness:  strconv.Itoa(strconv.IntSize),
 	}
 }
+
+// invocationStack is about the stack an invocation takes, the handler's
+// own frames aside: calling the handler, encoding and sending the response.
+const invocationStack = 4 << 10
+
+// growStack makes the new goroutine's stack at least invocationStack at
+// once, while it holds a frame or two. A goroutine's stack starts small
+// and grows by doubling when a call needs more, each time copying the stack
+// and adjusting every frame on it: left to itself, an invocation's
+// goroutine did that on nearly every invocation, deep in the call chain,
+// for about a tenth of a no-op invocation's CPU in the worker. Growing it
+// first copies one frame.
+//
+//go:noinline
+func growStack() {
+	var frame [invocationStack]byte
+	keep(frame[:])
+}
+
+// keep keeps growStack's frame from being optimised away.
+//
+//go:noinline
+func keep([]byte) {}
 
 // waitFor waits until ch is closed or d passes; it reports whether ch closed.
 func waitFor(ch <-chan struct{}, d time.Duration) bool {
@@ -597,6 +704,13 @@ func (o *outbox) signal() {
 	case o.wake <- struct{}{}:
 	default:
 	}
+}
+
+// empty reports whether nothing is queued and the outbox is open.
+func (o *outbox) empty() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.closed && len(o.items) == 0
 }
 
 // take returns what is queued and whether the outbox is closed.

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
 	"github.com/polyfn/polyfn/internal/azure"
@@ -115,17 +116,24 @@ func (h *Handler) refuseWorkers(g peer.Guard, next http.Handler) http.Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // serverSpan starts the HTTP server span of a request, continuing the
-// caller's W3C trace context.
-func serverSpan(r *http.Request, route string) (context.Context, trace.Span) {
+// caller's W3C trace context. With trace export off it starts none and only
+// takes the caller's trace context, if it sent one, into r's context.
+func serverSpan(r *http.Request, route string) (*http.Request, trace.Span) {
+	if !tracing.Exporting() {
+		if _, ok := r.Header["Traceparent"]; ok {
+			r = r.WithContext(tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		return r, noop.Span{}
+	}
 	ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	return tracing.Tracer().Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+	ctx, span := tracing.Tracer().Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path), attribute.String("http.route", route)))
+	return r.WithContext(ctx), span
 }
 
 func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
-	ctx, span := serverSpan(r, "/function/{name}")
+	r, span := serverSpan(r, "/function/{name}")
 	defer span.End()
-	r = r.WithContext(ctx)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
 	body, err := h.readBody(r)
@@ -173,9 +181,8 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 // encoded for the worker's capabilities and its response decoded as the
 // Azure Functions host would.
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
-	ctx, span := serverSpan(r, "app")
+	r, span := serverSpan(r, "app")
 	defer span.End()
-	r = r.WithContext(ctx)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
 	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
@@ -231,6 +238,9 @@ func readLimited(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil // no body (Content-Length: 0, or none on a request that has none)
+	}
 	rd := http.MaxBytesReader(nil, r.Body, limit)
 	if r.ContentLength > 0 {
 		buf := make([]byte, r.ContentLength)
@@ -248,16 +258,41 @@ func httpInfo(r *http.Request) *invoke.HTTPInfo {
 	info := &invoke.HTTPInfo{
 		Method:  r.Method,
 		Path:    r.URL.Path,
-		Query:   make(map[string]string, len(r.URL.Query())),
 		Headers: make(map[string]string, len(r.Header)),
 	}
-	for k, v := range r.URL.Query() {
-		info.Query[k] = strings.Join(v, ",")
+	if r.URL.RawQuery == "" {
+		info.Query = map[string]string{}
+	} else {
+		q := r.URL.Query()
+		info.Query = make(map[string]string, len(q))
+		for k, v := range q {
+			info.Query[k] = strings.Join(v, ",")
+		}
 	}
 	for k, v := range r.Header {
-		info.Headers[strings.ToLower(k)] = strings.Join(v, ", ")
+		info.Headers[lowerHeader(k)] = strings.Join(v, ", ")
 	}
 	return info
+}
+
+// lowerHeaders holds the lower-case names of common request headers, so
+// that naming them costs no allocation.
+var lowerHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control", "Connection",
+		"Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Forwarded", "If-Match", "If-Modified-Since", "If-None-Match",
+		"Origin", "Pragma", "Referer", "Traceparent", "Tracestate", "Baggage", "User-Agent", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Polyfn-Trigger"} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
+
+func lowerHeader(k string) string {
+	if l, ok := lowerHeaders[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
 }
 
 // Status maps an invocation error kind to its HTTP status.
