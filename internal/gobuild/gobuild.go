@@ -33,6 +33,8 @@ type Builder struct {
 	toolchainOnce sync.Once
 	toolchain     []byte
 	toolchainErr  error
+	// modcache is `go env GOMODCACHE`: packages there never change.
+	modcache []byte
 }
 
 // New returns a builder caching under dir.
@@ -108,12 +110,102 @@ func (b *Builder) lock(key string) *sync.Mutex {
 }
 
 // key hashes what the binary depends on that can change: the go version,
-// every file under codedir (names and contents, hidden directories skipped)
-// and the go.mod and go.sum of the module holding it.
+// every file under codedir (names and contents, hidden directories
+// skipped), the go.mod and go.sum of the module holding it, and the files
+// of the packages it imports from outside the module cache (the module's
+// other packages, local replace targets), which can change too.
 func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
+	own, err := b.ownKey(codedir)
+	if err != nil {
+		return "", err
+	}
+	deps, err := b.localDeps(ctx, codedir, own)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write([]byte(own))
+	for _, dir := range deps {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			fmt.Fprintf(h, "missing %s\n", dir)
+			continue
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			if err := hashFile(h, filepath.Join(dir, e.Name())); err != nil {
+				return "", err
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// localDeps returns the directories of the packages codedir's build uses
+// that lie outside codedir, the standard library and the module cache. The
+// go command is slow to ask, and the answer only changes with codedir's own
+// files or go.mod, so it is kept on disk under own (the key of those).
+func (b *Builder) localDeps(ctx context.Context, codedir, own string) ([]string, error) {
+	memo := filepath.Join(b.Dir, "deps", own)
+	if data, err := os.ReadFile(memo); err == nil {
+		return strings.Fields(string(data)), nil
+	}
+	abs, err := filepath.Abs(codedir)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "go", "list", "-e", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
+	cmd.Dir = abs
+	out, err := cmd.Output()
+	if err != nil {
+		// The build reports what is wrong; without the list the key is
+		// codedir's alone.
+		return nil, nil
+	}
+	modcache := strings.TrimSpace(string(b.modcache))
+	var deps []string
+	for _, d := range strings.Fields(string(out)) {
+		if d == abs || strings.HasPrefix(d, abs+string(filepath.Separator)) ||
+			modcache != "" && strings.HasPrefix(d, modcache+string(filepath.Separator)) {
+			continue
+		}
+		deps = append(deps, d)
+	}
+	sort.Strings(deps)
+	if err := os.MkdirAll(filepath.Dir(memo), 0o755); err == nil {
+		tmp := memo + ".tmp"
+		if os.WriteFile(tmp, []byte(strings.Join(deps, "\n")), 0o644) == nil {
+			_ = os.Rename(tmp, memo)
+		}
+	}
+	return deps, nil
+}
+
+func hashFile(h io.Writer, f string) error {
+	fh, err := os.Open(f)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	fmt.Fprintf(h, "file %s\n", f)
+	_, err = io.Copy(h, fh)
+	return err
+}
+
+// ownKey hashes the go version, codedir's files and its module's go.mod
+// and go.sum.
+func (b *Builder) ownKey(codedir string) (string, error) {
 	h := sha256.New()
 	b.toolchainOnce.Do(func() {
 		b.toolchain, b.toolchainErr = exec.Command("go", "env", "GOVERSION", "GOOS", "GOARCH").Output()
+		if b.toolchainErr == nil {
+			b.modcache, _ = exec.Command("go", "env", "GOMODCACHE").Output()
+		}
 	})
 	if b.toolchainErr != nil {
 		return "", fmt.Errorf("the go command is needed to build Go functions: %w", b.toolchainErr)
@@ -149,17 +241,7 @@ func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
 	}
 	sort.Strings(files)
 	for _, f := range files {
-		fh, err := os.Open(f)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "file %s\n", f)
-		_, err = io.Copy(h, fh)
-		fh.Close()
-		if err != nil {
+		if err := hashFile(h, f); err != nil {
 			return "", err
 		}
 	}

@@ -63,3 +63,44 @@ func TestCompileErrorIsReported(t *testing.T) {
 		t.Fatalf("got %v, want a compile error naming the file, line and problem", err)
 	}
 }
+
+// A package the function imports from outside codedir (another package of
+// its module, as polyfn's own SDK is for the functions in this repository)
+// is part of the key: editing it rebuilds the function.
+func TestLocalDependencyChangeRebuilds(t *testing.T) {
+	mod := t.TempDir()
+	write := func(rel, text string) {
+		t.Helper()
+		p := filepath.Join(mod, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module example.com/app\n\ngo 1.21\n")
+	write("greet/greet.go", "package greet\n\nfunc Word() string { return \"one\" }\n")
+	write("fn/main.go", "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/app/greet\"\n)\n\nfunc main() { fmt.Print(greet.Word()) }\n")
+	b := New(t.TempDir())
+	ctx := context.Background()
+	fn := filepath.Join(mod, "fn")
+	bin1, err := b.Build(ctx, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command(bin1).Output(); string(out) != "one" {
+		t.Fatalf("built binary printed %q", out)
+	}
+	if again, err := New(b.Dir).Build(ctx, fn); err != nil || again != bin1 {
+		t.Fatalf("unchanged source, new builder: got %s, %v; want the cached %s", again, err, bin1)
+	}
+	write("greet/greet.go", "package greet\n\nfunc Word() string { return \"two\" }\n")
+	bin2, err := New(b.Dir).Build(ctx, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command(bin2).Output(); bin2 == bin1 || string(out) != "two" {
+		t.Fatalf("after editing the imported package: %s printed %q; want a rebuilt binary printing two", bin2, out)
+	}
+}
