@@ -15,8 +15,19 @@ import (
 	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
-// startServe runs the real binary on cfg and returns its base URL and logs.
-func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *hosttest.SyncBuffer) {
+// served is a running `polyfn serve` of the real binary.
+type served struct {
+	base string
+	cmd  *exec.Cmd
+	logs *hosttest.SyncBuffer
+	// done is closed when polyfn has exited; err is then how it ended.
+	done chan struct{}
+	err  error
+}
+
+// serve builds and runs the real binary on cfg, waits until it answers
+// /healthz, and stops it (SIGTERM, then SIGKILL to its group) at cleanup.
+func serve(t *testing.T, cfg string, args ...string) *served {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "polyfn")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
@@ -26,36 +37,42 @@ func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *h
 	// The embedded MQTT broker (on unless the config turns it off) listens
 	// on a free port: tests run in parallel with each other and with make run.
 	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0"}, args...)...)
-	var logs hosttest.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	s := &served{base: "http://" + addr, cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	go func() { s.err = cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-s.done:
 		case <-time.After(20 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			<-s.done
 		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // anything left in its group
 		if t.Failed() {
-			t.Logf("polyfn output:\n%s", logs.String())
+			t.Logf("polyfn output:\n%s", s.logs.String())
 		}
 	})
-	base := "http://" + addr
 	hosttest.WaitFor(t, 15*time.Second, "polyfn to answer /healthz", func() bool {
-		resp, err := http.Get(base + "/healthz")
+		resp, err := http.Get(s.base + "/healthz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	return base, cmd, &logs
+	return s
+}
+
+// startServe runs the real binary on cfg and returns its base URL and logs.
+func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *hosttest.SyncBuffer) {
+	t.Helper()
+	s := serve(t, cfg, args...)
+	return s.base, s.cmd, s.logs
 }
 
 func get(t *testing.T, url string) string {

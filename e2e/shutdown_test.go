@@ -17,7 +17,7 @@ import (
 
 // serveForShutdown runs the real binary on a function that sleeps for the
 // number of seconds it is sent, with one instance up.
-func serveForShutdown(t *testing.T) (base string, cmd *exec.Cmd, exited <-chan error, logs *hosttest.SyncBuffer) {
+func serveForShutdown(t *testing.T) *served {
 	t.Helper()
 	requirePython(t)
 	dir := t.TempDir()
@@ -27,36 +27,12 @@ func serveForShutdown(t *testing.T) (base string, cmd *exec.Cmd, exited <-chan e
 	writeFile(t, filepath.Join(dir, "fn", "index.py"), "import time\n\ndef nap(event, context):\n    time.sleep(float(event))\n    return 'rested'\n")
 	cfg := filepath.Join(dir, "polyfn.yaml")
 	writeFile(t, cfg, "mqtt: {embedded: false}\nfunctions:\n  - {name: nap, handler: index.nap, codedir: fn, instances: {min: 1}}\n")
-	bin := filepath.Join(t.TempDir(), "polyfn")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	addr := freeAddr(t)
-	cmd = exec.Command(bin, "serve", "-c", cfg, "--listen", addr)
-	logs = &hosttest.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan error, 1)
-	go func() { ch <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("polyfn output:\n%s", logs.String())
-		}
-	})
-	base = "http://" + addr
+	s := serve(t, cfg)
 	hosttest.WaitFor(t, 30*time.Second, "the nap instance", func() bool {
-		resp, err := http.Post(base+"/function/nap", "application/json", strings.NewReader("0"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		status, _, err := post(s.base, "nap", "0")
+		return err == nil && status == 200
 	})
-	return base, cmd, ch, logs
+	return s
 }
 
 func post(base, fn, body string) (int, string, error) {
@@ -79,11 +55,12 @@ type reply struct {
 // completes with its result, new connections are refused, and polyfn exits 0
 // leaving no worker.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
-	base, cmd, exited, _ := serveForShutdown(t)
+	s := serveForShutdown(t)
+	base, cmd := s.base, s.cmd
 	res := make(chan reply, 1)
 	go func() {
-		s, b, err := post(base, "nap", "1.5")
-		res <- reply{s, b, err}
+		status, b, err := post(base, "nap", "1.5")
+		res <- reply{status, b, err}
 	}()
 	time.Sleep(300 * time.Millisecond) // the invocation is in the worker
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -94,9 +71,9 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		t.Fatalf("in-flight invocation: %d %q %v, want 200 \"rested\"", r.status, r.body, r.err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("polyfn exited with %v, want 0", err)
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("polyfn exited with %v, want 0", s.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("polyfn did not exit after the drain")
@@ -112,11 +89,12 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 // A second signal skips the drain: polyfn stops at once, failing the
 // invocation still in flight instead of waiting for it.
 func TestSecondSignalSkipsDrain(t *testing.T) {
-	base, cmd, exited, logs := serveForShutdown(t)
+	s := serveForShutdown(t)
+	base, cmd, logs := s.base, s.cmd, s.logs
 	res := make(chan reply, 1)
 	go func() {
-		s, b, err := post(base, "nap", "60")
-		res <- reply{s, b, err}
+		status, b, err := post(base, "nap", "60")
+		res <- reply{status, b, err}
 	}()
 	time.Sleep(300 * time.Millisecond)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -124,7 +102,7 @@ func TestSecondSignalSkipsDrain(t *testing.T) {
 	began := time.Now()
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-exited:
+	case <-s.done:
 	case <-time.After(25 * time.Second):
 		t.Fatal("polyfn still draining 25 s after the second signal; the nap lasts 60 s")
 	}
