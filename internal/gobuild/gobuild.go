@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Builder builds and caches function binaries. It is safe for concurrent use.
@@ -183,19 +184,63 @@ func (b *Builder) localDeps(ctx context.Context, codedir, own string) ([]string,
 	return deps, nil
 }
 
+// hashFile writes f's name and the digest of its contents to h. Digests
+// are remembered by size, modification time and inode, so that the files
+// of an unchanged function are read once per process, not at every start.
 func hashFile(h io.Writer, f string) error {
-	fh, err := os.Open(f)
+	st, err := os.Stat(f)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
-	fmt.Fprintf(h, "file %s\n", f)
-	_, err = io.Copy(h, fh)
-	return err
+	id := fileID{size: st.Size(), mtime: st.ModTime().UnixNano()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.ino = sys.Ino
+	}
+	digests.Lock()
+	d, ok := digests.m[f]
+	digests.Unlock()
+	if !ok || d.id != id {
+		fh, err := os.Open(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sum := sha256.New()
+		_, err = io.Copy(sum, fh)
+		fh.Close()
+		if err != nil {
+			return err
+		}
+		d = digest{id: id}
+		sum.Sum(d.sum[:0])
+		digests.Lock()
+		digests.m[f] = d
+		digests.Unlock()
+	}
+	fmt.Fprintf(h, "file %s %x\n", f, d.sum)
+	return nil
 }
+
+type fileID struct {
+	size, mtime int64
+	ino         uint64
+}
+
+type digest struct {
+	id  fileID
+	sum [sha256.Size]byte
+}
+
+// digests remembers file digests for the life of the process.
+var digests = struct {
+	sync.Mutex
+	m map[string]digest
+}{m: map[string]digest{}}
 
 // ownKey hashes the go version, codedir's files and its module's go.mod
 // and go.sum.
