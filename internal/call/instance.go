@@ -261,12 +261,8 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		FunctionName:     req.Function,
 		FunctionInvokeID: req.ID,
 	}
-	if tracing.Exporting() {
-		var span trace.Span
-		ctx, span = tracing.Tracer().Start(ctx, "call /baetyl.Function/Call", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("polyfn.instance", i.opts.ID)))
-		defer span.End()
-	}
+	ctx, span := tracing.Start(ctx, "call /baetyl.Function/Call", trace.SpanKindClient, attribute.String("polyfn.instance", i.opts.ID))
+	defer span.End()
 	if md := contextMetadata(ctx, req); md != nil {
 		ctx = metadata.AppendToOutgoingContext(ctx, ContextMetadataKey, string(md))
 	}

@@ -316,12 +316,12 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 // off).
 func startSpan(ctx context.Context, req *invoke.Request) (context.Context, trace.Span) {
 	if !tracing.Exporting() {
-		return ctx, noop.Span{}
+		return ctx, noop.Span{} // before building the name and attributes
 	}
-	return tracing.Tracer().Start(ctx, "invoke "+req.Function, trace.WithAttributes(
+	return tracing.Start(ctx, "invoke "+req.Function, trace.SpanKindInternal,
 		attribute.String("polyfn.function", req.Function),
 		attribute.String("polyfn.invocation", req.ID),
-		attribute.String("polyfn.trigger", string(req.Trigger))))
+		attribute.String("polyfn.trigger", string(req.Trigger)))
 }
 
 func endSpan(span trace.Span, err error) {

@@ -420,12 +420,8 @@ func (i *Instance) Stop(ctx context.Context) {
 // deadline; when it passes, workers that handle cancellation are sent
 // InvocationCancel.
 func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	if tracing.Exporting() {
-		var span trace.Span
-		ctx, span = tracing.Tracer().Start(ctx, "stream InvocationRequest", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("polyfn.instance", i.ID())))
-		defer span.End()
-	}
+	ctx, span := tracing.Start(ctx, "stream InvocationRequest", trace.SpanKindClient, attribute.String("polyfn.instance", i.ID()))
+	defer span.End()
 	// The messages of the request, allocated at once.
 	msg := &struct {
 		m       rpc.StreamingMessage

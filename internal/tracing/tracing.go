@@ -10,14 +10,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polyfn/polyfn/internal/buildinfo"
 )
@@ -85,6 +88,18 @@ func Setup(ctx context.Context) (shutdown func(context.Context) error, err error
 func Exporting() bool {
 	_, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
 	return ok
+}
+
+// Start starts a span of the given kind under the span in ctx, or, while
+// trace export is off, none: it returns ctx unchanged and a no-op span, so
+// the invocation path pays nothing for tracing it does not export.
+func Start(ctx context.Context, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if !Exporting() {
+		return ctx, noop.Span{}
+	}
+	// A copy, so that attrs does not escape: callers' slices stay on the
+	// stack when nothing is exported.
+	return Tracer().Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(slices.Clone(attrs)...))
 }
 
 // TraceParent returns the W3C traceparent and tracestate of the span in
