@@ -242,18 +242,26 @@ func (t *Trigger) Close(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	retired := make(chan struct{})
-	go func() {
-		t.retired.Wait()
-		close(retired)
-	}()
-	select {
-	case <-retired:
-	case <-ctx.Done():
+	waitOrCancel(ctx, &t.retired, func() {
 		for _, r := range retiring {
 			r.cancel()
 		}
-		<-retired
+	})
+}
+
+// waitOrCancel waits for wg; if ctx is done first, it calls cancel and
+// waits on.
+func waitOrCancel(ctx context.Context, wg *sync.WaitGroup, cancel func()) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		cancel()
+		<-done
 	}
 }
 
@@ -781,18 +789,10 @@ func (l *lane) publish(m *message, topic string, qos int, payload []byte, log *s
 // and gives their acknowledgements time to go out.
 func (l *lane) drain(ctx context.Context) {
 	l.halt()
-	done := make(chan struct{})
-	go func() {
-		l.handlers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	waitOrCancel(ctx, &l.handlers, func() {
 		l.log.Warn("mqtt: drain timed out; the messages still being handled stay unacknowledged and are delivered again")
 		l.cancel()
-		<-done
-	}
+	})
 	time.Sleep(3 * ackInterval)
 	l.cancel()
 }
