@@ -516,20 +516,29 @@ func (p *Pool) reap() {
 func (p *Pool) EvictIdle() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.insts) <= p.o.Min {
-		return false
-	}
-	var victim *slot
-	for _, s := range p.insts {
-		if s.inflight == 0 && !s.stopping && (victim == nil || s.lastUsed.Before(victim.lastUsed)) {
-			victim = s
-		}
-	}
+	victim := p.victimLocked(func(s *slot) bool { return s.inflight == 0 },
+		func(a, b *slot) bool { return a.lastUsed.Before(b.lastUsed) })
 	if victim == nil {
 		return false
 	}
 	p.stopLocked(victim, "stopping idle instance to make room")
 	return true
+}
+
+// victimLocked returns the instance to give up for another function: none
+// while the pool is closed or at Min, else the first by better among the
+// instances not stopping that ok accepts.
+func (p *Pool) victimLocked(ok func(*slot) bool, better func(a, b *slot) bool) *slot {
+	if p.closed || len(p.insts) <= p.o.Min {
+		return nil
+	}
+	var victim *slot
+	for _, s := range p.insts {
+		if !s.stopping && ok(s) && (victim == nil || better(s, victim)) {
+			victim = s
+		}
+	}
+	return victim
 }
 
 // TimeoutRetirer is implemented by instances that cannot tell whether the
@@ -556,18 +565,13 @@ func (p *Pool) retireWhenIdle(s *slot, invocation string) {
 func (p *Pool) Shed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.insts) <= p.o.Min {
-		return false
-	}
-	var victim *slot
 	for _, s := range p.insts {
 		if s.retiring {
 			return false
 		}
-		if !s.stopping && (victim == nil || s.inflight < victim.inflight) {
-			victim = s
-		}
 	}
+	victim := p.victimLocked(func(*slot) bool { return true },
+		func(a, b *slot) bool { return a.inflight < b.inflight })
 	if victim == nil {
 		return false
 	}
