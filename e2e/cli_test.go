@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,69 +80,32 @@ func TestCLIValidate(t *testing.T) {
 // SIGTERM.
 func TestServeExamples(t *testing.T) {
 	requirePython(t)
-	bin := filepath.Join(t.TempDir(), "polyfn")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "-c", "../examples/polyfn.yaml", "--listen", addr, "--mqtt-listen", "127.0.0.1:0")
-	var logs hosttest.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("polyfn output:\n%s", logs.String())
-		}
-	})
-	base := "http://" + addr
-	hosttest.WaitFor(t, 10*time.Second, "polyfn to answer /healthz", func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	resp, err := http.Post(base+"/function/sayhi", "application/json", strings.NewReader(`{"name":"polyfn"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"message": "Hello, polyfn!"`) {
-		t.Fatalf("sayhi: got %d %s", resp.StatusCode, body.String())
-	}
-	for _, fn := range []string{"hello-node", "hello-go"} {
-		resp, err := http.Post(base+"/function/"+fn, "application/json", strings.NewReader(`{"name":"polyfn"}`))
+	s := serve(t, "../examples/polyfn.yaml")
+	for fn, want := range map[string]string{
+		"sayhi":      `"message": "Hello, polyfn!"`,
+		"hello-node": `"message":"Hello, polyfn!"`,
+		"hello-go":   `"message":"Hello, polyfn!"`,
+	} {
+		status, body, err := post(s.base, fn, `{"name":"polyfn"}`)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(b.String(), `"message":"Hello, polyfn!"`) {
-			t.Fatalf("%s: got %d %s", fn, resp.StatusCode, b.String())
+		if status != 200 || !strings.Contains(body, want) {
+			t.Fatalf("%s: got %d %s", fn, status, body)
 		}
 	}
-	broker := mqttBroker(t, &logs)
+	broker := mqttBroker(t, s.logs)
 	code, out, errOut := runCLI("invoke", "--topic", "sayhi/in", "-d", `{"name":"mqtt"}`, "-c", "../examples/polyfn.yaml", "--broker", broker)
 	if code != 0 || !strings.Contains(out, `"message": "Hello, mqtt!"`) || !strings.Contains(out, `"trigger": "mqtt"`) {
 		t.Fatalf("invoke --topic sayhi/in: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("polyfn exited with %v after SIGTERM, want 0", err)
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("polyfn exited with %v after SIGTERM, want 0", s.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("polyfn did not exit within 20s of SIGTERM")
