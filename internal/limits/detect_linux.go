@@ -241,10 +241,13 @@ func killProcs(procsFile string) {
 	}
 }
 
+// removeTimeout bounds the retries of removeDir.
+const removeTimeout = 2 * time.Second
+
 // removeDir removes a cgroup directory, retrying while the kernel still
 // counts exiting processes in it (EBUSY); kill is called between tries.
 func removeDir(dir string, kill func()) error {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(removeTimeout)
 	for {
 		err := syscall.Rmdir(dir)
 		switch {

@@ -101,12 +101,16 @@ func (o Options) brokerURL() (*url.URL, error) {
 
 // clientConfig is the autopaho configuration shared by the trigger's
 // sessions and polyfn invoke --topic.
+// connectTimeout bounds one connection attempt to the broker (TCP, TLS and
+// CONNACK).
+const connectTimeout = 10 * time.Second
+
 func (o Options) clientConfig(u *url.URL, clientID string) autopaho.ClientConfig {
 	return autopaho.ClientConfig{
 		ServerUrls:       []*url.URL{u},
 		TlsCfg:           o.TLS,
 		KeepAlive:        30,
-		ConnectTimeout:   10 * time.Second,
+		ConnectTimeout:   connectTimeout,
 		ReconnectBackoff: autopaho.NewExponentialBackoff(100*time.Millisecond, 10*time.Second, 500*time.Millisecond, 2),
 		ConnectUsername:  o.Username,
 		ConnectPassword:  []byte(o.Password),

@@ -46,6 +46,12 @@ const (
 	subscribeTimeout  = 10 * time.Second
 	subscribeRetry    = 500 * time.Millisecond
 	subscribeRetryMax = 30 * time.Second
+	// publishRetry and publishRetryMax pace the attempts to publish a
+	// result the broker did not take.
+	publishRetry    = 100 * time.Millisecond
+	publishRetryMax = 5 * time.Second
+	// disconnectTimeout bounds the DISCONNECT that ends a connection.
+	disconnectTimeout = 5 * time.Second
 	// qos0Backlog is how many QoS 0 messages per in-flight place may wait
 	// in a subscription's queue; past it further QoS 0 messages are dropped
 	// (at most once), where QoS 1 messages are never dropped.
@@ -744,7 +750,7 @@ func (l *lane) publish(m *message, topic string, qos int, payload []byte, log *s
 	if pp := m.pub.Properties; pp != nil && len(pp.CorrelationData) > 0 {
 		p.Properties = &paho.PublishProperties{CorrelationData: pp.CorrelationData}
 	}
-	wait := 100 * time.Millisecond
+	wait := publishRetry
 	for {
 		// m's connection must still be up: the client of a connection that
 		// is gone would put the publication in the session that the next
@@ -780,7 +786,7 @@ func (l *lane) publish(m *message, topic string, qos int, payload []byte, log *s
 		if !sleep(l.ctx, wait) {
 			return false
 		}
-		wait = min(2*wait, 5*time.Second)
+		wait = min(2*wait, publishRetryMax)
 	}
 }
 
@@ -813,7 +819,7 @@ func (l *lane) close(ctx context.Context) {
 }
 
 func (l *lane) disconnect() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), disconnectTimeout)
 	defer cancel()
 	_ = l.cm.Load().Disconnect(ctx)
 }
