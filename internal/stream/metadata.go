@@ -12,17 +12,6 @@ import (
 	"github.com/polyfn/polyfn/internal/invoke"
 )
 
-// Field numbers of the messages setTriggerMetadata encodes itself
-// (api/azure/FunctionRpc.proto).
-const (
-	fieldTriggerMetadata protowire.Number = 4 // InvocationRequest.trigger_metadata
-	fieldMapKey          protowire.Number = 1 // map entry key
-	fieldMapValue        protowire.Number = 2 // map entry value
-	fieldTypedString     protowire.Number = 1 // TypedData.string
-	fieldTypedJSON       protowire.Number = 2 // TypedData.json
-	fieldTypedInt        protowire.Number = 6 // TypedData.int (sint64)
-)
-
 // setTriggerMetadata gives ir the trigger_metadata that carries a polyfn
 // function's invocation context (docs/protocols.md, "polyfn functions over
 // the stream"): trigger, functionName, messageID, messageQOS, messageTopic,
@@ -52,13 +41,13 @@ func setTriggerMetadata(ir *rpc.InvocationRequest, ctx context.Context, req *inv
 	b = appendIntEntry(b, "messageTimestamp", req.Timestamp.Unix())
 	var scratch [64]byte
 	if d, ok := ctx.Deadline(); ok {
-		b = appendBytesEntry(b, "deadline", fieldTypedString, d.UTC().AppendFormat(scratch[:0], time.RFC3339Nano))
+		b = appendBytesEntry(b, "deadline", rpc.FieldTypedDataString, d.UTC().AppendFormat(scratch[:0], time.RFC3339Nano))
 	}
 	if req.Trigger == invoke.TriggerTimer {
-		b = appendBytesEntry(b, "scheduledTime", fieldTypedString, req.Timestamp.UTC().AppendFormat(scratch[:0], time.RFC3339Nano))
+		b = appendBytesEntry(b, "scheduledTime", rpc.FieldTypedDataString, req.Timestamp.UTC().AppendFormat(scratch[:0], time.RFC3339Nano))
 	}
 	if req.HTTP != nil {
-		b = appendBytesEntry(b, "http", fieldTypedJSON, req.HTTP.AppendJSON(make([]byte, 0, 256)))
+		b = appendBytesEntry(b, "http", rpc.FieldTypedDataJSON, req.HTTP.AppendJSON(make([]byte, 0, 256)))
 	}
 	ir.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
 }
@@ -89,9 +78,9 @@ func triggerMetadata(ctx context.Context, req *invoke.Request) map[string]*rpc.T
 
 // appendStringEntry appends the map entry key → TypedData{string: value}.
 func appendStringEntry(b []byte, key, value string) []byte {
-	inner := protowire.SizeTag(fieldTypedString) + protowire.SizeBytes(len(value))
+	inner := protowire.SizeTag(rpc.FieldTypedDataString) + protowire.SizeBytes(len(value))
 	b = appendEntryHead(b, key, inner)
-	b = protowire.AppendTag(b, fieldTypedString, protowire.BytesType)
+	b = protowire.AppendTag(b, rpc.FieldTypedDataString, protowire.BytesType)
 	return protowire.AppendString(b, value)
 }
 
@@ -107,9 +96,9 @@ func appendBytesEntry(b []byte, key string, field protowire.Number, value []byte
 // appendIntEntry appends the map entry key → TypedData{int: value}.
 func appendIntEntry(b []byte, key string, value int64) []byte {
 	zz := protowire.EncodeZigZag(value)
-	inner := protowire.SizeTag(fieldTypedInt) + protowire.SizeVarint(zz)
+	inner := protowire.SizeTag(rpc.FieldTypedDataInt) + protowire.SizeVarint(zz)
 	b = appendEntryHead(b, key, inner)
-	b = protowire.AppendTag(b, fieldTypedInt, protowire.VarintType)
+	b = protowire.AppendTag(b, rpc.FieldTypedDataInt, protowire.VarintType)
 	return protowire.AppendVarint(b, zz)
 }
 
@@ -117,11 +106,11 @@ func appendIntEntry(b []byte, key string, value int64) []byte {
 // tag and length of its value, a TypedData of inner bytes that the caller
 // appends next.
 func appendEntryHead(b []byte, key string, inner int) []byte {
-	n := protowire.SizeTag(fieldMapKey) + protowire.SizeBytes(len(key)) + protowire.SizeTag(fieldMapValue) + protowire.SizeBytes(inner)
-	b = protowire.AppendTag(b, fieldTriggerMetadata, protowire.BytesType)
+	n := protowire.SizeTag(rpc.FieldMapEntryKey) + protowire.SizeBytes(len(key)) + protowire.SizeTag(rpc.FieldMapEntryValue) + protowire.SizeBytes(inner)
+	b = protowire.AppendTag(b, rpc.FieldInvocationRequestTriggerMetadata, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
-	b = protowire.AppendTag(b, fieldMapKey, protowire.BytesType)
+	b = protowire.AppendTag(b, rpc.FieldMapEntryKey, protowire.BytesType)
 	b = protowire.AppendString(b, key)
-	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
+	b = protowire.AppendTag(b, rpc.FieldMapEntryValue, protowire.BytesType)
 	return protowire.AppendVarint(b, uint64(inner))
 }

@@ -12,18 +12,6 @@ import (
 	rpc "github.com/polyfn/polyfn/api/azure"
 )
 
-// Field numbers the stream codec reads itself (api/azure/FunctionRpc.proto).
-const (
-	fieldRequestID         protowire.Number = 1 // StreamingMessage.request_id
-	fieldInvocationRequest protowire.Number = 4 // StreamingMessage.invocation_request
-	fieldTriggerMetadata   protowire.Number = 4 // InvocationRequest.trigger_metadata
-	fieldMapKey            protowire.Number = 1 // map entry key
-	fieldMapValue          protowire.Number = 2 // map entry value
-	fieldTypedString       protowire.Number = 1 // TypedData.string
-	fieldTypedJSON         protowire.Number = 2 // TypedData.json
-	fieldTypedInt          protowire.Number = 6 // TypedData.int (sint64)
-)
-
 // streamCodec is the stream's codec: protobuf, but for one thing. An
 // InvocationRequest's trigger_metadata is not decoded into a map of
 // TypedData messages: its entries stay, as they came, in the request's
@@ -66,14 +54,14 @@ func unmarshalInvocationRequest(b []byte, m *rpc.StreamingMessage) bool {
 	found := false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType || (num != fieldRequestID && num != fieldInvocationRequest) {
+		if n < 0 || typ != protowire.BytesType || (num != rpc.FieldStreamingMessageRequestID && num != rpc.FieldStreamingMessageInvocationRequest) {
 			return false
 		}
 		v, k := protowire.ConsumeBytes(b[n:])
 		if k < 0 {
 			return false
 		}
-		if num == fieldRequestID {
+		if num == rpc.FieldStreamingMessageRequestID {
 			requestID = v
 		} else {
 			if found {
@@ -102,7 +90,7 @@ func unmarshalInvocationRequest(b []byte, m *rpc.StreamingMessage) bool {
 			return false
 		}
 		end := pos + n + k
-		if num == fieldTriggerMetadata && typ == protowire.BytesType {
+		if num == rpc.FieldInvocationRequestTriggerMetadata && typ == protowire.BytesType {
 			if _, ok := metadataEntry(body[pos:end]); !ok {
 				return false
 			}
@@ -128,8 +116,8 @@ func unmarshalInvocationRequest(b []byte, m *rpc.StreamingMessage) bool {
 // entry is one trigger_metadata entry of the host's shape.
 type entry struct {
 	key []byte
-	// field is the TypedData field set (fieldTypedString, fieldTypedJSON or
-	// fieldTypedInt), 0 for an entry without a value.
+	// field is the TypedData field set (rpc.FieldTypedDataString, rpc.FieldTypedDataJSON or
+	// rpc.FieldTypedDataInt), 0 for an entry without a value.
 	field protowire.Number
 	str   []byte
 	num   int64
@@ -138,14 +126,14 @@ type entry struct {
 // The getters of TypedData, on an entry's value.
 
 func (e entry) stringValue() string {
-	if e.field == fieldTypedString {
+	if e.field == rpc.FieldTypedDataString {
 		return string(e.str)
 	}
 	return ""
 }
 
 func (e entry) intValue() int64 {
-	if e.field == fieldTypedInt {
+	if e.field == rpc.FieldTypedDataInt {
 		return e.num
 	}
 	return 0
@@ -153,7 +141,7 @@ func (e entry) intValue() int64 {
 
 // jsonValue is the value as the http entry is read: json or string.
 func (e entry) jsonValue() string {
-	if e.field == fieldTypedJSON || e.field == fieldTypedString {
+	if e.field == rpc.FieldTypedDataJSON || e.field == rpc.FieldTypedDataString {
 		return string(e.str)
 	}
 	return ""
@@ -161,7 +149,7 @@ func (e entry) jsonValue() string {
 
 // triggerValue is stringValue, without allocating for the usual triggers.
 func (e entry) triggerValue() string {
-	if e.field == fieldTypedString {
+	if e.field == rpc.FieldTypedDataString {
 		for _, t := range [...]string{TriggerHTTP, TriggerMQTT, TriggerTimer, TriggerInvoke} {
 			if string(e.str) == t {
 				return t
@@ -190,12 +178,12 @@ func metadataEntry(b []byte) (e entry, ok bool) {
 			return entry{}, false
 		}
 		switch {
-		case num == fieldMapKey && !seenKey:
+		case num == rpc.FieldMapEntryKey && !seenKey:
 			if !utf8.Valid(v) {
 				return entry{}, false
 			}
 			e.key, seenKey = v, true
-		case num == fieldMapValue && !seenValue:
+		case num == rpc.FieldMapEntryValue && !seenValue:
 			if e.field, e.str, e.num, ok = typedValue(v); !ok {
 				return entry{}, false
 			}
@@ -219,13 +207,13 @@ func typedValue(b []byte) (field protowire.Number, str []byte, num int64, ok boo
 	}
 	b = b[n:]
 	switch {
-	case (f == fieldTypedString || f == fieldTypedJSON) && typ == protowire.BytesType:
+	case (f == rpc.FieldTypedDataString || f == rpc.FieldTypedDataJSON) && typ == protowire.BytesType:
 		v, k := protowire.ConsumeBytes(b)
 		if k < 0 || k != len(b) || !utf8.Valid(v) {
 			return 0, nil, 0, false
 		}
 		return f, v, 0, true
-	case f == fieldTypedInt && typ == protowire.VarintType:
+	case f == rpc.FieldTypedDataInt && typ == protowire.VarintType:
 		v, k := protowire.ConsumeVarint(b)
 		if k < 0 || k != len(b) {
 			return 0, nil, 0, false
@@ -248,7 +236,7 @@ func rawMetadata(req *rpc.InvocationRequest, fn func(entry)) {
 		if k < 0 {
 			return
 		}
-		if num == fieldTriggerMetadata && typ == protowire.BytesType {
+		if num == rpc.FieldInvocationRequestTriggerMetadata && typ == protowire.BytesType {
 			if e, ok := metadataEntry(b[:n+k]); ok {
 				fn(e)
 			}

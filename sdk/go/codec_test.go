@@ -23,7 +23,7 @@ func rawEntry(body ...[]byte) []byte {
 	for _, b := range body {
 		e = append(e, b...)
 	}
-	b := protowire.AppendTag(nil, fieldTriggerMetadata, protowire.BytesType)
+	b := protowire.AppendTag(nil, rpc.FieldInvocationRequestTriggerMetadata, protowire.BytesType)
 	return protowire.AppendBytes(b, e)
 }
 
@@ -40,7 +40,7 @@ func invocationBytes(t *testing.T, ir *rpc.InvocationRequest, extra ...[]byte) [
 	for _, x := range extra {
 		b = append(b, x...)
 	}
-	return append(bytesField(fieldRequestID, []byte("req-1")), bytesField(fieldInvocationRequest, b)...)
+	return append(bytesField(rpc.FieldStreamingMessageRequestID, []byte("req-1")), bytesField(rpc.FieldStreamingMessageInvocationRequest, b)...)
 }
 
 // The stream codec decodes what protobuf decodes, the metadata left raw,
@@ -61,11 +61,11 @@ func TestStreamCodec(t *testing.T) {
 		ir.TriggerMetadata = md
 		return ir
 	}
-	key := func(k string) []byte { return bytesField(fieldMapKey, []byte(k)) }
-	value := func(td []byte) []byte { return bytesField(fieldMapValue, td) }
+	key := func(k string) []byte { return bytesField(rpc.FieldMapEntryKey, []byte(k)) }
+	value := func(td []byte) []byte { return bytesField(rpc.FieldMapEntryValue, td) }
 	typedStr := func(f protowire.Number, s string) []byte { return bytesField(f, []byte(s)) }
 	typedInt := func(n int64) []byte {
-		return protowire.AppendVarint(protowire.AppendTag(nil, fieldTypedInt, protowire.VarintType), protowire.EncodeZigZag(n))
+		return protowire.AppendVarint(protowire.AppendTag(nil, rpc.FieldTypedDataInt, protowire.VarintType), protowire.EncodeZigZag(n))
 	}
 	other, _ := proto.Marshal(&rpc.StreamingMessage{RequestId: "r", Content: &rpc.StreamingMessage_InvocationCancel{InvocationCancel: &rpc.InvocationCancel{InvocationId: "x"}}})
 
@@ -81,22 +81,22 @@ func TestStreamCodec(t *testing.T) {
 		{"unusual trigger, http as a string", invocationBytes(t, withMD(map[string]*rpc.TypedData{"trigger": str("queue"), "http": str(`{"method":"GET"}`)})), true},
 		{"no metadata", invocationBytes(t, base()), true},
 		{"wrong types", invocationBytes(t, withMD(map[string]*rpc.TypedData{"trigger": num(3), "messageQOS": str("1"), "deadline": jsonTD("x")})), true},
-		{"duplicate keys, last wins", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(fieldTypedString, "mqtt"))),
-			rawEntry(key("trigger"), value(typedStr(fieldTypedString, "timer")))), true},
-		{"entry without a value", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(fieldTypedString, "mqtt"))), rawEntry(key("trigger"))), true},
+		{"duplicate keys, last wins", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(rpc.FieldTypedDataString, "mqtt"))),
+			rawEntry(key("trigger"), value(typedStr(rpc.FieldTypedDataString, "timer")))), true},
+		{"entry without a value", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(rpc.FieldTypedDataString, "mqtt"))), rawEntry(key("trigger"))), true},
 		{"empty value", invocationBytes(t, base(), rawEntry(key("messageQOS"), value(nil))), true},
 		{"metadata among fields", invocationBytes(t, &rpc.InvocationRequest{InvocationId: "a"}, rawEntry(key("messageQOS"), value(typedInt(2))),
-			bytesField(2, []byte("fn")), rawEntry(key("messageTopic"), value(typedStr(fieldTypedString, "t"))), bytesField(1, []byte("b"))), true},
+			bytesField(2, []byte("fn")), rawEntry(key("messageTopic"), value(typedStr(rpc.FieldTypedDataString, "t"))), bytesField(1, []byte("b"))), true},
 		{"unknown field kept", invocationBytes(t, withMD(hostMetadata), bytesField(99, []byte("future"))), true},
 		{"double value", invocationBytes(t, withMD(map[string]*rpc.TypedData{"messageQOS": {Data: &rpc.TypedData_Double{Double: 1.5}}})), false},
 		{"bytes value", invocationBytes(t, withMD(map[string]*rpc.TypedData{"http": {Data: &rpc.TypedData_Bytes{Bytes: []byte("{}")}}})), false},
-		{"value field twice", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(fieldTypedString, "a")), value(typedInt(1)))), false},
-		{"two data fields", invocationBytes(t, base(), rawEntry(key("trigger"), value(append(typedStr(fieldTypedString, "a"), typedInt(1)...)))), false},
-		{"invalid UTF-8 value", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(fieldTypedString, "\xff")))), false},
-		{"invalid UTF-8 key", invocationBytes(t, base(), rawEntry(key("\xff"), value(typedStr(fieldTypedString, "a")))), false},
+		{"value field twice", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(rpc.FieldTypedDataString, "a")), value(typedInt(1)))), false},
+		{"two data fields", invocationBytes(t, base(), rawEntry(key("trigger"), value(append(typedStr(rpc.FieldTypedDataString, "a"), typedInt(1)...)))), false},
+		{"invalid UTF-8 value", invocationBytes(t, base(), rawEntry(key("trigger"), value(typedStr(rpc.FieldTypedDataString, "\xff")))), false},
+		{"invalid UTF-8 key", invocationBytes(t, base(), rawEntry(key("\xff"), value(typedStr(rpc.FieldTypedDataString, "a")))), false},
 		{"truncated entry", invocationBytes(t, base(), []byte{0x22, 0x05, 0x0a}), false},
 		{"other message", other, false},
-		{"invocation request twice", append(invocationBytes(t, withMD(hostMetadata)), bytesField(fieldInvocationRequest, []byte{0x0a, 0x01, 'z'})...), false},
+		{"invocation request twice", append(invocationBytes(t, withMD(hostMetadata)), bytesField(rpc.FieldStreamingMessageInvocationRequest, []byte{0x0a, 0x01, 'z'})...), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
