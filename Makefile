@@ -7,7 +7,11 @@
 
 SHELL := /bin/bash
 GO ?= go
-PYTHON ?= python3
+# The interpreter .venv is made from. Workers run as users of their own when the host runs as
+# root (isolation.user auto), so it must be one other users can run: the system's python3 first,
+# not one under a private home directory (/root/.pyenv).
+PYTHON ?= $(shell for p in /usr/bin/python3 /usr/local/bin/python3 python3; do \
+	$$p -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 VPY := $(VENV)/bin/python
 TOOLS := $(CURDIR)/.tools
@@ -28,11 +32,20 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/polyfn ./cmd/polyfn
 
 # The virtualenv holds polyfn's Python runtime (editable, so source edits apply) and pytest.
-$(VENV)/.stamp: runtimes/python/pyproject.toml
+$(VENV)/.stamp: runtimes/python/pyproject.toml $(VENV)/.python
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e 'runtimes/python[test]'
+	readlink -f "$$(command -v $(PYTHON))" > $(VENV)/.python
 	touch $@
+
+# Names the interpreter .venv was made from; a change of $(PYTHON) remakes .venv.
+$(VENV)/.python: FORCE
+	@mkdir -p $(VENV)
+	@p="$$(readlink -f "$$(command -v $(PYTHON))")"; [ "$$(cat $@ 2>/dev/null)" = "$$p" ] || echo "$$p" > $@
+
+FORCE:
 
 venv: $(VENV)/.stamp
 

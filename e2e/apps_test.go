@@ -46,7 +46,7 @@ functions:
 // app's function, and validate must say so.
 func TestValidateIndexReportsBrokenFunctions(t *testing.T) {
 	requirePython(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	cfg := dir + "/polyfn.yaml"
 	app := testdata(t) + "/azure-app"
 	writeFile(t, cfg, `

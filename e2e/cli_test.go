@@ -34,7 +34,7 @@ func TestCLIInvoke(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"trigger": "invoke"`) {
 		t.Fatalf("invoke ctx: exit %d, stdout %q; want the context to say trigger invoke", code, out)
 	}
-	payload := filepath.Join(t.TempDir(), "payload.json")
+	payload := filepath.Join(tempDir(t), "payload.json")
 	if err := os.WriteFile(payload, []byte(`{"from": "file"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestCLIInvoke(t *testing.T) {
 }
 
 func TestCLIValidate(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("functions:\n  - name: a\n    handler: a.h\n    codedir: nowhere\n    colour: blue\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 // A Go function that does not compile fails its invocations with the
 // compiler's output; the host keeps serving the others.
 func TestGoCompileErrorIsReported(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	writeFile(t, filepath.Join(dir, "go.mod"), "module example.com/broken\n\ngo 1.22\n")
 	writeFile(t, filepath.Join(dir, "main.go"), "package main\n\nfunc main() { nope() }\n")
 	th := hosttest.Start(t, testdata(t), `
@@ -33,7 +33,7 @@ functions:
 // A Go function's handler may name a prebuilt binary instead of a package
 // for the host to build.
 func TestGoPrebuiltBinary(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "fn"), "./testdata/functions/go-kinds").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

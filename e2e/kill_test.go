@@ -89,7 +89,7 @@ func inflightOn(th *hosttest.Host, pid int) int {
 // signal and die with it.
 func TestHostSIGKILLLeavesNoWorker(t *testing.T) {
 	requirePython(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	cfg := filepath.Join(dir, "polyfn.yaml")
 	writeFile(t, cfg, fmt.Sprintf("functions:\n  - {name: echo, handler: index.echo, codedir: %q, instances: {min: 2}}\n", filepath.Join(testdata(t), "functions/kinds")))
 	base, cmd, _ := startServe(t, cfg)

@@ -62,6 +62,13 @@ func recordConfig(t *testing.T, dir, name, mqtt, out string) string {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "fn", "record.py"), recordFn)
+	// Every instance runs as a user of its own and appends to out.
+	if _, err := os.Stat(out); os.IsNotExist(err) {
+		writeFile(t, out, "")
+	}
+	if err := os.Chmod(out, 0o666); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, name)
 	writeFile(t, cfg, fmt.Sprintf(`mqtt: %s
 functions:
@@ -99,7 +106,7 @@ func missing(got []string, n int) []string {
 func TestMQTTKill9(t *testing.T) {
 	requirePython(t)
 	broker := mqtttest.Mosquitto(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	out := filepath.Join(dir, "processed")
 	cfg := recordConfig(t, dir, "polyfn.yaml", fmt.Sprintf("{broker: %s, client_id: polyfn-kill}", broker), out)
 	_, cmd, logs := startServe(t, cfg)
@@ -138,7 +145,7 @@ func TestMQTTKill9(t *testing.T) {
 func TestMQTTSharedSubscription(t *testing.T) {
 	requirePython(t)
 	broker := mqtttest.Mosquitto(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	outA, outB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	_, _, logsA := startServe(t, recordConfig(t, dir, "a.yaml", fmt.Sprintf("{broker: %s, client_id: polyfn-a, share: workers}", broker), outA))
 	_, _, logsB := startServe(t, recordConfig(t, dir, "b.yaml", fmt.Sprintf("{broker: %s, client_id: polyfn-b, share: workers}", broker), outB))
@@ -172,7 +179,7 @@ func TestMQTTListenBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	dir := t.TempDir()
+	dir := tempDir(t)
 	cfg := filepath.Join(dir, "polyfn.yaml")
 	writeFile(t, cfg, fmt.Sprintf("mqtt: {listen: %q}\nfunctions:\n  - {name: echo, handler: index.echo, codedir: %q}\n", l.Addr(), filepath.Join(testdata(t), "functions/kinds")))
 	code, _, errOut := runCLI("serve", "-c", cfg, "--listen", freeAddr(t))
@@ -186,7 +193,7 @@ func TestMQTTListenBusy(t *testing.T) {
 // ones.
 func TestMQTTReload(t *testing.T) {
 	requirePython(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	out := filepath.Join(dir, "processed")
 	cfg := recordConfig(t, dir, "polyfn.yaml", "{}", out)
 	_, cmd, logs := startServe(t, cfg)

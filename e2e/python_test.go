@@ -25,6 +25,15 @@ func requirePython(t *testing.T) {
 	}
 }
 
+// tempDir is t.TempDir made readable by every user: workers run as users
+// of their own (isolation.user auto) when the tests run as root.
+func tempDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	hosttest.Reachable(t, d)
+	return d
+}
+
 func testdata(t *testing.T) string {
 	t.Helper()
 	dir, err := filepath.Abs("testdata")

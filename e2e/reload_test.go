@@ -29,7 +29,7 @@ type served struct {
 // /healthz, and stops it (SIGTERM, then SIGKILL to its group) at cleanup.
 func serve(t *testing.T, cfg string, args ...string) *served {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "polyfn")
+	bin := filepath.Join(tempDir(t), "polyfn")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -90,7 +90,7 @@ const versionFn = "def handler(event, context):\n    return %q\n"
 
 func TestReload(t *testing.T) {
 	requirePython(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	code := filepath.Join(dir, "fn")
 	if err := os.MkdirAll(code, 0o755); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 func serveForShutdown(t *testing.T) *served {
 	t.Helper()
 	requirePython(t)
-	dir := t.TempDir()
+	dir := tempDir(t)
 	if err := os.MkdirAll(filepath.Join(dir, "fn"), 0o755); err != nil {
 		t.Fatal(err)
 	}

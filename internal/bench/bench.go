@@ -142,6 +142,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(r.tmp)
+	// Generated functions live here; their workers may run as users of
+	// their own.
+	if err := os.Chmod(r.tmp, 0o755); err != nil {
+		return nil, err
+	}
 	r.payload = make([]byte, slicesMax(r.p.sizes))
 	rng := rand.NewChaCha8([32]byte{'p', 'o', 'l', 'y', 'f', 'n'})
 	_, _ = rng.Read(r.payload)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/bench"
 	"github.com/polyfn/polyfn/internal/cli"
+	"github.com/polyfn/polyfn/internal/hosttest"
 	polyfn "github.com/polyfn/polyfn/sdk/go"
 )
 
@@ -44,11 +45,9 @@ func TestMain(m *testing.M) {
 // and checks the JSON report has every row with numbers in it. It asserts
 // nothing about speed.
 func TestQuickRun(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := hosttest.Self(t)
 	dir := t.TempDir()
+	hosttest.Reachable(t, dir)
 	fn := func(name, protocol, role string) string {
 		if protocol != "" {
 			protocol = ", protocol: " + protocol

@@ -22,6 +22,7 @@ import (
 	"github.com/polyfn/polyfn/internal/bench"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/hosttest"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 	polyfn "github.com/polyfn/polyfn/sdk/go"
 )
@@ -71,6 +72,7 @@ func benchHTTPInvoke(b *testing.B, protocol string, conc, instances int) {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
+	hosttest.Reachable(b, dir)
 	env := roleEnv + ": noop"
 	if p := os.Getenv(workerProfileEnv); p != "" {
 		env += ", " + workerProfileEnv + ": " + p

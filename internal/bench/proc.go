@@ -143,7 +143,7 @@ func (s *server) pid() int { return s.cmd.Process.Pid }
 // --mqtt-listen 127.0.0.1:0` with TMPDIR set to tmp, and waits until it
 // answers /healthz.
 func startServer(ctx context.Context, argv, env []string, file, tmp string) (*server, error) {
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()

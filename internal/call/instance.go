@@ -100,6 +100,19 @@ type runtimeFunction struct {
 // On any failure the process group is killed and the error says why,
 // including the exit status and last stderr lines of a worker that exited.
 func Start(ctx context.Context, o Options) (*Instance, error) {
+	iso, err := o.Isolation.Lease()
+	if err != nil {
+		return nil, err
+	}
+	o.Isolation = iso
+	inst, err := start(ctx, o)
+	if err != nil {
+		iso.Release() // a no-op once a started worker has ended it
+	}
+	return inst, err
+}
+
+func start(ctx context.Context, o Options) (*Instance, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
@@ -123,10 +136,14 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, map[string]string{
+	own := map[string]string{
 		"BAETYL_SERVICE_INSTANCE_ADDRESS": addr,
 		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
-	})
+	}
+	if o.Isolation.OtherUser() {
+		own["HOME"] = o.Dir // the host's home is not theirs
+	}
+	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, own)
 	proc, err := worker.Start(worker.Spec{
 		Function:  o.Name,
 		Instance:  o.ID,

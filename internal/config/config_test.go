@@ -233,3 +233,30 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestIsolationConfig(t *testing.T) {
+	c, err := Load(writeConfig(t, "functions:\n  - {name: a, handler: a.h, codedir: fn}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo, hi := c.Isolation.UIDRange(); c.Isolation.User != UserAuto || lo != 61184 || hi != 65519 {
+		t.Errorf("defaults: user %q, uids %d-%d; want auto, 61184-65519", c.Isolation.User, lo, hi)
+	}
+	for text, want := range map[string]string{
+		"isolation: {uids: 0-10}\n":           "1:19: isolation.uids: invalid range",
+		"isolation: {uids: 70000-60000}\n":    "1:19: isolation.uids: invalid range",
+		"isolation: {uids: many}\n":           "1:19: isolation.uids: invalid range",
+		"isolation: {user: no-such-user}\n":   `1:19: isolation.user: unknown user "no-such-user"`,
+		"isolation: {user: auto, bogus: 1}\n": "1:25: isolation.bogus: unknown key",
+	} {
+		_, err := Load(writeConfig(t, text+"functions:\n  - {name: a, handler: a.h, codedir: fn}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want an error containing %q", text, err, want)
+		}
+	}
+	for _, text := range []string{"isolation: {user: host}\n", "isolation: {user: root, uids: 100000-100999}\n"} {
+		if _, err := Load(writeConfig(t, text+"functions:\n  - {name: a, handler: a.h, codedir: fn}\n")); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}

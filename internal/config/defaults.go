@@ -23,6 +23,10 @@ const (
 	DefaultMaxInstancesTotal = 256
 	DefaultAddress           = "tcp"
 	MaxFunctionNameBytes     = 64
+	// DefaultUIDs is where the user ids of isolation.user auto come from:
+	// the range systemd sets aside for dynamic users, above the ids of
+	// distributions' system and human users and below nobody (65534).
+	DefaultUIDs = "61184-65519"
 )
 
 // BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
@@ -91,6 +95,12 @@ func applyDefaults(c *Config) {
 		c.Scaling.MaxStarting = DefaultMaxStarting()
 	}
 	applyMQTTDefaults(c)
+	if c.Isolation.User == "" {
+		c.Isolation.User = UserAuto
+	}
+	if c.Isolation.UIDs == "" {
+		c.Isolation.UIDs = DefaultUIDs
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = DefaultListen
 	}

@@ -151,6 +151,14 @@ func validate(c *Config, d *decoder) {
 			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
 		}
 	}
+	if _, _, err := parseUIDRange(c.Isolation.UIDs); err != nil {
+		d.errorf(d.at("isolation.uids"), "isolation.uids", "%v", err)
+	}
+	if u := c.Isolation.User; u != UserAuto && u != UserHost {
+		if _, err := LookupUser(u); err != nil {
+			d.errorf(d.at("isolation.user"), "isolation.user", "%v (or auto, host)", err)
+		}
+	}
 	validateTriggers(c, d)
 	for name, a := range c.Apps {
 		validateIsolation(d, "apps."+name, a.Limits, a.User, a.Group)

@@ -28,6 +28,45 @@ type Config struct {
 	Scaling Scaling `yaml:"scaling"`
 	// MQTT configures the MQTT trigger and the embedded broker.
 	MQTT MQTT `yaml:"mqtt"`
+	// Isolation says which users workers run as when a function (or app)
+	// does not name one.
+	Isolation Isolation `yaml:"isolation"`
+}
+
+// The values of Isolation.User with a meaning of their own.
+const (
+	// UserAuto: a host running as root runs each instance as a user id of
+	// its own from Isolation.UIDs; another host runs workers as itself.
+	UserAuto = "auto"
+	// UserHost: workers run as the host's own user.
+	UserHost = "host"
+)
+
+// Isolation is the host-wide default of the user workers run as.
+type Isolation struct {
+	// User is UserAuto, UserHost, or a user name or id every worker runs as.
+	// A function's (or app's) own user and group win over it. Empty means
+	// UserAuto.
+	User string `yaml:"user"`
+	// UIDs is the range ("LO-HI") the user ids of UserAuto come from; each
+	// id doubles as the group id. Empty means DefaultUIDs.
+	UIDs string `yaml:"uids"`
+}
+
+// UIDRange returns the bounds of UIDs; it must have been validated.
+func (i Isolation) UIDRange() (lo, hi uint32) {
+	lo, hi, _ = parseUIDRange(i.UIDs)
+	return lo, hi
+}
+
+func parseUIDRange(s string) (lo, hi uint32, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 32)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 32)
+	if !ok || err1 != nil || err2 != nil || l == 0 || h < l || h >= 1<<32-1 {
+		return 0, 0, fmt.Errorf("invalid range %q: want LO-HI, two user ids with 0 < LO <= HI, such as %s", s, DefaultUIDs)
+	}
+	return uint32(l), uint32(h), nil
 }
 
 // Scaling bounds the instances of the whole host, whatever the functions'

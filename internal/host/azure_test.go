@@ -55,10 +55,7 @@ func writePythonApp(t *testing.T) string {
 
 func startAzureHost(t *testing.T, extra string) *hosttest.Host {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := hosttest.Self(t)
 	return hosttest.Start(t, t.TempDir(), azureConfig+extra, "{self}", self, "{nodeapp}", t.TempDir(), "{pyapp}", writePythonApp(t), "{codedir}", t.TempDir())
 }
 

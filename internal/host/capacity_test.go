@@ -18,7 +18,7 @@ import (
 // max_starting workers start at once, and at most max_instances live; a
 // function that needs room gets it by stopping another's idle instance.
 func TestHostWideCaps(t *testing.T) {
-	times := t.TempDir()
+	times := hosttest.Writable(t, t.TempDir())
 	var fns strings.Builder
 	for i := 0; i < 5; i++ {
 		fmt.Fprintf(&fns, "  - {name: f%d, runtime: slow, handler: h.h, codedir: \"{codedir}\"}\n", i)

@@ -14,7 +14,7 @@ import (
 // invocations during the back-off fail at once with the cause, the function
 // shows as broken, and it recovers by itself once a start succeeds.
 func TestCrashLoopBacksOffAndRecovers(t *testing.T) {
-	counter := filepath.Join(t.TempDir(), "starts")
+	counter := filepath.Join(hosttest.Writable(t, t.TempDir()), "starts")
 	th := startHost(t, `
 runtimes:
   fake-exit:

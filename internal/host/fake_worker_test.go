@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,11 +46,12 @@ func runFakeWorker(mode string) {
 		_ = os.WriteFile(filepath.Join(os.Getenv("POLYFN_FAKE_TIMES"), fmt.Sprint(os.Getpid())),
 			[]byte(fmt.Sprintf("%d %d", began, time.Now().UnixNano())), 0o600)
 	case "exit-3-times":
-		// Fails its first three starts (counted in a file), then serves.
+		// Fails its first three starts (counted in files, one a start:
+		// each worker runs as a user of its own), then serves.
 		f := os.Getenv("POLYFN_FAKE_COUNTER")
-		b, _ := os.ReadFile(f)
-		n := len(b)
-		_ = os.WriteFile(f, append(b, 'x'), 0o600)
+		seen, _ := filepath.Glob(f + ".*")
+		n := len(seen)
+		_ = os.WriteFile(fmt.Sprintf("%s.%d", f, n), nil, 0o644)
 		if n < 3 {
 			fmt.Fprintf(os.Stderr, "start %d: missing dependency\n", n+1)
 			os.Exit(3)
@@ -137,6 +139,40 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 	case p == "ids":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte(fakeIDs())
+		return out, nil
+	case strings.HasPrefix(p, "read:"):
+		// Tries to read a file or list a directory: "read" or why not.
+		path, res := strings.TrimPrefix(p, "read:"), "read"
+		if st, err := os.Stat(path); err != nil {
+			res = err.Error()
+		} else if st.IsDir() {
+			if _, err := os.ReadDir(path); err != nil {
+				res = err.Error()
+			}
+		} else if _, err := os.ReadFile(path); err != nil {
+			res = err.Error()
+		}
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(res)
+		return out, nil
+	case p == "env:HOME":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(os.Getenv("HOME"))
+		return out, nil
+	case p == "escape":
+		// A process in a session of its own, out of the worker's process
+		// group: it must die with the instance all the same.
+		cmd := exec.Command("sleep", "1000")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		res := ""
+		if err := cmd.Start(); err != nil {
+			res = err.Error()
+		} else {
+			res = strconv.Itoa(cmd.Process.Pid)
+			go func() { _ = cmd.Wait() }()
+		}
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(res)
 		return out, nil
 	case p == "hog":
 		out := proto.Clone(m).(*baetyl.FunctionMessage)

@@ -2,7 +2,6 @@ package host_test
 
 import (
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,10 +13,7 @@ import (
 
 func startHost(t *testing.T, yamlText string) *hosttest.Host {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := hosttest.Self(t)
 	return hosttest.Start(t, t.TempDir(), yamlText, "{codedir}", t.TempDir(), "{self}", self)
 }
 

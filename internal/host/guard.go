@@ -30,6 +30,13 @@ func (h *Host) WorkerGuard() peer.Guard {
 				}
 			}
 		}
+		if h.standbyIso.Users != nil {
+			lo, hi := h.standbyIso.Users.Range()
+			g.UIDLo, g.UIDHi = int(lo), int(hi)
+		}
+		if c := h.standbyIso.Credential; c != nil && int(c.Uid) != os.Getuid() {
+			g.UIDs[int(c.Uid)] = true
+		}
 		h.guard = g
 	})
 	return h.guard

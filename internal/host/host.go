@@ -6,6 +6,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -56,6 +57,9 @@ type Host struct {
 	// limiter enforces resource limits, when some function has them.
 	iso     map[string]worker.Isolation
 	limiter *limits.Limiter
+	// standbyIso is how standby workers run: the host-wide default, so
+	// they serve the functions that keep it.
+	standbyIso worker.Isolation
 
 	guardOnce sync.Once
 	guard     peer.Guard
@@ -125,7 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			specs = append(specs, spec)
 		}
 		h.fns[fc.Name] = &function{cfg: fc, runtime: rt}
-		if rt.StandbyEnabled() && h.iso[fc.Name].IsZero() && h.standbys[rt.Name] == nil {
+		if rt.StandbyEnabled() && h.standbyServes(h.iso[fc.Name]) && h.standbys[rt.Name] == nil {
 			h.standbys[rt.Name] = &standby{h: h, rt: rt}
 		}
 	}
@@ -148,7 +152,53 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		}
 	}
 	h.timers = timer.New(timer.Options{Functions: cfg.Functions, Invoker: h, Observer: h.metrics, Log: log})
+	h.describeIsolation()
 	return h, nil
+}
+
+// standbyServes reports whether a standby worker may be bound to a
+// function whose workers run with iso: no limits, and the default user.
+func (h *Host) standbyServes(iso worker.Isolation) bool {
+	return iso.Limits.IsZero() && iso.Credential == h.standbyIso.Credential && iso.Users == h.standbyIso.Users
+}
+
+// reachBinary puts a Go function's binary, built into the host's private
+// cache, where a worker of another user can run it and no other worker can
+// reach it: a hard link (or copy) in the instance's directory, which the
+// instance creates and gives to its user.
+func reachBinary(rt config.Runtime, dir string) (config.Runtime, error) {
+	if len(rt.Command) == 0 || !filepath.IsAbs(rt.Command[0]) {
+		return rt, nil
+	}
+	bin := rt.Command[0]
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return rt, fmt.Errorf("instance directory: %w", err)
+	}
+	dst := filepath.Join(dir, "function")
+	if err := os.Link(bin, dst); err != nil {
+		if err := copyFile(bin, dst); err != nil {
+			return rt, fmt.Errorf("function binary: %w", err)
+		}
+	}
+	rt.Command = append([]string{dst}, rt.Command[1:]...)
+	return rt, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // starter returns how a pool starts an instance.
@@ -158,12 +208,18 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 		if err != nil {
 			return nil, err
 		}
-		// A standby worker was started unconfined, as the host's user: it
-		// serves only functions without limits, user or group.
+		// A standby worker was started without limits, as the host-wide
+		// default user: it serves only functions that keep that user.
 		iso := h.iso[spec.functions[0].Name]
-		if rt.Protocol == config.ProtocolStream && iso.IsZero() {
+		if rt.Protocol == config.ProtocolStream && h.standbyServes(iso) {
 			if inst := h.bindStandby(ctx, spec, id); inst != nil {
 				return inst, nil // the standby already holds its place among the host's instances
+			}
+		}
+		dir := filepath.Join(h.runDir, id)
+		if rt.Build == "go" && (iso.Users != nil || iso.OtherUser()) {
+			if rt, err = reachBinary(rt, dir); err != nil {
+				return nil, err
 			}
 		}
 		return h.startAdmitted(ctx, spec.pool, func() (pool.Instance, error) {

@@ -3,7 +3,10 @@ package host
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/polyfn/polyfn/internal/config"
@@ -13,18 +16,25 @@ import (
 
 // setupIsolation works out, for every function, how its workers are
 // confined: the limits and user of the function, or of its app for
-// functions that share workers. The limits backend is acquired (chosen and
-// logged, the first time in the process) when some function has limits; a
-// user the host cannot switch to is an error.
+// functions that share workers, else the host-wide isolation.user. The
+// limits backend is acquired (chosen and logged, the first time in the
+// process) when some function has limits; a user the host cannot switch to
+// is an error.
 func (h *Host) setupIsolation() error {
 	h.iso = map[string]worker.Isolation{}
+	def, err := h.defaultIsolation()
+	if err != nil {
+		return err
+	}
+	h.standbyIso = def
 	for i, fc := range h.cfg.Functions {
 		owner, l, usr, grp := fmt.Sprintf("functions[%d] (%s)", i, fc.Name), fc.Limits, fc.User, fc.Group
 		if fc.App != "" {
 			a := h.cfg.Apps[fc.App]
 			owner, l, usr, grp = "apps."+fc.App, a.Limits, a.User, a.Group
 		}
-		iso := worker.Isolation{Limits: l, OnOOMKill: h.oomKilled}
+		iso := def
+		iso.Limits, iso.OnOOMKill = l, h.oomKilled
 		if !l.IsZero() {
 			if h.limiter == nil {
 				h.limiter = limits.Acquire(h.log)
@@ -40,7 +50,13 @@ func (h *Host) setupIsolation() error {
 				h.releaseLimits()
 				return fmt.Errorf("%s: %w", owner, err)
 			}
-			iso.Credential = cred
+			iso.Credential, iso.Users = cred, nil
+		}
+		if err := h.checkReachable(owner, fc, iso); err != nil {
+			h.releaseLimits()
+			return err
+		}
+		if iso.Credential != nil || iso.Users != nil {
 			// Workers of other users must reach their private directories.
 			if err := os.Chmod(h.runDir, 0o711); err != nil {
 				h.releaseLimits()
@@ -50,6 +66,62 @@ func (h *Host) setupIsolation() error {
 		h.iso[fc.Name] = iso
 	}
 	return nil
+}
+
+// defaultIsolation is how workers run when neither their function nor
+// their app names a user: isolation.user.
+func (h *Host) defaultIsolation() (worker.Isolation, error) {
+	switch u := h.cfg.Isolation.User; u {
+	case config.UserHost:
+		return worker.Isolation{}, nil
+	case config.UserAuto, "":
+		if os.Geteuid() != 0 {
+			return worker.Isolation{}, nil
+		}
+		lo, hi := h.cfg.Isolation.UIDRange()
+		return worker.Isolation{Users: worker.SharedUsers(lo, hi)}, nil
+	default:
+		cred, err := credential(u, "")
+		if err == nil {
+			err = worker.CanRunAs(cred)
+		}
+		if err != nil {
+			return worker.Isolation{}, fmt.Errorf("isolation.user: %w", err)
+		}
+		return worker.Isolation{Credential: cred}, nil
+	}
+}
+
+// describeIsolation says, once per configuration, which users workers run as.
+func (h *Host) describeIsolation() {
+	var dynamic, host, other []string
+	for _, fc := range h.cfg.Functions {
+		iso := h.iso[fc.Name]
+		switch {
+		case iso.Users != nil:
+			dynamic = append(dynamic, fc.Name)
+		case iso.OtherUser():
+			other = append(other, fmt.Sprintf("%s (uid %d)", fc.Name, iso.Credential.Uid))
+		default:
+			host = append(host, fc.Name)
+		}
+	}
+	attrs := []any{"host_uid", os.Getuid()}
+	if len(dynamic) > 0 {
+		lo, hi := h.cfg.Isolation.UIDRange()
+		attrs = append(attrs, "own_user", strings.Join(dynamic, ","), "uids", fmt.Sprintf("%d-%d", lo, hi))
+	}
+	if len(other) > 0 {
+		attrs = append(attrs, "named_user", strings.Join(other, ","))
+	}
+	if len(host) > 0 {
+		attrs = append(attrs, "host_user", strings.Join(host, ","))
+	}
+	msg := "workers run as users of their own"
+	if len(dynamic) == 0 && len(other) == 0 {
+		msg = "workers run as the host's user"
+	}
+	h.log.Info(msg, attrs...)
 }
 
 // credential resolves the user and group workers run as; the group
@@ -99,4 +171,91 @@ func (h *Host) releaseLimits() {
 		h.limiter.Release()
 		h.limiter = nil
 	}
+}
+
+// checkReachable fails when the user fc's workers run as cannot reach what
+// they need: the runtime's program (through every link to it) and the
+// function's code. A runtime installed under a private home directory
+// (/root/.pyenv) is the usual cause; the error says what to change.
+func (h *Host) checkReachable(owner string, fc config.Function, iso worker.Isolation) error {
+	var uid, gid uint32
+	who := ""
+	switch {
+	case iso.Users != nil:
+		lo, hi := iso.Users.Range()
+		uid, gid, who = lo, lo, fmt.Sprintf("users %d-%d of their own (isolation.user %s)", lo, hi, h.cfg.Isolation.User)
+		if lo == 0 {
+			return nil
+		}
+	case iso.OtherUser():
+		uid, gid, who = iso.Credential.Uid, iso.Credential.Gid, fmt.Sprintf("uid %d", iso.Credential.Uid)
+	default:
+		return nil
+	}
+	fix := "set user: root on the function (or isolation.user: host) to run it as the host's user"
+	if err := reachable(fc.Codedir, uid, gid, 5); err != nil {
+		return fmt.Errorf("%s: its workers run as %s and cannot read codedir: %w; make it readable by other users (chmod -R o+rX), or %s", owner, who, err, fix)
+	}
+	rt := h.cfg.Effective(fc)
+	if len(rt.Command) == 0 || strings.Contains(rt.Command[0], "{") {
+		return nil // built by the host (Go): the binary is put in reach
+	}
+	path, err := exec.LookPath(rt.Command[0])
+	if err != nil {
+		return nil // reported when the worker starts, as for any user
+	}
+	paths := []string{path}
+	if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+		paths = append(paths, real)
+	}
+	for _, p := range paths {
+		if err := reachable(p, uid, gid, 1); err != nil {
+			return fmt.Errorf("%s: its workers run as %s and cannot run runtime %s's program %s: %w; install the runtime where other users can read it (for Python, a virtualenv made from a system interpreter such as /usr/bin/python3), make the directory traversable (chmod o+x), or %s",
+				owner, who, rt.Name, paths[len(paths)-1], err, fix)
+		}
+	}
+	return nil
+}
+
+// reachable checks that the user uid (group gid, no other groups) may
+// search every directory above path and has the access bits want (4 read,
+// 1 execute or search) on path itself.
+func reachable(path string, uid, gid uint32, want uint32) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	check := func(p string, bits uint32) error {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		mode := st.Mode & 0o7
+		switch {
+		case st.Uid == uid:
+			mode = (st.Mode >> 6) & 0o7
+		case st.Gid == gid:
+			mode = (st.Mode >> 3) & 0o7
+		}
+		if mode&bits != bits {
+			return fmt.Errorf("%s is mode %04o, owner %d, group %d", p, st.Mode&0o7777, st.Uid, st.Gid)
+		}
+		return nil
+	}
+	dir := filepath.Dir(abs)
+	var parents []string
+	for {
+		parents = append(parents, dir)
+		next := filepath.Dir(dir)
+		if next == dir {
+			break
+		}
+		dir = next
+	}
+	for i := len(parents) - 1; i >= 0; i-- {
+		if err := check(parents[i], 1); err != nil {
+			return err
+		}
+	}
+	return check(abs, want)
 }

@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -310,7 +309,7 @@ func TestWorkersRunAsUser(t *testing.T) {
 	}
 	// The worker (this test binary) must be readable and executable by
 	// nobody: go test builds it in a directory only root may enter.
-	bin := copySelf(t)
+	bin := hosttest.Self(t)
 	limited := ""
 	if l := limits.Acquire(slog.New(slog.DiscardHandler)); l.Kind() != limits.Rlimits {
 		limited = ", limits: {memory: 256Mi, pids: 64}"
@@ -338,9 +337,12 @@ functions:
   - {name: as-nobody, runtime: fake, handler: h.h, codedir: "{codedir}", user: nobody}
   - {name: as-nobody-unix, runtime: fake-unix, handler: h.h, codedir: "{codedir}", user: nobody, group: daemon{limited}}
   - {name: as-nobody-stream, runtime: fake-stream, handler: h.h, codedir: "{codedir}", user: "{uid}"}
-  - {name: as-host, runtime: fake, handler: h.h, codedir: "{codedir}"}
+  - {name: as-root, runtime: fake, handler: h.h, codedir: "{codedir}", user: root}
+  - {name: as-own, runtime: fake, handler: h.h, codedir: "{codedir}"}
+  - {name: as-own-stream, runtime: fake-stream, handler: h.h, codedir: "{codedir}"}
 `, "{bin}", bin, "{codedir}", t.TempDir(), "{limited}", limited, "{uid}", nobody.Uid)
 
+	owns := map[string]string{}
 	for _, tc := range []struct {
 		fn, payload, want string
 		uid, gid          string
@@ -348,7 +350,10 @@ functions:
 		{"as-nobody", "ids", fmt.Sprintf("%s %s []", nobody.Uid, nobody.Gid), nobody.Uid, nobody.Gid},
 		{"as-nobody-unix", "ids", fmt.Sprintf("%s %s []", nobody.Uid, daemon.Gid), nobody.Uid, daemon.Gid},
 		{"as-nobody-stream", "ping", "stream:ping", nobody.Uid, nobody.Gid},
-		{"as-host", "ping", "fake:ping", "0", "0"},
+		{"as-root", "ping", "fake:ping", "0", "0"},
+		// No user named, a host running as root: a user id of its own.
+		{"as-own", "ping", "fake:ping", "own", "own"},
+		{"as-own-stream", "ping", "stream:ping", "own", "own"},
 	} {
 		r := th.Call(t, tc.fn, tc.payload)
 		if r.Status != 200 || string(r.Body) != tc.want {
@@ -366,6 +371,15 @@ functions:
 				ids[k] = strings.Join(strings.Fields(v), " ")
 			}
 		}
+		if tc.uid == "own" {
+			f := strings.Fields(ids["Uid"])
+			uid, _ := strconv.Atoi(f[0])
+			if uid < 61184 || uid > 65519 || ids["Uid"] != strings.Repeat(f[0]+" ", 3)+f[0] || ids["Gid"] != ids["Uid"] || ids["Groups"] != "" {
+				t.Errorf("%s: worker %d runs as Uid %q Gid %q Groups %q, want one id of 61184-65519 for all and no groups", tc.fn, pid, ids["Uid"], ids["Gid"], ids["Groups"])
+			}
+			owns[tc.fn] = f[0]
+			continue
+		}
 		wantUid := strings.Repeat(tc.uid+" ", 4)
 		wantGid := strings.Repeat(tc.gid+" ", 4)
 		if ids["Uid"] != wantUid[:len(wantUid)-1] || ids["Gid"] != wantGid[:len(wantGid)-1] {
@@ -381,6 +395,9 @@ functions:
 			}
 		}
 	}
+	if owns["as-own"] != "" && owns["as-own"] == owns["as-own-stream"] {
+		t.Errorf("two functions' workers share user id %s", owns["as-own"])
+	}
 }
 
 func indexOf(th *hosttest.Host, fn string) int {
@@ -390,39 +407,4 @@ func indexOf(th *hosttest.Host, fn string) int {
 		}
 	}
 	return -1
-}
-
-// copySelf copies the test binary where every user may run it, for workers
-// that run as another user.
-func copySelf(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "polyfn-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	in, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	bin := filepath.Join(dir, "worker")
-	out, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }

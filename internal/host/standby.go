@@ -50,7 +50,7 @@ func (s *standby) fillLocked() {
 		_, err := s.h.startAdmitted(s.h.buildCtx, nil, func() (pool.Instance, error) {
 			si, err := stream.Start(s.h.buildCtx, stream.Options{
 				Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
-				Dir: filepath.Join(s.h.runDir, id), Log: s.h.log,
+				Dir: filepath.Join(s.h.runDir, id), Log: s.h.log, Isolation: s.h.standbyIso,
 			})
 			if err != nil {
 				return nil, err

@@ -54,6 +54,16 @@ func (s *SyncBuffer) String() string {
 // ends the host is closed and every process it started is checked gone.
 func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 	t.Helper()
+	// Workers run as users of their own (isolation.user auto, tests run as
+	// root): the config's directory and those of repl must be theirs to read.
+	Reachable(t, dir)
+	for i := 1; i < len(repl); i += 2 {
+		if strings.HasPrefix(repl[i], os.TempDir()+"/") {
+			if st, err := os.Stat(repl[i]); err == nil && st.IsDir() {
+				Reachable(t, repl[i])
+			}
+		}
+	}
 	text := strings.NewReplacer(repl...).Replace(yamlText)
 	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(text))
 	if err != nil {
@@ -78,6 +88,69 @@ func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 		}
 	})
 	return th
+}
+
+// Reachable makes dir, and the directories above it up to the temporary
+// directory (t.TempDir makes them 0700), readable and searchable by every
+// user, for workers that run as users of their own.
+func Reachable(t testing.TB, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Writable returns dir made writable by every user (and reachable), for
+// fake workers of users of their own that record what they did in it.
+func Writable(t testing.TB, dir string) string {
+	t.Helper()
+	Reachable(t, dir)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Self returns a path of the test binary that every user may run (the go
+// command builds it in a private directory), for fake workers that run as
+// users of their own. It is removed when the test ends.
+func Self(t testing.TB) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "polyfn-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, filepath.Base(self))
+	if err := os.Link(self, bin); err == nil {
+		return bin
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // Leftovers returns the processes whose working directory lies under dir:

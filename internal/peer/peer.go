@@ -17,4 +17,12 @@ type Guard struct {
 	RunDir string
 	// UIDs are the users workers run as (other than the host's own).
 	UIDs map[int]bool
+	// UIDLo..UIDHi, when UIDHi is not zero, is a range of user ids
+	// workers run as (isolation.uids).
+	UIDLo, UIDHi int
+}
+
+// workerUID reports whether uid is one workers run as.
+func (g Guard) workerUID(uid int) bool {
+	return g.UIDs[uid] || g.UIDHi != 0 && uid >= g.UIDLo && uid <= g.UIDHi
 }

@@ -30,7 +30,7 @@ func (g Guard) FromWorker(remote, local string) (bool, error) {
 	if err != nil || !found {
 		return false, err // not a local process
 	}
-	if g.UIDs[uid] {
+	if g.workerUID(uid) {
 		return true, nil
 	}
 	for _, pid := range g.candidates() {
@@ -122,7 +122,7 @@ func (g Guard) candidates() []int {
 			continue
 		}
 		children[ppid] = append(children[ppid], pid)
-		if g.UIDs[uid] || g.RunDir != "" && under(pid, g.RunDir) {
+		if g.workerUID(uid) || g.RunDir != "" && under(pid, g.RunDir) {
 			seen[pid] = true
 			out = append(out, pid)
 		}

@@ -88,10 +88,17 @@ type Instance struct {
 // for its stream, init and the load of every function. On any failure the
 // process group is killed and the error says why.
 func Start(ctx context.Context, o Options) (*Instance, error) {
+	iso, err := o.Isolation.Lease()
+	if err != nil {
+		return nil, err
+	}
+	o.Isolation = iso
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		iso.Release()
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
 	if err := o.Isolation.Own(o.Dir); err != nil {
+		iso.Release()
 		os.RemoveAll(o.Dir)
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
@@ -105,6 +112,8 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 
 	host, port, err := net.SplitHostPort(o.Server.Addr())
 	if err != nil {
+		iso.Release()
+		os.RemoveAll(o.Dir)
 		return nil, err
 	}
 	args := append(append([]string(nil), o.Runtime.Command...),
@@ -114,6 +123,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
 	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(workerEnv(o)), Log: o.Log, Isolation: o.Isolation})
 	if err != nil {
+		iso.Release()
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
@@ -148,10 +158,14 @@ func workerEnv(o Options) map[string]string {
 		// function_app; the Azure host has it in every worker's environment.
 		base["AzureWebJobsScriptRoot"] = o.AppDir
 	}
-	return worker.ScrubbedEnvMap(base, o.Runtime.Env, o.Env, map[string]string{
+	own := map[string]string{
 		"FUNCTIONS_WORKER_DIRECTORY":      o.Dir,
 		"FUNCTIONS_APPLICATION_DIRECTORY": o.AppDir,
-	})
+	}
+	if o.Isolation.OtherUser() {
+		own["HOME"] = o.Dir // the host's home is not theirs
+	}
+	return worker.ScrubbedEnvMap(base, o.Runtime.Env, o.Env, own)
 }
 
 // Bind specializes a standby instance — started with no function — for

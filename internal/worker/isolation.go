@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,13 +20,62 @@ type Isolation struct {
 	Limiter *limits.Limiter
 	// Credential, when set, is the user and groups the worker runs as.
 	Credential *syscall.Credential
+	// Users, when set (and Credential is not), makes Lease give each worker
+	// a user id of its own.
+	Users *Users
+	// lease is the user id leased for this worker, if any.
+	lease *lease
 	// OnOOMKill, if set, is told about every process of the worker the
 	// kernel kills for exceeding Limits.Memory. It must not block.
 	OnOOMKill func(OOMEvent)
 }
 
 // IsZero reports whether the isolation adds nothing.
-func (iso Isolation) IsZero() bool { return iso.Limits.IsZero() && iso.Credential == nil }
+func (iso Isolation) IsZero() bool {
+	return iso.Limits.IsZero() && iso.Credential == nil && iso.Users == nil
+}
+
+type lease struct {
+	users *Users
+	uid   uint32
+	once  sync.Once
+}
+
+// Lease returns the isolation one worker starts with: for an isolation with
+// Users, a copy that runs as a freshly leased user id (the group id is the
+// same number, with no supplementary groups); otherwise iso itself. The
+// lease ends when the worker started with it has exited and every process
+// under the id was killed; a caller that does not start a worker with it
+// must call Release.
+func (iso Isolation) Lease() (Isolation, error) {
+	if iso.Users == nil || iso.Credential != nil {
+		return iso, nil
+	}
+	uid, err := iso.Users.Take()
+	if err != nil {
+		return iso, err
+	}
+	iso.Credential = &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
+	iso.lease = &lease{users: iso.Users, uid: uid}
+	return iso, nil
+}
+
+// Release ends the lease taken by Lease, killing whatever still runs under
+// its id. It is safe to call more than once and without a lease.
+func (iso Isolation) Release() {
+	if l := iso.lease; l != nil {
+		l.once.Do(func() { l.users.Release(l.uid) })
+	}
+}
+
+// Exclusive reports whether the worker runs under a user id nothing else
+// uses (a leased one): then every process of that id belongs to it.
+func (iso Isolation) Exclusive() bool { return iso.lease != nil }
+
+// OtherUser reports whether the worker runs as another user than the host.
+func (iso Isolation) OtherUser() bool {
+	return iso.Credential != nil && int(iso.Credential.Uid) != os.Getuid()
+}
 
 // Own gives paths (the worker's private directory, files it must read) to
 // the user the worker runs as; it does nothing without a Credential.

@@ -203,6 +203,7 @@ func Start(spec Spec) (*Process, error) {
 			<-drained
 		}
 		removeGroup()
+		spec.Isolation.Release()
 		p.mu.Lock()
 		p.state, p.waitErr = state, werr
 		p.mu.Unlock()
@@ -334,6 +335,9 @@ func (p *Process) killAll() {
 	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
 	if p.group != nil {
 		p.group.Kill()
+	}
+	if iso := p.spec.Isolation; iso.Exclusive() {
+		KillUser(iso.Credential.Uid)
 	}
 }
 

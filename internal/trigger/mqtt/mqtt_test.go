@@ -152,10 +152,7 @@ func start(t *testing.T, b broker, functions string, tweak ...func(*mqtt.Options
 // are given.
 func startPrepared(t *testing.T, b broker, functions string, prep func(*mqtt.Trigger), tweak ...func(*mqtt.Options)) *env {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := hosttest.Self(t)
 	dir := t.TempDir()
 	text := strings.NewReplacer("@EXE@", exe, "@DIR@", dir).Replace("functions:\n" + functions)
 	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(text))

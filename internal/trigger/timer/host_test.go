@@ -102,11 +102,15 @@ func fn(name, protocol string, timers ...string) string {
 // startHost starts a host of the functions, whose workers append to
 // records.
 func startHost(t *testing.T, records string, functions ...string) *hosttest.Host {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
+	// Workers of users of their own append to it.
+	if err := os.WriteFile(records, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(records, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	t.Helper()
+	self := hosttest.Self(t)
 	return hosttest.Start(t, t.TempDir(), "functions:"+strings.Join(functions, ""),
 		"{self}", self, "{codedir}", t.TempDir(), "{records}", records)
 }
@@ -184,7 +188,7 @@ func counter(t *testing.T, m *metrics.Metrics, family string, want map[string]st
 func TestEveryFiresOnItsTicks(t *testing.T) {
 	for _, protocol := range []string{"stream", "call"} {
 		t.Run(protocol, func(t *testing.T) {
-			records := filepath.Join(t.TempDir(), "records")
+			records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
 			startHost(t, records, fn("ticker", protocol, `{schedule: "@every 200ms", payload: hello}`))
 			rs := waitRecords(t, records, "ticker", 5)
 			seen := map[time.Time]bool{}
@@ -215,7 +219,7 @@ func TestEveryFiresOnItsTicks(t *testing.T) {
 // that come meanwhile are skipped and counted; with overlap: true they run
 // at the same time.
 func TestTimerFiresOnScheduleWithoutOverlap(t *testing.T) {
-	records := filepath.Join(t.TempDir(), "records")
+	records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
 	th := startHost(t, records,
 		fn("serial", "call", `{schedule: "@every 200ms", payload: "sleep:700ms"}`),
 		fn("parallel", "call", `{schedule: "@every 200ms", payload: "sleep:700ms", overlap: true}`))
@@ -249,7 +253,7 @@ func TestTimerFiresOnScheduleWithoutOverlap(t *testing.T) {
 // TestCronWithSeconds checks six-field cron expressions, in local time and
 // in a named time zone: they fire on whole seconds.
 func TestCronWithSeconds(t *testing.T) {
-	records := filepath.Join(t.TempDir(), "records")
+	records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
 	startHost(t, records, fn("cron", "stream", `{schedule: "*/1 * * * * *", payload: local}`, `{schedule: "CRON_TZ=UTC */1 * * * * *", payload: utc}`))
 	hosttest.WaitFor(t, 30*time.Second, "two runs of each schedule", func() bool {
 		n := map[string]int{}
@@ -269,7 +273,7 @@ func TestCronWithSeconds(t *testing.T) {
 // as a reload does before the old one is closed: each tick runs once, and
 // once the old host is closed it fires no more while the new one goes on.
 func TestCloseStopsTheTimers(t *testing.T) {
-	records := filepath.Join(t.TempDir(), "records")
+	records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
 	entry := fn("reloaded", "call", `{schedule: "@every 200ms"}`)
 	old := startHost(t, records, entry)
 	waitRecords(t, records, "reloaded", 2)
