@@ -26,9 +26,9 @@ type Users struct {
 	lo, hi  uint32
 	lockDir string
 
-	mu   sync.Mutex
-	next uint32
-	held map[uint32]*os.File
+	mu    sync.Mutex
+	held  map[uint32]*os.File
+	users map[uint32]bool // uid → names a user of the machine's
 }
 
 var (
@@ -46,7 +46,7 @@ func SharedUsers(lo, hi uint32) *Users {
 	if u := sharedUsers[k]; u != nil {
 		return u
 	}
-	u := &Users{lo: lo, hi: hi, next: lo, held: map[uint32]*os.File{}, lockDir: usersLockDir()}
+	u := &Users{lo: lo, hi: hi, held: map[uint32]*os.File{}, users: map[uint32]bool{}, lockDir: usersLockDir()}
 	sharedUsers[k] = u
 	return u
 }
@@ -65,40 +65,73 @@ func (u *Users) Range() (lo, hi uint32) { return u.lo, u.hi }
 // ErrNoFreeUser is returned by Take when every id of the range is leased.
 var ErrNoFreeUser = errors.New("no free user id for a worker")
 
-// Take leases a free id. Processes left running under it (by a host killed
-// before it could clean up) are killed first. The caller must Release it.
+// Take leases a free id, the lowest that is free (so that ids released
+// cleanly are reused and the range is not swept). An id another polyfn host
+// held when it died is taken after the processes it left under that id are
+// killed; an id never leased before is skipped while any process runs
+// under it (it belongs to something else). The caller must Release it.
 func (u *Users) Take() (uint32, error) {
 	if err := os.MkdirAll(u.lockDir, 0o700); err != nil {
 		return 0, fmt.Errorf("user id locks: %w", err)
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	n := u.hi - u.lo + 1
-	for i := uint32(0); i < n; i++ {
-		uid := u.lo + (u.next-u.lo+i)%n
-		if u.held[uid] != nil {
-			continue
+	for uid := u.lo; ; uid++ {
+		if u.held[uid] == nil && !u.machineUser(uid) {
+			f, err := u.lease(uid)
+			if err != nil {
+				return 0, err
+			}
+			if f != nil {
+				u.held[uid] = f
+				return uid, nil
+			}
 		}
-		if _, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
-			continue // a user of the machine's
+		if uid == u.hi {
+			break
 		}
-		f, err := os.OpenFile(filepath.Join(u.lockDir, strconv.FormatUint(uint64(uid), 10)), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return 0, fmt.Errorf("user id lock: %w", err)
-		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close() // another host's
-			continue
-		}
-		KillUser(uid)
-		u.held[uid] = f
-		u.next = uid + 1
-		if u.next > u.hi {
-			u.next = u.lo
-		}
-		return uid, nil
 	}
-	return 0, fmt.Errorf("%w: all %d ids of %d-%d are in use (isolation.uids)", ErrNoFreeUser, n, u.lo, u.hi)
+	return 0, fmt.Errorf("%w: all %d ids of %d-%d are in use (isolation.uids)", ErrNoFreeUser, u.hi-u.lo+1, u.lo, u.hi)
+}
+
+// machineUser reports whether uid names a user of the machine's user
+// database; the answer is remembered.
+func (u *Users) machineUser(uid uint32) bool {
+	if known, ok := u.users[uid]; ok {
+		return known
+	}
+	_, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	u.users[uid] = err == nil
+	return err == nil
+}
+
+// lease locks uid's file; nil without an error means the id is not free.
+func (u *Users) lease(uid uint32) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(u.lockDir, strconv.FormatUint(uint64(uid), 10)), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("user id lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close() // another host's
+		return nil, nil
+	}
+	mark := make([]byte, 8)
+	n, _ := f.ReadAt(mark, 0)
+	switch string(mark[:n]) {
+	case freeMark: // released cleanly: nothing runs under it
+	case heldMark:
+		KillUser(uid) // leased by a host that died: what it left is ours
+	default:
+		if killUserOnce(uid, false) > 0 {
+			f.Close() // never ours, and in use
+			return nil, nil
+		}
+	}
+	if _, err := f.WriteAt([]byte(heldMark), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("user id lock: %w", err)
+	}
+	return f, nil
 }
 
 // Release kills every process still running under uid and ends its lease.
@@ -110,9 +143,17 @@ func (u *Users) Release(uid uint32) {
 	delete(u.held, uid)
 	u.mu.Unlock()
 	if f != nil {
+		_, _ = f.WriteAt([]byte(freeMark), 0)
 		f.Close() // drops the lock
 	}
 }
+
+// What a lock file holds: freeMark while its id is not leased, heldMark
+// while it is (the same length: one is written over the other).
+const (
+	freeMark = "free"
+	heldMark = "held"
+)
 
 // KillUser sends SIGKILL to every process whose user id is uid, again
 // until none is left (processes forking meanwhile are caught by the next
@@ -122,7 +163,7 @@ func KillUser(uid uint32) {
 		return // never the host's own
 	}
 	for pass := 0; pass < killUserPasses; pass++ {
-		if killUserOnce(uid) == 0 {
+		if killUserOnce(uid, true) == 0 {
 			return
 		}
 	}
@@ -131,7 +172,8 @@ func KillUser(uid uint32) {
 // killUserPasses bounds KillUser's scans of /proc.
 const killUserPasses = 20
 
-func killUserOnce(uid uint32) int {
+// killUserOnce kills (or with kill false, counts) the live processes of uid.
+func killUserOnce(uid uint32, kill bool) int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -146,7 +188,7 @@ func killUserOnce(uid uint32) int {
 		if syscall.Stat("/proc/"+e.Name(), &st) != nil || st.Uid != uid || zombie(pid) {
 			continue
 		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+		if !kill || syscall.Kill(pid, syscall.SIGKILL) == nil {
 			n++
 		}
 	}
