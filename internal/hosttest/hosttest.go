@@ -97,7 +97,11 @@ func Reachable(t testing.TB, dir string) {
 	t.Helper()
 	tmp := filepath.Clean(os.TempDir())
 	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
+		st, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, st.Mode().Perm()|0o755); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,9 +85,11 @@ func handler(ctx context.Context, e polyfn.Event) (any, error) {
 		"qos": c.MessageQOS, "messageID": c.MessageID, "timestamp": c.MessageTimestamp}, nil
 }
 
-// appendLine appends a line to file and returns how many it holds.
+// appendLine appends a line to file and returns how many it holds. Each
+// instance runs as a user of its own: the file is everyone's to append to.
 func appendLine(file, line string) int {
-	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	syscall.Umask(0)
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o666)
 	if err != nil {
 		panic(err)
 	}
@@ -153,7 +156,7 @@ func start(t *testing.T, b broker, functions string, tweak ...func(*mqtt.Options
 func startPrepared(t *testing.T, b broker, functions string, prep func(*mqtt.Trigger), tweak ...func(*mqtt.Options)) *env {
 	t.Helper()
 	exe := hosttest.Self(t)
-	dir := t.TempDir()
+	dir := hosttest.Writable(t, t.TempDir())
 	text := strings.NewReplacer("@EXE@", exe, "@DIR@", dir).Replace("functions:\n" + functions)
 	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(text))
 	if err != nil {
