@@ -65,6 +65,24 @@ func TestCLIValidate(t *testing.T) {
 	if code == 0 {
 		t.Error("validate of a broken config exited 0")
 	}
+	if os.Geteuid() == 0 {
+		// A runtime under a directory only root may enter: its workers,
+		// running as users of their own, could not start it.
+		private := filepath.Join(t.TempDir(), "private")
+		if err := os.Mkdir(private, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(private, "python3"), "#!/bin/sh\n")
+		if err := os.Chmod(filepath.Join(private, "python3"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		unreachable := filepath.Join(dir, "unreachable.yaml")
+		writeFile(t, unreachable, fmt.Sprintf("runtimes:\n  py: {protocol: call, command: [%q]}\nfunctions:\n  - {name: a, runtime: py, handler: a.h, codedir: .}\n", filepath.Join(private, "python3")))
+		code, _, errOut := runCLI("validate", "-c", unreachable)
+		if code == 0 || !strings.Contains(errOut, "functions[0] (a): its workers run as users") || !strings.Contains(errOut, private+" is mode 0700") {
+			t.Errorf("validate of a config whose runtime workers cannot reach: exit %d, %q", code, errOut)
+		}
+	}
 	code, out, errOut := runCLI("validate", "-c", "../examples/polyfn.yaml")
 	if code != 0 || !strings.Contains(out, "ok, 4 functions") {
 		t.Fatalf("validate examples: exit %d, %q %q", code, out, errOut)

@@ -167,6 +167,9 @@ func validateCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
+			if err := host.CheckIsolation(cfg); err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
+			}
 			noun := "functions"
 			if len(cfg.Functions) == 1 {
 				noun = "function"

@@ -2,6 +2,7 @@ package host
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,19 @@ import (
 // limits backend is acquired (chosen and logged, the first time in the
 // process) when some function has limits; a user the host cannot switch to
 // is an error.
-func (h *Host) setupIsolation() error {
+func (h *Host) setupIsolation() error { return h.isolate(false) }
+
+// CheckIsolation reports, without starting anything, what would stop a
+// host for cfg from starting its workers: a user it cannot switch to, code
+// or a runtime out of the reach of the users workers run as.
+func CheckIsolation(cfg *config.Config) error {
+	h := &Host{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	return h.isolate(true)
+}
+
+// isolate is setupIsolation; check only checks, acquiring and changing
+// nothing.
+func (h *Host) isolate(check bool) error {
 	h.iso = map[string]worker.Isolation{}
 	def, err := h.defaultIsolation()
 	if err != nil {
@@ -35,7 +48,7 @@ func (h *Host) setupIsolation() error {
 		}
 		iso := def
 		iso.Limits, iso.OnOOMKill = l, h.oomKilled
-		if !l.IsZero() {
+		if !l.IsZero() && !check {
 			if h.limiter == nil {
 				h.limiter = limits.Acquire(h.log)
 			}
@@ -56,7 +69,7 @@ func (h *Host) setupIsolation() error {
 			h.releaseLimits()
 			return err
 		}
-		if iso.Credential != nil || iso.Users != nil {
+		if (iso.Credential != nil || iso.Users != nil) && !check {
 			// Workers of other users must reach their private directories.
 			if err := os.Chmod(h.runDir, 0o711); err != nil {
 				h.releaseLimits()
