@@ -24,6 +24,12 @@ const (
 	ReasonUnidentified = "unidentified"
 )
 
+// RefusalCounter counts refused worker connections by protocol (stream,
+// call) and reason; *metrics.Metrics is one.
+type RefusalCounter interface {
+	WorkerConnectionRefused(protocol, reason string)
+}
+
 // Process is the process found at the other end of a connection.
 type Process struct {
 	Pid int

@@ -36,6 +36,18 @@ func TCPClient(worker int, client, server netip.AddrPort) (Process, error) {
 	return Process{}, &Refusal{Reason: ReasonNotWorker, Subject: subject, Worker: worker, Pid: offender(inode), UID: uid}
 }
 
+// TCPClientProcess finds the process at the client end of a TCP connection
+// the host accepted, among every process (rate limited: see
+// OffenderLookupInterval), for the log of a refused connection. Pid is 0
+// and UID -1 when they are not known.
+func TCPClientProcess(client, server netip.AddrPort) Process {
+	uid, inode, found, err := lookupSocket(client, server)
+	if err != nil || !found {
+		return Process{UID: -1}
+	}
+	return Process{Pid: offender(inode), UID: uid}
+}
+
 // acceptPoll bounds the pause between two looks at whether the worker has
 // accepted the host's connection (TCPServer).
 const acceptPoll = 2 * time.Millisecond

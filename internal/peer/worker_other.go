@@ -14,6 +14,9 @@ import (
 // TCPClient accepts every connection on this system.
 func TCPClient(worker int, client, server netip.AddrPort) (Process, error) { return Process{}, nil }
 
+// TCPClientProcess cannot tell on this system.
+func TCPClientProcess(client, server netip.AddrPort) Process { return Process{UID: -1} }
+
 // TCPServer accepts every connection on this system.
 func TCPServer(ctx context.Context, worker int, client, server netip.AddrPort) (Process, error) {
 	return Process{}, nil

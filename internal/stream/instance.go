@@ -100,8 +100,8 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	}
 	workerID := invoke.NewID()
 	requestID := invoke.NewID()
-	connc := o.Server.expect(workerID)
-	defer o.Server.forget(workerID)
+	exp := o.Server.expect(workerID, o.Name, o.ID)
+	defer o.Server.forget(workerID, exp)
 
 	host, port, err := net.SplitHostPort(o.Server.Addr())
 	if err != nil {
@@ -117,8 +117,9 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
+	exp.started(proc.Pid())
 	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}, abandoned: map[string]bool{}, late: map[string]bool{}, name: o.Name, id: o.ID}
-	if err := i.handshake(ctx, connc); err != nil {
+	if err := i.handshake(ctx, exp.conn); err != nil {
 		i.proc.Kill()
 		if i.conn != nil {
 			i.conn.Close()
