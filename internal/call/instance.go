@@ -91,6 +91,9 @@ type Instance struct {
 	// peer.UnixServer).
 	ready   atomic.Bool
 	refused atomic.Pointer[peer.Refusal]
+	// abortStart ends the wait for the worker to be ready (set before
+	// the first dial).
+	abortStart context.CancelCauseFunc
 }
 
 // runtimeConfig is the file a Baetyl runtime reads with -c.
@@ -226,6 +229,7 @@ func (i *Instance) dial(target dialTarget) func(context.Context, string) (net.Co
 			return nil, err // not accepted in time: gRPC dials again
 		}
 		i.refused.Store(r)
+		i.abortStart(r)
 		if i.opts.Refusals != nil {
 			i.opts.Refusals.WorkerConnectionRefused("call", r.Reason)
 		}
@@ -265,6 +269,11 @@ func (i *Instance) connect(ctx context.Context, target dialTarget) error {
 	defer cancel()
 	ctx, stop := i.proc.CancelOnExit(ctx) // stop waiting as soon as the process exits
 	defer stop()
+	// A refused connection ends the wait: gRPC's state need not change
+	// (it stays in TRANSIENT_FAILURE across failed attempts).
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	i.abortStart = abort
 	conn.Connect()
 	for {
 		s := conn.GetState()
@@ -282,6 +291,9 @@ func (i *Instance) connect(ctx context.Context, target dialTarget) error {
 		if !conn.WaitForStateChange(ctx, s) {
 			break
 		}
+	}
+	if r := i.refused.Load(); r != nil {
+		return fmt.Errorf("worker address refused: %w", r)
 	}
 	if i.proc.Exited() {
 		return fmt.Errorf("worker exited before it was ready: %w", i.proc.ExitError())

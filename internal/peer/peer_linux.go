@@ -46,6 +46,16 @@ func (g Guard) FromWorker(remote, local string) (bool, error) {
 func lookupSocket(client, server netip.AddrPort) (uid int, inode uint64, found bool, err error) {
 	client = unmap(client)
 	server = unmap(server)
+	if diagAvailable() {
+		if s, found, err := diagLookup(client, server); err == nil {
+			return s.uid, s.inode, found, nil
+		}
+	}
+	return lookupSocketProc(client, server)
+}
+
+// lookupSocketProc is lookupSocket reading /proc/net/tcp{,6}.
+func lookupSocketProc(client, server netip.AddrPort) (uid int, inode uint64, found bool, err error) {
 	err = scanTCP(func(e tcpEntry) bool {
 		if e.local == client && e.remote == server {
 			uid, inode, found = e.uid, e.inode, true

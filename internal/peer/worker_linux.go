@@ -86,13 +86,7 @@ func TCPServer(ctx context.Context, worker int, client, server netip.AddrPort) (
 	if pid == 0 {
 		return Process{}, &Refusal{Reason: ReasonNotWorker, Subject: subject, Worker: worker, Pid: offender(inode), UID: uid}
 	}
-	var others []tcpEntry
-	err := scanTCP(func(e tcpEntry) bool {
-		if e.state == tcpListen && e.local.Port() == server.Port() && (e.local.Addr() == server.Addr() || e.local.Addr().IsUnspecified()) {
-			others = append(others, e)
-		}
-		return true
-	})
+	others, err := listeners(server)
 	if err != nil {
 		return Process{}, &Refusal{Reason: ReasonUnidentified, Subject: "the listeners on " + server.String(), Worker: worker, UID: -1, Err: err}
 	}
@@ -103,6 +97,46 @@ func TCPServer(ctx context.Context, worker int, client, server netip.AddrPort) (
 		}
 	}
 	return Process{Pid: pid, UID: uid}, nil
+}
+
+// listeners returns the TCP sockets listening where a connection to addr
+// may land: on addr itself, or on the unspecified address of either family,
+// on addr's port.
+func listeners(addr netip.AddrPort) ([]tcpEntry, error) {
+	var all []tcpEntry
+	var err error
+	if diagAvailable() {
+		var socks []diagSocket
+		if socks, err = diagListeners(addr.Port()); err == nil {
+			for _, s := range socks {
+				all = append(all, tcpEntry{local: s.local, state: tcpListen, uid: s.uid, inode: s.inode})
+			}
+		}
+	}
+	if !diagAvailable() || err != nil {
+		if all, err = listenersProc(); err != nil {
+			return nil, err
+		}
+	}
+	var out []tcpEntry
+	for _, e := range all {
+		if e.state == tcpListen && e.local.Port() == addr.Port() && (e.local.Addr() == addr.Addr() || e.local.Addr().IsUnspecified()) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// listenersProc returns every listening TCP socket of /proc/net/tcp{,6}.
+func listenersProc() ([]tcpEntry, error) {
+	var all []tcpEntry
+	err := scanTCP(func(e tcpEntry) bool {
+		if e.state == tcpListen {
+			all = append(all, e)
+		}
+		return true
+	})
+	return all, err
 }
 
 // UnixServer checks the server end of a unix socket connection the host

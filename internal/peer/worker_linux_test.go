@@ -344,3 +344,121 @@ func refillOffenderLookups() {
 	offenderBucket.tokens = OffenderLookupBurst
 	offenderBucket.Unlock()
 }
+
+// BenchmarkTCPClient measures what the stream server's check costs per
+// accepted stream: the client socket found in /proc/net/tcp and in the file
+// descriptors of the worker (a child process here).
+func BenchmarkTCPClient(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; exec sleep 60", l.Addr().(*net.TCPAddr).Port))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	c, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	local, remote := netip.MustParseAddrPort(c.LocalAddr().String()), netip.MustParseAddrPort(c.RemoteAddr().String())
+	b.ResetTimer()
+	for range b.N {
+		if _, err := TCPClient(cmd.Process.Pid, remote, local); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTCPServer measures the call dialer's check per connection: the
+// accepted socket and the listeners on the worker's port.
+func BenchmarkTCPServer(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0") // the "worker" is this process
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	client, server := netip.MustParseAddrPort(c.LocalAddr().String()), netip.MustParseAddrPort(c.RemoteAddr().String())
+	b.ResetTimer()
+	for range b.N {
+		if _, err := TCPServer(context.Background(), os.Getpid(), client, server); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOffenderLookup measures the scan of every process's file
+// descriptors that names the process behind a refused connection.
+func BenchmarkOffenderLookup(b *testing.B) {
+	for range b.N {
+		refillOffenderLookups()
+		_ = offender(1)
+	}
+}
+
+// TestSockDiagAgreesWithProc checks the two ways sockets are found — the
+// kernel's sock_diag and /proc/net/tcp{,6}, its fallback — against each
+// other, for IPv4 and IPv6 connections and listeners.
+func TestSockDiagAgreesWithProc(t *testing.T) {
+	if !diagAvailable() {
+		t.Skip("no sock_diag here: only /proc/net/tcp is used")
+	}
+	for _, network := range []string{"tcp4", "tcp6"} {
+		l, err := net.Listen(network, map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network])
+		if err != nil {
+			t.Logf("%s: %v", network, err)
+			continue
+		}
+		defer l.Close()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		client, server := addrs(t, c)
+		u1, n1, f1, err1 := lookupSocketProc(client, server)
+		d, f2, err2 := diagLookup(client, server)
+		if err1 != nil || err2 != nil || !f1 || !f2 || u1 != d.uid || n1 != d.inode || n1 == 0 {
+			t.Errorf("%s client socket: /proc %d %d %v %v, sock_diag %+v %v %v", network, u1, n1, f1, err1, d, f2, err2)
+		}
+		if _, f, err := diagLookup(netip.MustParseAddrPort(server.String()), netip.AddrPortFrom(client.Addr(), client.Port()+1)); f || err != nil {
+			t.Errorf("%s: sock_diag found a connection that does not exist: %v", network, err)
+		}
+		port := netip.MustParseAddrPort(l.Addr().String()).Port()
+		fromDiag, err := diagListeners(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := listenersProc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fromProc []tcpEntry
+		for _, e := range all {
+			if e.local.Port() == port {
+				fromProc = append(fromProc, e)
+			}
+		}
+		if len(fromDiag) != 1 || len(fromProc) != 1 || fromDiag[0].inode != fromProc[0].inode || fromDiag[0].local != fromProc[0].local {
+			t.Errorf("%s listeners on %d: sock_diag %+v, /proc %+v", network, port, fromDiag, fromProc)
+		}
+	}
+}
