@@ -141,6 +141,11 @@ func (s *Server) EventStream(st rpc.FunctionRpc_EventStreamServer) error {
 		// comes first waits for it.
 		select {
 		case <-e.known:
+		default:
+			s.log.Debug("stream waits for its worker's process id", "function", e.name, "instance", e.instance)
+		}
+		select {
+		case <-e.known:
 		case <-st.Context().Done():
 			return st.Context().Err()
 		}
