@@ -167,8 +167,8 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 
 func serveFake() { serveFakeOn(listenFake(false)) }
 
-// listenFake listens on BAETYL_SERVICE_INSTANCE_ADDRESS, sharing the port
-// with SO_REUSEPORT when reusePort is set (as gRPC's C core does).
+// listenFake listens on BAETYL_SERVICE_INSTANCE_ADDRESS, sharing a TCP
+// port with SO_REUSEPORT when reusePort is set (as gRPC's C core does).
 func listenFake(reusePort bool) net.Listener {
 	addr := os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS")
 	network := "tcp"
@@ -176,7 +176,7 @@ func listenFake(reusePort bool) net.Listener {
 		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
 	}
 	var lc net.ListenConfig
-	if reusePort {
+	if reusePort && network == "tcp" {
 		lc.Control = setReusePort
 	}
 	l, err := lc.Listen(context.Background(), network, addr)

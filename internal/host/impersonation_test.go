@@ -74,8 +74,9 @@ func setReusePort(network, address string, c syscall.RawConn) error {
 //	stream PID TAG        read PID's command line for the stream server's
 //	                      address and the worker id, connect, StartStream
 //	                      with that id: "refused TAG CODE" or "ACCEPTED TAG"
-//	bind ADDR reuse|plain listen on ADDR (with SO_REUSEPORT or not) and
-//	                      serve the call protocol: "bound ADDR"
+//	bind ADDR reuse|plain listen on ADDR (host:port with SO_REUSEPORT or
+//	                      not, or unix:PATH) and serve the call protocol:
+//	                      "bound ADDR"
 //	bind-env PID MODE     the same at the address read from PID's environment
 //	unbind ADDR           stop listening: "unbound ADDR"
 //
@@ -113,7 +114,11 @@ func runAttacker() {
 			if f[2] == "reuse" {
 				lc.Control = setReusePort
 			}
-			l, err := lc.Listen(context.Background(), "tcp", addr)
+			network, laddr := "tcp", addr
+			if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+				network, laddr = "unix", path
+			}
+			l, err := lc.Listen(context.Background(), network, laddr)
 			if err != nil {
 				say("bind-failed %s %v", addr, err)
 				continue
@@ -364,6 +369,12 @@ runtimes:
     command: ["{bin}"]
     env: {POLYFN_FAKE_WORKER: ok-gated, POLYFN_FAKE_GATE: "{gate}"}
     start_timeout: 30s
+  gated-call-unix:
+    protocol: call
+    address: unix
+    command: ["{bin}"]
+    env: {POLYFN_FAKE_WORKER: ok-gated, POLYFN_FAKE_GATE: "{gate}"}
+    start_timeout: 30s
   gated-call-early:
     protocol: call
     command: ["{bin}"]
@@ -381,7 +392,7 @@ functions:
 // workers are served; every refusal is logged with the offending process and
 // counted.
 func TestWorkersCannotBeImpersonated(t *testing.T) {
-	const streamRounds, attempts, squatRounds, shareRounds, invocations = 6, 2, 3, 3, 4
+	const streamRounds, attempts, squatRounds, shareRounds, unixRounds, invocations = 6, 2, 3, 3, 2, 4
 	bin := copySelf(t)
 	gate := t.TempDir()
 	var fns strings.Builder
@@ -393,6 +404,9 @@ func TestWorkersCannotBeImpersonated(t *testing.T) {
 	}
 	for i := range shareRounds {
 		fmt.Fprintf(&fns, "  - {name: share-%d, runtime: gated-call-early, handler: h.h, codedir: \"{codedir}\"}\n", i)
+	}
+	for i := range unixRounds {
+		fmt.Fprintf(&fns, "  - {name: unix-%d, runtime: gated-call-unix, handler: h.h, codedir: \"{codedir}\"}\n", i)
 	}
 	th := hosttest.Start(t, t.TempDir(), strings.Replace(impersonationConfig, "{functions}", fns.String(), 1),
 		"{bin}", bin, "{gate}", gate, "{codedir}", t.TempDir())
@@ -421,42 +435,11 @@ func TestWorkersCannotBeImpersonated(t *testing.T) {
 		}
 	}
 
-	// Stream: every attacker presents the worker's id, several times, before
-	// the worker connects; then again once it has.
-	for round := range streamRounds {
-		fn := fmt.Sprintf("stream-%d", round)
-		first := callAsync(th, fn, "card-first")
-		pid, _ := gated(t, gate, seen)
-		var wg sync.WaitGroup
-		for _, a := range attackers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for k := range attempts {
-					tag := fmt.Sprintf("%s-%d-%d", a.name, round, k)
-					if r := a.do("stream " + pid + " " + tag); r != "refused "+tag+" PermissionDenied" {
-						t.Errorf("%s presenting worker %s's id: %q, want it refused", a.name, pid, r)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		openGate(t, gate, pid)
-		if r := <-first; r.Status != 200 || string(r.Body) != "stream:card-first" {
-			t.Fatalf("%s: first invocation got %d %q, want the real worker's answer", fn, r.Status, r.Body)
-		}
-		served(fn, "stream:")
-		for _, a := range attackers {
-			tag := fmt.Sprintf("%s-%d-late", a.name, round)
-			if r := a.do("stream " + pid + " " + tag); r != "refused "+tag+" PermissionDenied" {
-				t.Errorf("%s presenting the id of connected worker %s: %q, want it refused", a.name, pid, r)
-			}
-		}
-	}
-
 	// Call: an attacker holds the worker's address when the host dials it.
 	// The start fails (the worker cannot serve an address another process
-	// holds) and the next start, with a new address, is served.
+	// holds) and the next start, with a new address, is served. (These
+	// rounds come first: the lookups of offenders' pids are rate limited,
+	// and the stream rounds spend them fast.)
 	// listening says whether the worker listens already at its gate (it
 	// accepts once through it) or listens once through it.
 	callRound := func(fn string, listening bool, a *attacker, bind func(pid, addr string) string) {
@@ -499,6 +482,45 @@ func TestWorkersCannotBeImpersonated(t *testing.T) {
 		callRound(fmt.Sprintf("share-%d", round), true, same, func(pid, _ string) string { return "bind-env " + pid + " reuse" })
 	}
 
+	for round := range unixRounds {
+		// A process of the worker's user (only it may enter the instance's
+		// private directory) takes the worker's unix socket first.
+		callRound(fmt.Sprintf("unix-%d", round), false, same, func(_, addr string) string { return "bind " + addr + " plain" })
+	}
+
+	// Stream: every attacker presents the worker's id, several times, before
+	// the worker connects; then again once it has.
+	for round := range streamRounds {
+		fn := fmt.Sprintf("stream-%d", round)
+		first := callAsync(th, fn, "card-first")
+		pid, _ := gated(t, gate, seen)
+		var wg sync.WaitGroup
+		for _, a := range attackers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range attempts {
+					tag := fmt.Sprintf("%s-%d-%d", a.name, round, k)
+					if r := a.do("stream " + pid + " " + tag); r != "refused "+tag+" PermissionDenied" {
+						t.Errorf("%s presenting worker %s's id: %q, want it refused", a.name, pid, r)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		openGate(t, gate, pid)
+		if r := <-first; r.Status != 200 || string(r.Body) != "stream:card-first" {
+			t.Fatalf("%s: first invocation got %d %q, want the real worker's answer", fn, r.Status, r.Body)
+		}
+		served(fn, "stream:")
+		for _, a := range attackers {
+			tag := fmt.Sprintf("%s-%d-late", a.name, round)
+			if r := a.do("stream " + pid + " " + tag); r != "refused "+tag+" PermissionDenied" {
+				t.Errorf("%s presenting the id of connected worker %s: %q, want it refused", a.name, pid, r)
+			}
+		}
+	}
+
 	for _, a := range attackers {
 		if got := a.received(); len(got) > 0 {
 			t.Errorf("%s (pid %d, uid %d) received what only workers may: %q", a.name, a.pid, a.uid, got)
@@ -521,8 +543,8 @@ func TestWorkersCannotBeImpersonated(t *testing.T) {
 	if n, want := refused("stream", "unknown_worker_id"), streamRounds*len(attackers); n != want {
 		t.Errorf("stream unknown_worker_id refusals counted: %d, want %d", n, want)
 	}
-	if n, logged := refused("call", "not_worker"), strings.Count(logs, "connection to the worker refused"); n < squatRounds+shareRounds || n != logged {
-		t.Errorf("call refusals: %d counted, %d logged, want at least %d", n, logged, squatRounds+shareRounds)
+	if n, logged := refused("call", "not_worker"), strings.Count(logs, "connection to the worker refused"); n < squatRounds+shareRounds+unixRounds || n != logged {
+		t.Errorf("call refusals: %d counted, %d logged, want at least %d", n, logged, squatRounds+shareRounds+unixRounds)
 	}
 	for _, a := range attackers {
 		re := regexp.MustCompile(fmt.Sprintf(`level=WARN msg="stream refused: the connection is not the worker's" .* pid=%d uid=%d `, a.pid, a.uid))
