@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
+	"github.com/polyfn/polyfn/internal/config"
 )
 
 // helperEnv makes the test binary a worker: "ADDR ID" opens a stream to
@@ -207,5 +209,34 @@ func TestStreamForAbandonedStartIsRefused(t *testing.T) {
 	}
 	if n := counts.count("stream/unknown_worker_id"); n != 1 {
 		t.Errorf("unknown_worker_id refusals counted: %d, want 1", n)
+	}
+}
+
+// Foreign workers get the launch of the official Azure Functions host, the
+// worker id in both spellings; polyfn's own runtimes get it in the
+// environment and the rest of the command line unchanged.
+func TestLaunch(t *testing.T) {
+	s, _, _ := newTestServer(t)
+	host, port, _ := strings.Cut(s.Addr(), ":")
+	uri := "http://" + s.Addr() + "/"
+	o := Options{Server: s, Runtime: config.Runtime{Name: "azure-node", Command: []string{"node", "worker.js"}}, Dir: "/d", AppDir: "/a"}
+	args, env := launch(o, host, port, "W", "R")
+	want := []string{"node", "worker.js", "--host", host, "--port", port, "--workerId", "W", "--requestId", "R",
+		"--grpcMaxMessageLength", "2147483647", "--functions-uri", uri, "--functions-worker-id", "W",
+		"--functions-request-id", "R", "--functions-grpc-max-message-length", "2147483647"}
+	if !slices.Equal(args, want) {
+		t.Errorf("foreign worker's launch:\n got %q\nwant %q", args, want)
+	}
+	if _, ok := env[WorkerIDEnv]; ok {
+		t.Errorf("foreign worker's environment has %s", WorkerIDEnv)
+	}
+
+	o.Runtime = config.Runtime{Name: "python3", Command: []string{"python3", "-m", "polyfn_runtime"}, BuiltIn: true}
+	args, env = launch(o, host, port, "W", "R")
+	want = []string{"python3", "-m", "polyfn_runtime", "--host", host, "--port", port, "--requestId", "R",
+		"--grpcMaxMessageLength", "2147483647", "--functions-uri", uri,
+		"--functions-request-id", "R", "--functions-grpc-max-message-length", "2147483647"}
+	if !slices.Equal(args, want) || env[WorkerIDEnv] != "W" {
+		t.Errorf("built-in runtime's launch:\n got %q, %s=%q\nwant %q, %s=W", args, WorkerIDEnv, env[WorkerIDEnv], want, WorkerIDEnv)
 	}
 }
