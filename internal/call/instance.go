@@ -53,6 +53,10 @@ const maxMessageSize = 2147483647
 // connection: the largest gRPC's own window estimation reaches.
 const windowSize = 16 << 20
 
+// connectTimeout bounds one connection attempt to a worker, its check that
+// the worker accepted it included (gRPC's minimum connect timeout).
+const connectTimeout = time.Second
+
 // readinessBackoff replaces grpc-go's default reconnect backoff (1 s base),
 // so a worker is seen ready within milliseconds of listening.
 var readinessBackoff = backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1.5, Jitter: 0.1, MaxDelay: 100 * time.Millisecond}
@@ -253,7 +257,7 @@ func (i *Instance) connect(ctx context.Context, target dialTarget) error {
 	conn, err := grpc.NewClient("passthrough:///"+target.address,
 		grpc.WithContextDialer(i.dial(target)), grpc.WithAuthority(authority),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: readinessBackoff, MinConnectTimeout: time.Second}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: readinessBackoff, MinConnectTimeout: connectTimeout}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 		// Fixed flow-control windows, as large as the dynamic ones may grow:
 		// with them set, gRPC sends no BDP-estimation pings (a ping and its

@@ -64,6 +64,9 @@ func TCPServer(ctx context.Context, worker int, client, server netip.AddrPort) (
 	subject := "the process that accepted the connection to " + server.String()
 	var uid int
 	var inode uint64
+	// Nothing tells another process's accept: look until the connection's
+	// server end has a file (an inode), with growing pauses. A worker
+	// blocked in accept takes it at once.
 	for wait := 20 * time.Microsecond; ; wait = min(2*wait, acceptPoll) {
 		var found bool
 		var err error
