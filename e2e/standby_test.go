@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +34,16 @@ functions:
 	for _, tc := range []struct{ fn, runtime, greeting string }{{"py", "python3", "from-py"}, {"js", "node", "from-js"}} {
 		var pid int
 		hosttest.WaitFor(t, 30*time.Second, tc.runtime+"'s standby worker", func() bool { pid = standbyPid(tc.runtime); return pid != 0 })
+		// polyfn's own runtimes get their worker id in the environment, off
+		// the command line that every local user can read.
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args := strings.Split(string(cmdline), "\x00"); !slices.Contains(args, "--functions-uri") ||
+			slices.Contains(args, "--workerId") || slices.Contains(args, "--functions-worker-id") {
+			t.Errorf("%s's worker command line %q: want the stream launch without the worker id", tc.runtime, args)
+		}
 		r := th.Call(t, tc.fn, "")
 		var got struct {
 			Context map[string]any     `json:"context"`

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -30,6 +31,7 @@ import (
 	"github.com/polyfn/polyfn/api/baetyl"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/peer"
 	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
@@ -50,6 +52,10 @@ const maxMessageSize = 2147483647
 // windowSize is the gRPC flow-control window of each call and of the
 // connection: the largest gRPC's own window estimation reaches.
 const windowSize = 16 << 20
+
+// connectTimeout bounds one connection attempt to a worker, its check that
+// the worker accepted it included (gRPC's minimum connect timeout).
+const connectTimeout = time.Second
 
 // readinessBackoff replaces grpc-go's default reconnect backoff (1 s base),
 // so a worker is seen ready within milliseconds of listening.
@@ -73,6 +79,9 @@ type Options struct {
 	// Isolation confines the worker: resource limits, the user it runs as
 	// (its directory and runtime config file are given to that user).
 	Isolation worker.Isolation
+	// Refusals, if not nil, counts connections to the worker's address
+	// refused because another process serves it.
+	Refusals peer.RefusalCounter
 }
 
 // Instance is one running call-protocol worker.
@@ -81,6 +90,14 @@ type Instance struct {
 	proc   *worker.Process
 	conn   *grpc.ClientConn
 	client baetyl.FunctionClient
+	// ready is set once the worker was first reached; refused holds the
+	// last refusal of a connection to its address (peer.TCPServer,
+	// peer.UnixServer).
+	ready   atomic.Bool
+	refused atomic.Pointer[peer.Refusal]
+	// abortStart ends the wait for the worker to be ready (set before
+	// the first dial).
+	abortStart context.CancelCauseFunc
 }
 
 // runtimeConfig is the file a Baetyl runtime reads with -c.
@@ -187,26 +204,77 @@ func command(tmpl []string, path string) []string {
 	return out
 }
 
+// dialTarget is where the host dials a worker.
+type dialTarget struct{ network, address string }
+
 // listenAddress picks the address the worker listens on and the target the
 // host dials.
-func listenAddress(kind, dir string) (addr, target string, err error) {
+func listenAddress(kind, dir string) (addr string, target dialTarget, err error) {
 	if kind == "unix" {
 		sock := filepath.Join(dir, "worker.sock")
-		return "unix:" + sock, "unix://" + sock, nil
+		return "unix:" + sock, dialTarget{"unix", sock}, nil
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", "", fmt.Errorf("pick a port: %w", err)
+		return "", target, fmt.Errorf("pick a port: %w", err)
 	}
 	addr = l.Addr().String()
 	l.Close()
-	return addr, addr, nil
+	return addr, dialTarget{"tcp", addr}, nil
 }
 
-func (i *Instance) connect(ctx context.Context, target string) error {
-	conn, err := grpc.NewClient(target,
+// dial opens a connection to the worker and checks that the worker's
+// process tree is what serves it (the worker's address could have been
+// taken, or shared, by another process); a connection that is not the
+// worker's is closed, logged, counted and never used. A refusal during the
+// start fails it; one later (a reconnection) replaces the instance.
+func (i *Instance) dial(target dialTarget) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, target.network, target.address)
+		if err != nil {
+			return nil, err
+		}
+		switch cc := c.(type) {
+		case *net.UnixConn:
+			_, err = peer.UnixServer(i.proc.Pid(), cc)
+		case *net.TCPConn:
+			_, err = peer.TCPServer(ctx, i.proc.Pid(), cc.LocalAddr().(*net.TCPAddr).AddrPort(), cc.RemoteAddr().(*net.TCPAddr).AddrPort())
+		}
+		if err == nil {
+			return c, nil
+		}
+		c.Close()
+		var r *peer.Refusal
+		if !errors.As(err, &r) {
+			return nil, err // not accepted in time: gRPC dials again
+		}
+		i.refused.Store(r)
+		i.abortStart(r)
+		if i.opts.Refusals != nil {
+			i.opts.Refusals.WorkerConnectionRefused("call", r.Reason)
+		}
+		if i.opts.Log != nil {
+			i.opts.Log.Warn("connection to the worker refused: its address is not served by the worker",
+				append([]any{"function", i.opts.Name, "instance", i.opts.ID, "address", target.address, "error", r}, r.LogArgs()...)...)
+		}
+		if i.ready.Load() {
+			go i.proc.Kill() // the pool replaces it; ExitError says why
+		}
+		return nil, err
+	}
+}
+
+func (i *Instance) connect(ctx context.Context, target dialTarget) error {
+	// The dialer ignores the address gRPC resolved: it dials target.
+	authority := target.address
+	if target.network == "unix" {
+		authority = "localhost" // what gRPC sends for unix:// targets
+	}
+	conn, err := grpc.NewClient("passthrough:///"+target.address,
+		grpc.WithContextDialer(i.dial(target)), grpc.WithAuthority(authority),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: readinessBackoff, MinConnectTimeout: time.Second}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: readinessBackoff, MinConnectTimeout: connectTimeout}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 		// Fixed flow-control windows, as large as the dynamic ones may grow:
 		// with them set, gRPC sends no BDP-estimation pings (a ping and its
@@ -222,12 +290,21 @@ func (i *Instance) connect(ctx context.Context, target string) error {
 	defer cancel()
 	ctx, stop := i.proc.CancelOnExit(ctx) // stop waiting as soon as the process exits
 	defer stop()
+	// A refused connection ends the wait: gRPC's state need not change
+	// (it stays in TRANSIENT_FAILURE across failed attempts).
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	i.abortStart = abort
 	conn.Connect()
 	for {
 		s := conn.GetState()
 		if s == connectivity.Ready {
 			i.client = baetyl.NewFunctionClient(conn)
+			i.ready.Store(true)
 			return nil
+		}
+		if r := i.refused.Load(); r != nil {
+			return fmt.Errorf("worker address refused: %w", r)
 		}
 		if s == connectivity.TransientFailure || s == connectivity.Idle {
 			conn.Connect()
@@ -235,6 +312,9 @@ func (i *Instance) connect(ctx context.Context, target string) error {
 		if !conn.WaitForStateChange(ctx, s) {
 			break
 		}
+	}
+	if r := i.refused.Load(); r != nil {
+		return fmt.Errorf("worker address refused: %w", r)
 	}
 	if i.proc.Exited() {
 		return fmt.Errorf("worker exited before it was ready: %w", i.proc.ExitError())
@@ -255,7 +335,12 @@ func (i *Instance) Pid() int { return i.proc.Pid() }
 func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
 
 // ExitError says how an exited worker ended.
-func (i *Instance) ExitError() error { return i.proc.ExitError() }
+func (i *Instance) ExitError() error {
+	if r := i.refused.Load(); r != nil && i.ready.Load() {
+		return fmt.Errorf("replaced: a connection to its address was refused: %w", r)
+	}
+	return i.proc.ExitError()
+}
 
 // Stop asks the worker to exit (SIGTERM), waits up to the runtime's stop
 // grace, then kills its process group. It blocks until the worker is gone and

@@ -35,6 +35,7 @@ func dialFakeStream() (rpc.FunctionRpc_EventStreamClient, func(*rpc.StreamingMes
 		fmt.Fprintln(os.Stderr, "missing --functions-uri / --functions-worker-id:", err)
 		os.Exit(2)
 	}
+	waitGate(*workerID)
 	addr := strings.TrimSuffix(strings.TrimPrefix(*uri, "http://"), "/")
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

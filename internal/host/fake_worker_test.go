@@ -59,6 +59,15 @@ func runFakeWorker(mode string) {
 	case "exit":
 		fmt.Fprintln(os.Stderr, "fatal: cannot load handler module nope")
 		os.Exit(3)
+	case "ok-gated":
+		// Listens once the test opens its gate.
+		waitGate(os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS"))
+		serveFakeOn(listenFake(true))
+	case "ok-gated-early":
+		// Listens at once, accepts once the test opens its gate.
+		l := listenFake(true)
+		waitGate(os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS"))
+		serveFakeOn(l)
 	case "never-ready":
 		fmt.Fprintln(os.Stderr, "thinking about it")
 		select {}
@@ -192,17 +201,29 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 	return out, nil
 }
 
-func serveFake() {
+func serveFake() { serveFakeOn(listenFake(false)) }
+
+// listenFake listens on BAETYL_SERVICE_INSTANCE_ADDRESS, sharing a TCP
+// port with SO_REUSEPORT when reusePort is set (as gRPC's C core does).
+func listenFake(reusePort bool) net.Listener {
 	addr := os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS")
 	network := "tcp"
 	if strings.HasPrefix(addr, "unix:") {
 		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
 	}
-	l, err := net.Listen(network, addr)
+	var lc net.ListenConfig
+	if reusePort && network == "tcp" {
+		lc.Control = setReusePort
+	}
+	l, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
 		os.Exit(6)
 	}
+	return l
+}
+
+func serveFakeOn(l net.Listener) {
 	s := grpc.NewServer()
 	baetyl.RegisterFunctionServer(s, fakeServer{})
 	go func() {

@@ -103,7 +103,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	for _, fc := range cfg.Functions {
 		rt := cfg.Effective(fc)
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
-			if h.stream, err = stream.NewServer(log); err != nil {
+			if h.stream, err = stream.NewServer(log, h.metrics); err != nil {
 				os.RemoveAll(runDir)
 				h.releaseLimits()
 				return nil, err
@@ -231,7 +231,7 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 			}
 			return call.Start(ctx, call.Options{
 				Functions: spec.functions, Name: spec.name, Env: spec.env, Runtime: rt, ID: id,
-				Dir: filepath.Join(h.runDir, id), Log: h.log, Isolation: iso,
+				Dir: filepath.Join(h.runDir, id), Log: h.log, Isolation: iso, Refusals: h.metrics,
 			})
 		})
 	}

@@ -8,7 +8,9 @@ import (
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeEnv); mode != "" {
-		if strings.HasPrefix(mode, "azure") {
+		if mode == "attacker" {
+			runAttacker()
+		} else if strings.HasPrefix(mode, "azure") {
 			runFakeAzureWorker(mode)
 		} else if strings.HasPrefix(mode, "stream") {
 			runFakeStreamWorker(mode)

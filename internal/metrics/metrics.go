@@ -27,6 +27,7 @@ type Metrics struct {
 	standby       *prometheus.CounterVec
 	timerSkipped  *prometheus.CounterVec
 	oomKills      *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 
 	// series caches what Invocation updates, by seriesKey.
 	series sync.Map
@@ -85,7 +86,11 @@ func New(stats func() []PoolStats) *Metrics {
 		Name: "polyfn_worker_oom_kills_total",
 		Help: "Processes of workers (the worker itself or what it started) the kernel killed at the memory limit (limits.memory).",
 	}, []string{"function"})
-	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby, m.timerSkipped, m.oomKills,
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_worker_connections_refused_total",
+		Help: "Worker protocol connections refused because the process at the other end is not the instance's worker (or a process it started), by protocol (stream, call) and reason (unknown_worker_id, not_worker, unidentified).",
+	}, []string{"protocol", "reason"})
+	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby, m.timerSkipped, m.oomKills, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{stats: stats})
 	return m
@@ -161,6 +166,12 @@ func (m *Metrics) TimerTickSkipped(function string) { m.timerSkipped.WithLabelVa
 // limit.
 func (m *Metrics) OOMKills(function string, n int) {
 	m.oomKills.WithLabelValues(function).Add(float64(n))
+}
+
+// WorkerConnectionRefused records a worker protocol connection refused
+// for reason.
+func (m *Metrics) WorkerConnectionRefused(protocol, reason string) {
+	m.refused.WithLabelValues(protocol, reason).Inc()
 }
 
 var (

@@ -1,6 +1,9 @@
-// Package peer tells whether the local process at the other end of a TCP
-// connection is one of the host's workers (or something a worker started),
-// so that endpoints meant for operators can refuse it.
+// Package peer identifies the local process at the other end of a
+// connection. Guard tells whether an HTTP client is one of the host's
+// workers (or something a worker started), so that endpoints meant for
+// operators can refuse it; TCPClient, TCPServer and UnixServer (worker.go)
+// authenticate worker protocol connections: the process must be the
+// instance's worker or one of its descendants.
 //
 // On Linux the client's socket is found in /proc/net/tcp{,6} by its
 // address; the processes holding it are looked for among the host's

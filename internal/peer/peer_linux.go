@@ -44,39 +44,80 @@ func (g Guard) FromWorker(remote, local string) (bool, error) {
 // lookupSocket finds the socket whose local address is client and whose
 // remote address is server.
 func lookupSocket(client, server netip.AddrPort) (uid int, inode uint64, found bool, err error) {
-	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		fh, err := os.Open(f)
+	client = unmap(client)
+	server = unmap(server)
+	if diagAvailable() {
+		if s, found, err := diagLookup(client, server); err == nil {
+			return s.uid, s.inode, found, nil
+		}
+	}
+	return lookupSocketProc(client, server)
+}
+
+// lookupSocketProc is lookupSocket reading /proc/net/tcp{,6}.
+func lookupSocketProc(client, server netip.AddrPort) (uid int, inode uint64, found bool, err error) {
+	err = scanTCP(func(e tcpEntry) bool {
+		if e.local == client && e.remote == server {
+			uid, inode, found = e.uid, e.inode, true
+			return false
+		}
+		return true
+	})
+	return uid, inode, found, err
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+
+// tcpListen is the state of a listening socket in /proc/net/tcp.
+const tcpListen = "0A"
+
+// tcpEntry is one socket of /proc/net/tcp{,6}. inode is 0 for a
+// connection still in its listener's accept queue.
+type tcpEntry struct {
+	local, remote netip.AddrPort
+	state         string
+	uid           int
+	inode         uint64
+}
+
+// scanTCP calls f for each socket of /proc/net/tcp and /proc/net/tcp6
+// until f returns false.
+func scanTCP(f func(tcpEntry) bool) error {
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		fh, err := os.Open(name)
 		if err != nil {
 			if os.IsNotExist(err) {
 				continue
 			}
-			return 0, 0, false, err
+			return err
 		}
 		sc := bufio.NewScanner(fh)
 		sc.Scan() // header
-		for sc.Scan() {
+		more := true
+		for more && sc.Scan() {
 			fields := strings.Fields(sc.Text())
 			if len(fields) < 10 {
 				continue
 			}
 			l, err1 := parseAddr(fields[1])
 			r, err2 := parseAddr(fields[2])
-			if err1 != nil || err2 != nil || l != client || r != server {
+			u, err3 := strconv.Atoi(fields[7])
+			n, err4 := strconv.ParseUint(fields[9], 10, 64)
+			if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 				continue
 			}
-			u, err1 := strconv.Atoi(fields[7])
-			n, err2 := strconv.ParseUint(fields[9], 10, 64)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			fh.Close()
-			return u, n, true, nil
+			more = f(tcpEntry{local: l, remote: r, state: fields[3], uid: u, inode: n})
 		}
+		err = sc.Err()
 		fh.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if !more {
+			return nil
+		}
 	}
-	return 0, 0, false, nil
+	return nil
 }
 
 // parseAddr parses /proc/net/tcp's HEXADDR:HEXPORT, the address in 32-bit

@@ -107,8 +107,8 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	}
 	workerID := invoke.NewID()
 	requestID := invoke.NewID()
-	connc := o.Server.expect(workerID)
-	defer o.Server.forget(workerID)
+	exp := o.Server.expect(workerID, o.Name, o.ID)
+	defer o.Server.forget(workerID, exp)
 
 	host, port, err := net.SplitHostPort(o.Server.Addr())
 	if err != nil {
@@ -116,19 +116,16 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
-	args := append(append([]string(nil), o.Runtime.Command...),
-		"--host", host, "--port", port, "--workerId", workerID, "--requestId", requestID,
-		"--grpcMaxMessageLength", strconv.Itoa(MaxMessageSize),
-		"--functions-uri", "http://"+o.Server.Addr()+"/", "--functions-worker-id", workerID,
-		"--functions-request-id", requestID, "--functions-grpc-max-message-length", strconv.Itoa(MaxMessageSize))
-	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(workerEnv(o)), Log: o.Log, Isolation: o.Isolation})
+	args, env := launch(o, host, port, workerID, requestID)
+	proc, err := worker.Start(worker.Spec{Function: o.Name, Instance: o.ID, Command: args, Dir: o.AppDir, Env: worker.ScrubbedEnv(env), Log: o.Log, Isolation: o.Isolation})
 	if err != nil {
 		iso.Release()
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
+	exp.started(proc.Pid())
 	i := &Instance{opts: o, proc: proc, inflight: map[string]string{}, abandoned: map[string]bool{}, late: map[string]bool{}, name: o.Name, id: o.ID}
-	if err := i.handshake(ctx, connc); err != nil {
+	if err := i.handshake(ctx, exp.conn); err != nil {
 		i.proc.Kill()
 		if i.conn != nil {
 			i.conn.Close()
@@ -147,6 +144,30 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		}
 	}()
 	return i, nil
+}
+
+// WorkerIDEnv is the environment variable that carries the worker id to
+// polyfn's own runtimes instead of the command line, which every local user
+// may read (/proc/PID/cmdline); the environment only the worker's user and
+// root may read.
+const WorkerIDEnv = "POLYFN_WORKER_ID"
+
+// launch returns a worker's command line and environment (docs/protocols.md,
+// "Launch"). Foreign workers get the worker id as the official Azure
+// Functions host passes it, in --workerId and --functions-worker-id;
+// polyfn's own runtimes in WorkerIDEnv.
+func launch(o Options, host, port, workerID, requestID string) (args []string, env map[string]string) {
+	env = workerEnv(o)
+	max := strconv.Itoa(MaxMessageSize)
+	uri := "http://" + o.Server.Addr() + "/"
+	args = append([]string(nil), o.Runtime.Command...)
+	if o.Runtime.BuiltIn {
+		env[WorkerIDEnv] = workerID
+		return append(args, "--host", host, "--port", port, "--requestId", requestID, "--grpcMaxMessageLength", max,
+			"--functions-uri", uri, "--functions-request-id", requestID, "--functions-grpc-max-message-length", max), env
+	}
+	return append(args, "--host", host, "--port", port, "--workerId", workerID, "--requestId", requestID, "--grpcMaxMessageLength", max,
+		"--functions-uri", uri, "--functions-worker-id", workerID, "--functions-request-id", requestID, "--functions-grpc-max-message-length", max), env
 }
 
 // workerEnv is a worker's whole environment: scrubbed, plus the runtime's

@@ -19,7 +19,8 @@
 //
 //   - stream (Azure Functions language-worker contract), when the arguments
 //     name the host: --host H --port P --workerId W (or --functions-uri
-//     http://H:P/ --functions-worker-id W). The worker dials the host and
+//     http://H:P/ --functions-worker-id W; polyfn's host passes W in the
+//     environment variable POLYFN_WORKER_ID instead). The worker dials the host and
 //     serves every function the host loads on the stream, all with the same
 //     handler; [Context.FunctionName] says which one an invocation is for.
 //   - call (Baetyl function runtime), otherwise: the worker listens on

@@ -105,10 +105,12 @@ func serve(ctx context.Context, h Handler, args []string, sink logSink) error {
 	if h == nil {
 		return errors.New("polyfn: nil handler")
 	}
-	l, err := parseLaunch(args)
+	l, err := parseLaunch(args, os.Getenv(workerIDEnv))
 	if err != nil {
 		return err
 	}
+	// The function, and what it starts, need not see the worker id.
+	os.Unsetenv(workerIDEnv)
 	if len(l.unknown) > 0 {
 		runtimeLog(sink, slog.LevelWarn, "", "ignoring unknown arguments: %s", strings.Join(l.unknown, " "))
 	}
@@ -161,6 +163,11 @@ func joinHostPort(host string, port int) string {
 // working directory.
 const defaultConfigPath = "etc/baetyl/service.yml"
 
+// workerIDEnv carries the worker id when polyfn's host starts the worker:
+// the command line, which every local user can read (/proc/PID/cmdline),
+// then holds no id.
+const workerIDEnv = "POLYFN_WORKER_ID"
+
 // launchFlags are the arguments that take a value, by name without dashes.
 var launchFlags = map[string]bool{
 	"c": true, "config": true,
@@ -174,8 +181,9 @@ var launchFlags = map[string]bool{
 // --requestId/--grpcMaxMessageLength, or --functions-uri/
 // --functions-worker-id/--functions-request-id/
 // --functions-grpc-max-message-length). Flags take one or two dashes and
-// "--flag value" or "--flag=value".
-func parseLaunch(args []string) (launch, error) {
+// "--flag value" or "--flag=value". envWorkerID is the worker id from the
+// environment (workerIDEnv), used when no argument gives one.
+func parseLaunch(args []string, envWorkerID string) (launch, error) {
 	values := map[string]string{}
 	var l launch
 	for i := 0; i < len(args); i++ {
@@ -205,7 +213,7 @@ func parseLaunch(args []string) (launch, error) {
 	if c, ok := values["config"]; ok {
 		l.config = c
 	}
-	stream, err := streamLaunch(values)
+	stream, err := streamLaunch(values, envWorkerID)
 	if err != nil {
 		return launch{}, err
 	}
@@ -215,7 +223,7 @@ func parseLaunch(args []string) (launch, error) {
 
 // streamLaunch combines the two spellings of the stream-mode arguments; nil
 // when neither asks for stream mode. --host/--port win over --functions-uri.
-func streamLaunch(v map[string]string) (*streamOptions, error) {
+func streamLaunch(v map[string]string, envWorkerID string) (*streamOptions, error) {
 	host, hasHost := v["host"]
 	portText, hasPort := v["port"]
 	uri, hasURI := v["functions-uri"]
@@ -243,9 +251,9 @@ func streamLaunch(v map[string]string) (*streamOptions, error) {
 		return nil, usagef("port %d is out of range", port)
 	}
 	o := &streamOptions{host: host, port: port, maxMessage: maxMessageSize}
-	o.workerID = firstNonEmpty(v["workerId"], v["functions-worker-id"])
+	o.workerID = firstNonEmpty(v["workerId"], v["functions-worker-id"], envWorkerID)
 	if o.workerID == "" {
-		return nil, usagef("stream mode needs a worker id: --workerId or --functions-worker-id")
+		return nil, usagef("stream mode needs a worker id: --workerId, --functions-worker-id or %s", workerIDEnv)
 	}
 	o.requestID = firstNonEmpty(v["requestId"], v["functions-request-id"])
 	if text := firstNonEmpty(v["grpcMaxMessageLength"], v["functions-grpc-max-message-length"]); text != "" {

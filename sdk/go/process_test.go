@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -62,6 +63,9 @@ func handle(ctx context.Context, event polyfn.Event) (any, error) {
 	case "env":
 		cwd, _ := os.Getwd()
 		return map[string]string{"x": os.Getenv("POLYFN_X"), "cwd": cwd}, nil
+	case "workerid":
+		id, set := os.LookupEnv("POLYFN_WORKER_ID")
+		return map[string]any{"id": id, "set": set}, nil
 	case "hold":
 		// Tells the test it started, then waits for the test to release it.
 		dir := event.String()
@@ -243,10 +247,45 @@ func TestProcess(t *testing.T) {
 		t.Parallel()
 		testProcessStream(t, bin)
 	})
+	t.Run("stream, worker id in the environment", func(t *testing.T) {
+		t.Parallel()
+		testProcessStreamIDInEnv(t, bin)
+	})
 	t.Run("exit status", func(t *testing.T) {
 		t.Parallel()
 		testProcessExitStatus(t, bin)
 	})
+}
+
+// testProcessStreamIDInEnv launches the worker as polyfn's host launches
+// its own runtimes: the worker id in POLYFN_WORKER_ID, not on the command
+// line, where any local user could read it.
+func testProcessStreamIDInEnv(t *testing.T, bin string) {
+	host := startTestHost(t)
+	var args []string
+	for _, a := range host.args("worker-8", "req-8") {
+		switch a {
+		case "worker-8":
+		case "--workerId", "--functions-worker-id":
+		default:
+			args = append(args, a)
+		}
+	}
+	p := startProcess(t, bin, t.TempDir(), []string{"POLYFN_WORKER_ID=worker-8"}, args...)
+	ts := host.accept(t)
+	handshake(t, ts, "worker-8", "req-8", []string{"workerid"})
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.cmd.Process.Pid))
+	if err != nil && !os.IsNotExist(err) { // no /proc: not Linux
+		t.Fatal(err)
+	}
+	if strings.Contains(string(cmdline), "worker-8") {
+		t.Errorf("the worker id is on the command line: %q", cmdline)
+	}
+	ts.send(t, invocationRequest("i1", "workerid", nil, nil))
+	r := ts.await(t, "response i1", func(m *rpc.StreamingMessage) bool { return m.GetInvocationResponse().GetInvocationId() == "i1" })
+	if got := string(r.GetInvocationResponse().GetReturnValue().GetBytes()); got != `{"id":"","set":false}` {
+		t.Errorf("the function sees POLYFN_WORKER_ID: %s", got)
+	}
 }
 
 func testProcessCall(t *testing.T, bin string) {

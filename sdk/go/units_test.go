@@ -18,6 +18,7 @@ func TestParseLaunch(t *testing.T) {
 	}
 	tests := []struct {
 		args    []string
+		env     string // POLYFN_WORKER_ID
 		want    launch
 		wantErr string
 	}{
@@ -37,12 +38,17 @@ func TestParseLaunch(t *testing.T) {
 		{args: []string{"--host", "h", "--port", "x", "--workerId", "w"}, wantErr: "not a number"},
 		{args: []string{"--host", "h", "--port", "70000", "--workerId", "w"}, wantErr: "out of range"},
 		{args: []string{"--host", "h", "--port", "1"}, wantErr: "needs a worker id"},
+		// polyfn's host passes the worker id in the environment; an argument wins.
+		{args: []string{"--host", "h", "--port", "1"}, env: "e",
+			want: launch{config: defaultConfigPath, stream: stream("h", 1, "e", "", maxMessageSize)}},
+		{args: []string{"--host", "h", "--port", "1", "--workerId", "a"}, env: "e",
+			want: launch{config: defaultConfigPath, stream: stream("h", 1, "a", "", maxMessageSize)}},
 		{args: []string{"--functions-uri", "http://nohost/", "--workerId", "w"}, wantErr: "expected http://HOST:PORT/"},
 		{args: []string{"-c"}, wantErr: "needs a value"},
 		{args: []string{"--host", "h", "--port", "1", "--workerId", "w", "--grpcMaxMessageLength", "0"}, wantErr: "must be a positive number"},
 	}
 	for _, tt := range tests {
-		got, err := parseLaunch(tt.args)
+		got, err := parseLaunch(tt.args, tt.env)
 		if tt.wantErr != "" {
 			var usage *usageError
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.As(err, &usage) {

@@ -8,6 +8,9 @@
 //               --functions-request-id R [--functions-grpc-max-message-length N]
 //                                                           stream mode (either spelling)
 //
+// In stream mode the worker id may come from POLYFN_WORKER_ID instead, as
+// polyfn's host passes it (see ./config.js).
+//
 // Options take their value as the next argument or after "=". Arguments
 // that are not options of ours are collected in `unknown` (hosts pass extra
 // arguments of their own); they are ignored with a warning.
@@ -56,6 +59,7 @@ call mode (baetyl.Function/Call server):
 stream mode (Azure Functions language worker; the host passes these, either spelling):
   --host HOST --port PORT, or --functions-uri http://HOST:PORT/
   --workerId ID, --functions-worker-id ID
+                      (or the environment variable POLYFN_WORKER_ID)
   --requestId ID, --functions-request-id ID
   --grpcMaxMessageLength N, --functions-grpc-max-message-length N
 

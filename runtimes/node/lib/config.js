@@ -24,6 +24,9 @@ const { validHandler } = require('./loader');
 const DEFAULT_CONFIG_PATH = 'etc/baetyl/service.yml';
 const ADDRESS_ENV = 'BAETYL_SERVICE_INSTANCE_ADDRESS';
 const NAME_ENV = 'BAETYL_SERVICE_INSTANCE_NAME';
+// polyfn's host passes the worker id here rather than on the command line,
+// which every local user can read (/proc/PID/cmdline).
+const WORKER_ID_ENV = 'POLYFN_WORKER_ID';
 const DEFAULT_GRACE = 30;
 const MAX_MESSAGE_LENGTH = 2147483647;
 
@@ -132,10 +135,11 @@ function optionalString(mapping, key, where) {
  * Stream mode's options from the two argument spellings the host passes, or
  * null when neither asks for stream mode. --host/--port and --functions-uri
  * are alternatives (the host sends both); when both are given, --host/--port
- * win.
+ * win. The worker id comes from --workerId, --functions-worker-id or, as
+ * polyfn's host passes it, env.POLYFN_WORKER_ID.
  * @throws {ConfigError} stream mode is asked for but cannot run
  */
-function streamOptions(args) {
+function streamOptions(args, env = {}) {
   let { host, port } = args;
   if (host === undefined && port === undefined && args.functionsUri === undefined) return null;
   if (host === undefined || port === undefined) {
@@ -145,8 +149,10 @@ function streamOptions(args) {
     ({ host, port } = splitUri(args.functionsUri));
   }
   if (!(port > 0 && port < 65536)) throw new ConfigError(`port ${port} is out of range`);
-  const workerId = args.workerId || args.functionsWorkerId;
-  if (!workerId) throw new ConfigError('stream mode needs a worker id: --workerId or --functions-worker-id');
+  const workerId = args.workerId || args.functionsWorkerId || env[WORKER_ID_ENV];
+  if (!workerId) {
+    throw new ConfigError(`stream mode needs a worker id: --workerId, --functions-worker-id or ${WORKER_ID_ENV}`);
+  }
   const length = args.maxMessageLength || args.functionsMaxMessageLength || MAX_MESSAGE_LENGTH;
   if (length < 1) throw new ConfigError(`max message length must be positive, got ${length}`);
   const bareHost = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
@@ -168,6 +174,7 @@ function splitUri(uri) {
 
 module.exports = {
   ADDRESS_ENV,
+  WORKER_ID_ENV,
   ConfigError,
   DEFAULT_CONFIG_PATH,
   DEFAULT_GRACE,

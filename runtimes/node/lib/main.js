@@ -6,7 +6,7 @@ const util = require('node:util');
 const grpc = require('@grpc/grpc-js');
 
 const { USAGE, UsageError, parseArgs } = require('./args');
-const { ConfigError, streamOptions } = require('./config');
+const { ConfigError, WORKER_ID_ENV, streamOptions } = require('./config');
 const logs = require('./logs');
 const VERSION = require('./version');
 
@@ -45,12 +45,14 @@ async function main(argv) {
 
   let options;
   try {
-    options = streamOptions(args);
+    options = streamOptions(args, process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     logs.log.error(err.message);
     return EXIT_USAGE;
   }
+  // The functions, and what they start, need not see the worker id.
+  delete process.env[WORKER_ID_ENV];
   try {
     if (options) return await require('./stream').run(options);
     return await require('./call').run(args.config);

@@ -183,8 +183,17 @@ class Host {
   }
 }
 
-/** The launch arguments polyfn's host passes (docs/protocols.md), in one or both spellings. */
+/**
+ * The launch arguments polyfn's host passes (docs/protocols.md), in one or
+ * both spellings. 'polyfn': both spellings without the worker id, which
+ * polyfn's host passes to its own runtimes in POLYFN_WORKER_ID (see StreamWorker).
+ */
 function launchArgs(port, workerId, requestId, spelling = 'both') {
+  if (spelling === 'polyfn') {
+    return launchArgs(port, workerId, requestId).filter(
+      (arg) => ![workerId, '--workerId', '--functions-worker-id'].includes(arg),
+    );
+  }
   const classic = ['--host', '127.0.0.1', '--port', String(port), '--workerId', workerId, '--requestId', requestId];
   classic.push('--grpcMaxMessageLength', String(MAX_MESSAGE_LENGTH));
   const functions = [`--functions-uri=http://127.0.0.1:${port}/`, '--functions-worker-id', workerId];
@@ -197,7 +206,8 @@ class StreamWorker extends Worker {
   constructor(cwd, port, { spelling = 'both', extraArgs = [], env = {} } = {}) {
     const workerId = newId('worker');
     const requestId = newId('start');
-    super([...launchArgs(port, workerId, requestId, spelling), ...extraArgs], { cwd, env: cleanEnv(env) });
+    const idEnv = spelling === 'polyfn' ? { POLYFN_WORKER_ID: workerId } : {};
+    super([...launchArgs(port, workerId, requestId, spelling), ...extraArgs], { cwd, env: cleanEnv({ ...env, ...idEnv }) });
     this.workerId = workerId;
     this.requestId = requestId;
   }

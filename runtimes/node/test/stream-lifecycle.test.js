@@ -45,7 +45,7 @@ async function startWaiting(stream, dir) {
 }
 
 describe('stream mode lifecycle', { concurrency: 4 }, () => {
-  for (const spelling of ['classic', 'functions']) {
+  for (const spelling of ['classic', 'functions', 'polyfn']) {
     test(`either argument spelling is enough: ${spelling}`, async (t) => {
       const { dir, worker, stream } = await launch(t, { spelling });
       const first = await stream.waitFor(() => true);
@@ -57,6 +57,18 @@ describe('stream mode lifecycle', { concurrency: 4 }, () => {
       assert.equal(String((await stream.call('one')).return_value.bytes), '"one"');
     });
   }
+
+  test('a worker id from the environment stays off the command line', async (t) => {
+    const { dir, worker, stream } = await launch(t, { spelling: 'polyfn' });
+    const first = await stream.waitFor(() => true);
+    assert.equal(first.start_stream.worker_id, worker.workerId);
+    const cmdline = fs.readFileSync(`/proc/${worker.child.pid}/cmdline`, 'utf8');
+    assert.ok(!cmdline.includes(worker.workerId), cmdline);
+    // Functions (and what they start) do not see it either.
+    await loadAll(stream, dir);
+    const seen = JSON.parse((await stream.call('environment')).return_value.bytes);
+    assert.equal(seen.env.POLYFN_WORKER_ID, undefined);
+  });
 
   test('unknown arguments are ignored with a warning', async (t) => {
     const { dir, worker, stream } = await launch(t, { extraArgs: ['--unknown-flag', 'value', '--stdio'] });

@@ -131,6 +131,10 @@ describe('config', () => {
     assert.equal(uri.maxMessageLength, 2147483647);
     assert.equal(streamOptions({ functionsUri: '127.0.0.1:80', workerId: 'w' }).port, 80);
     assert.throws(() => streamOptions({ functionsUri: 'http://h/', workerId: 'w' }), /expected http:\/\/HOST:PORT\//);
+    // polyfn's host passes the worker id in the environment; an argument wins.
+    assert.equal(streamOptions({ host: 'h', port: 1 }, { POLYFN_WORKER_ID: 'e' }).workerId, 'e');
+    assert.equal(streamOptions({ host: 'h', port: 1, workerId: 'a' }, { POLYFN_WORKER_ID: 'e' }).workerId, 'a');
+    assert.throws(() => streamOptions({ host: 'h', port: 1 }, {}), /needs a worker id: .* or POLYFN_WORKER_ID/);
   });
 });
 

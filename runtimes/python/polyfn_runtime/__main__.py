@@ -5,7 +5,8 @@ serve; the address to listen on comes from ``BAETYL_SERVICE_INSTANCE_ADDRESS``.
 
 Stream mode (Azure Functions language worker): chosen when the host passes
 ``--host H --port P`` or ``--functions-uri http://H:P/``, with the worker id
-(``--workerId`` / ``--functions-worker-id``), the request id
+(``--workerId`` / ``--functions-worker-id``, or the ``POLYFN_WORKER_ID``
+environment variable, where polyfn's host puts it), the request id
 (``--requestId`` / ``--functions-request-id``) and the max message size
 (``--grpcMaxMessageLength`` / ``--functions-grpc-max-message-length``). Either
 spelling is enough. The functions come from the host over the stream.
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from .config import DEFAULT_CONFIG_PATH, ConfigError, StreamOptions, stream_options
+from .config import DEFAULT_CONFIG_PATH, WORKER_ID_ENV, ConfigError, StreamOptions, stream_options
 
 EXIT_USAGE = 2
 
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             functions_worker_id=args.functions_worker_id,
             functions_request_id=args.functions_request_id,
             functions_max_message_length=args.functions_max_message_length,
+            # Taken out of the environment: the functions and what they start
+            # need not see it.
+            env_worker_id=os.environ.pop(WORKER_ID_ENV, None),
         )
     except ConfigError as err:
         log.error("%s", err)

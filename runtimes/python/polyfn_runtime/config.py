@@ -32,6 +32,9 @@ import yaml
 DEFAULT_CONFIG_PATH = "etc/baetyl/service.yml"
 ADDRESS_ENV = "BAETYL_SERVICE_INSTANCE_ADDRESS"
 NAME_ENV = "BAETYL_SERVICE_INSTANCE_NAME"
+# polyfn's host passes the worker id here rather than on the command line,
+# which every local user can read (/proc/PID/cmdline).
+WORKER_ID_ENV = "POLYFN_WORKER_ID"
 
 DEFAULT_GRACE = 30.0
 DEFAULT_WORKERS = 32
@@ -201,11 +204,14 @@ def stream_options(
     functions_worker_id: str | None = None,
     functions_request_id: str | None = None,
     functions_max_message_length: int | None = None,
+    env_worker_id: str | None = None,
 ) -> StreamOptions | None:
     """Combine the two argument spellings the host passes; ``None`` when neither asks for stream mode.
 
     ``--host/--port`` and ``--functions-uri`` are alternatives (the host sends
-    both); when both are given, ``--host/--port`` win. Raises
+    both); when both are given, ``--host/--port`` win. The worker id comes
+    from ``--workerId``, ``--functions-worker-id`` or, as polyfn's host
+    passes it, ``env_worker_id`` (``POLYFN_WORKER_ID``). Raises
     :class:`ConfigError` when stream mode is asked for but cannot run.
     """
     if host is None and port is None and functions_uri is None:
@@ -216,9 +222,9 @@ def stream_options(
         host, port = _split_uri(functions_uri)
     if not 0 < port < 65536:
         raise ConfigError(f"port {port} is out of range")
-    worker = worker_id or functions_worker_id
+    worker = worker_id or functions_worker_id or env_worker_id
     if not worker:
-        raise ConfigError("stream mode needs a worker id: --workerId or --functions-worker-id")
+        raise ConfigError(f"stream mode needs a worker id: --workerId, --functions-worker-id or {WORKER_ID_ENV}")
     length = max_message_length or functions_max_message_length or DEFAULT_MAX_MESSAGE_LENGTH
     if length < 1:
         raise ConfigError(f"max message length must be positive, got {length}")

@@ -252,7 +252,17 @@ class Host:
 
 
 def launch_args(port: int, worker_id: str, request_id: str, spelling: str = "both") -> list[str]:
-    """The worker arguments polyfn's host passes (docs/protocols.md), in one or both spellings."""
+    """The worker arguments polyfn's host passes (docs/protocols.md), in one or both spellings.
+
+    ``polyfn``: both spellings without the worker id, which polyfn's host
+    passes to its own runtimes in ``POLYFN_WORKER_ID`` (see :class:`StreamWorker`).
+    """
+    if spelling == "polyfn":
+        return [
+            arg
+            for arg in launch_args(port, worker_id, request_id, "both")
+            if arg not in (worker_id, "--workerId", "--functions-worker-id")
+        ]
     classic = ["--host", "127.0.0.1", "--port", str(port), "--workerId", worker_id, "--requestId", request_id]
     classic += ["--grpcMaxMessageLength", str(MAX_MESSAGE_LENGTH)]
     functions = [f"--functions-uri=http://127.0.0.1:{port}/", "--functions-worker-id", worker_id]
@@ -278,6 +288,8 @@ class StreamWorker:
         self.stdout_path = workdir / f"{self.worker_id}.stdout"
         process_env = {key: value for key, value in os.environ.items() if not key.startswith("BAETYL_")}
         process_env.update(env or {})
+        if spelling == "polyfn":
+            process_env["POLYFN_WORKER_ID"] = self.worker_id
         command = [sys.executable, "-m", "polyfn_runtime"]
         command += launch_args(port, self.worker_id, self.request_id, spelling) + list(extra_args)
         with open(self.stderr_path, "wb") as stderr, open(self.stdout_path, "wb") as stdout:

@@ -771,7 +771,7 @@ def test_cancel_a_plain_function_answers_when_it_returns(served: Served, tmp_pat
 # -- lifecycle (a worker per test) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("spelling", ["classic", "functions"])
+@pytest.mark.parametrize("spelling", ["classic", "functions", "polyfn"])
 def test_either_argument_spelling_is_enough(launch: Callable[..., Any], tmp_path: Path, spelling: str) -> None:
     worker, stream, _ = launch(spelling=spelling)
     first = stream.wait_for(lambda m: True)
@@ -780,6 +780,17 @@ def test_either_argument_spelling_is_enough(launch: Callable[..., Any], tmp_path
     assert stream.init().result.status == SUCCESS
     assert stream.load("one", str(tmp_path / "one"), "index.handler").result.status == SUCCESS
     assert stream.call("one").return_value.bytes == b'"one"'
+
+
+def test_worker_id_from_the_environment_stays_off_the_command_line(launch: Callable[..., Any], tmp_path: Path) -> None:
+    worker, stream, _ = launch(spelling="polyfn")
+    first = stream.wait_for(lambda m: True)
+    assert first.start_stream.worker_id == worker.worker_id
+    cmdline = Path(f"/proc/{worker.process.pid}/cmdline").read_bytes().decode()
+    assert worker.worker_id not in cmdline
+    # Functions (and what they start) do not see it either.
+    load_all(stream, tmp_path)
+    assert "POLYFN_WORKER_ID" not in payload_json(stream.call("environment"))["env"]
 
 
 def test_unknown_arguments_are_ignored_with_a_warning(launch: Callable[..., Any], tmp_path: Path) -> None:
