@@ -356,7 +356,11 @@ func callAsync(th *hosttest.Host, fn, body string) <-chan hosttest.Response {
 	return ch
 }
 
+// impersonationConfig runs the workers as the host's user (isolation.user
+// host), the weakest case: an attacker of the workers' own user can share a
+// port with them and enter their directories.
 const impersonationConfig = `
+isolation: {user: host}
 runtimes:
   gated-stream:
     protocol: stream
@@ -393,8 +397,8 @@ functions:
 // counted.
 func TestWorkersCannotBeImpersonated(t *testing.T) {
 	const streamRounds, attempts, squatRounds, shareRounds, unixRounds, invocations = 6, 2, 3, 3, 2, 4
-	bin := copySelf(t)
-	gate := t.TempDir()
+	bin := hosttest.Self(t)
+	gate := hosttest.Writable(t, t.TempDir())
 	var fns strings.Builder
 	for i := range streamRounds {
 		fmt.Fprintf(&fns, "  - {name: stream-%d, runtime: gated-stream, handler: h.h, codedir: \"{codedir}\"}\n", i)
