@@ -85,3 +85,21 @@ functions:
 		t.Fatalf("after the refused body: got %d %q, want 200", r.Status, r.Body)
 	}
 }
+
+// The HTTP body and write timeouts bound the client, not the function: a
+// function that runs longer than both answers.
+func TestFunctionOutlivesHTTPTimeouts(t *testing.T) {
+	th := startHost(t, `
+http: {body_timeout: 200ms, write_timeout: 200ms}
+runtimes:
+  fake-ok:
+    protocol: call
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: ok}
+functions:
+  - {name: good, runtime: fake-ok, handler: h.h, codedir: "{codedir}"}
+`)
+	if r := th.Call(t, "good", "sleep:1s"); r.Status != 200 || string(r.Body) != "fake:sleep:1s" {
+		t.Fatalf("got %d %q %+v, want 200", r.Status, r.Body, r.Err)
+	}
+}
