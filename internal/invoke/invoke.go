@@ -215,19 +215,25 @@ func (c *TimeoutCause) Error() string {
 	return fmt.Sprintf("the timeout of function %s, %s (%s, queueing included), expired", c.Function, c.Timeout, c.Key)
 }
 
+type timeoutKey struct{}
+
 // WithTimeout returns ctx bounded by cause's timeout; when it expires,
 // context.Cause of the returned context is cause.
 func WithTimeout(ctx context.Context, cause *TimeoutCause) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, cause.Timeout, cause)
+	return context.WithTimeoutCause(context.WithValue(ctx, timeoutKey{}, cause), cause.Timeout, cause)
 }
 
 // TimeoutError returns the Timeout error of an invocation whose context ctx
 // expired while it was doing what ("function f did not finish"): the
 // message names the expired timeout and its config key when ctx carries a
-// TimeoutCause.
+// TimeoutCause (also when the worker saw the deadline pass a moment before
+// ctx did).
 func TimeoutError(ctx context.Context, what string) *Error {
 	var c *TimeoutCause
-	if errors.As(context.Cause(ctx), &c) {
+	if !errors.As(context.Cause(ctx), &c) {
+		c, _ = ctx.Value(timeoutKey{}).(*TimeoutCause)
+	}
+	if c != nil {
 		return Errorf(KindTimeout, "%s: %v", what, c)
 	}
 	return Errorf(KindTimeout, "%s: its deadline expired", what)
