@@ -197,6 +197,12 @@ functions:
 	if r.Status != 500 || r.Err.Error.Type != "ValueError" || r.Err.Error.Message != "bad input: foreign" {
 		t.Fatalf("exception: got %d %+v, want 500 ValueError", r.Status, r.Err)
 	}
+	// A body within http.max_body (6Mi) but above the runtime's gRPC
+	// receive limit (grpc-python's default 4 MiB): 413 naming the limit.
+	r = th.Call(t, "echo", strings.Repeat("x", 5<<20))
+	if r.Status != http.StatusRequestEntityTooLarge || r.Err.Error.Type != "PayloadTooLarge" || !strings.Contains(r.Err.Error.Message, "4194304") {
+		t.Fatalf("5 MiB body: got %d %+v, want 413 PayloadTooLarge naming the worker's 4194304-byte limit", r.Status, r.Err)
+	}
 	r = th.Call(t, "ctx", "")
 	var got struct {
 		Context map[string]any `json:"context"`

@@ -252,7 +252,7 @@ func machine() Machine {
 // inproc is a host running in this process behind a real HTTP listener.
 type inproc struct {
 	h    *host.Host
-	srv  *http.Server
+	srv  *httptrigger.Server
 	addr string
 }
 
@@ -269,8 +269,8 @@ func (r *runner) startHost(cfg *config.Config) (*inproc, error) {
 		return nil, err
 	}
 	h.Start()
-	srv := &http.Server{Handler: httptrigger.NewHandler(h, h.MaxBody(), r.log), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	srv := httptrigger.NewServer(cfg.HTTP, r.log)
+	go func() { _ = srv.Serve(ln, httptrigger.NewHandler(h, srv, h.MaxBody(), r.log)) }()
 	return &inproc{h: h, srv: srv, addr: ln.Addr().String()}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -105,8 +104,8 @@ func benchHTTPInvoke(b *testing.B, protocol string, conc, instances int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: httptrigger.NewHandler(h, h.MaxBody(), log), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	srv := httptrigger.NewServer(cfg.HTTP, log)
+	go func() { _ = srv.Serve(ln, httptrigger.NewHandler(h, srv, h.MaxBody(), log)) }()
 	defer srv.Close()
 
 	ld, err := startLoader(ln.Addr().String(), "/function/noop", conc)

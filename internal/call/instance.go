@@ -376,7 +376,7 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	var header metadata.MD
 	out, err := i.client.Call(ctx, msg, grpc.Header(&header))
 	if err != nil {
-		return nil, i.mapError(ctx, err)
+		return nil, i.mapError(ctx, req, err)
 	}
 	res := &invoke.Result{Payload: out.Payload}
 	if v := header.Get(ResponseMetadataKey); len(v) > 0 {
@@ -448,15 +448,17 @@ var userErrorRE = regexp.MustCompile(`(?s)^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*)
 // "Exception calling application: ('[UserCodeInvoke] ', ValueError('message'))".
 var baetylErrorRE = regexp.MustCompile(`\('\[(UserCode\w*)\] ', ([A-Za-z_][\w.]*)\((.*)\)\)$`)
 
-func (i *Instance) mapError(ctx context.Context, err error) error {
+func (i *Instance) mapError(ctx context.Context, req *invoke.Request, err error) error {
 	st := status.Convert(err)
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded), st.Code() == codes.DeadlineExceeded:
-		return invoke.Errorf(invoke.KindTimeout, "function did not finish within its timeout")
+		return invoke.TimeoutError(ctx, fmt.Sprintf("function %s did not finish", req.Function))
 	case ctx.Err() != nil:
 		return invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
 	case st.Code() == codes.Unavailable || st.Code() == codes.Canceled:
 		return i.lost(st)
+	case st.Code() == codes.ResourceExhausted && messageSizeRE.MatchString(st.Message()):
+		return tooLarge(req, st)
 	}
 	msg := st.Message()
 	if m := userErrorRE.FindStringSubmatch(msg); m != nil {
@@ -472,6 +474,22 @@ func (i *Instance) mapError(ctx context.Context, err error) error {
 		return i.lost(st)
 	}
 	return &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionError", Message: fmt.Sprintf("%s: %s", st.Code(), msg)}
+}
+
+// messageSizeRE matches gRPC's report of a message above a size limit, as
+// grpc-go, grpc-python and grpc-node word it: "received message larger
+// than max (5242935 vs. 4194304)".
+var messageSizeRE = regexp.MustCompile(`(?i)message larger than max(?: \((\d+) vs\. (\d+)\))?`)
+
+// tooLarge is the error of an invocation whose message is larger than the
+// worker's gRPC receive limit (4 MiB unless the runtime raises it): the
+// payload is too large for this worker, whatever http.max_body allows.
+func tooLarge(req *invoke.Request, st *status.Status) *invoke.Error {
+	if m := messageSizeRE.FindStringSubmatch(st.Message()); m != nil && m[1] != "" {
+		return invoke.Errorf(invoke.KindTooLarge, "the worker of function %s accepts messages of at most %s bytes (its gRPC receive limit); this invocation's was %s bytes (a payload of %d): send less, or raise the runtime's limit",
+			req.Function, m[2], m[1], len(req.Payload))
+	}
+	return invoke.Errorf(invoke.KindTooLarge, "the payload of %d bytes is larger than the worker of function %s accepts: %s", len(req.Payload), req.Function, st.Message())
 }
 
 func (i *Instance) lost(st *status.Status) error {

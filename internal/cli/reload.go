@@ -32,21 +32,24 @@ type generation struct {
 	handler http.Handler
 }
 
-func newGeneration(h *host.Host, log *slog.Logger) *generation {
-	return &generation{h: h, handler: httptrigger.NewHandler(h, h.MaxBody(), log)}
+func newGeneration(h *host.Host, srv *httptrigger.Server, log *slog.Logger) *generation {
+	return &generation{h: h, handler: httptrigger.NewHandler(h, srv, h.MaxBody(), log)}
 }
 
 // reloader swaps configurations under a running server: the new one comes
 // fully up before it takes the traffic, then the old one drains; a config
 // that fails validation leaves the running one untouched.
 type reloader struct {
-	file, listen, addr string
-	mqttListen         string
-	mqtt               *mqttService
-	log                *slog.Logger
-	current            atomic.Pointer[generation]
-	mu                 sync.Mutex // one reload at a time
-	old                sync.WaitGroup
+	file, listen, mqttListen string
+	// http is the listener's settings, srv the listener: a reload keeps
+	// both (http.max_body aside).
+	http    config.HTTP
+	srv     *httptrigger.Server
+	mqtt    *mqttService
+	log     *slog.Logger
+	current atomic.Pointer[generation]
+	mu      sync.Mutex // one reload at a time
+	old     sync.WaitGroup
 }
 
 func (r *reloader) reload() {
@@ -63,8 +66,13 @@ func (r *reloader) reload() {
 	if r.mqttListen != "" {
 		cfg.MQTT.Listen = r.mqttListen
 	}
-	if cfg.HTTP.Listen != r.addr {
-		r.log.Warn("reload: http.listen changed; it takes effect on restart", "listen", r.addr, "config", cfg.HTTP.Listen)
+	listener := cfg.HTTP
+	listener.MaxBody = r.http.MaxBody
+	switch {
+	case cfg.HTTP.Listen != r.http.Listen:
+		r.log.Warn("reload: http.listen changed; it takes effect on restart", "listen", r.http.Listen, "config", cfg.HTTP.Listen)
+	case listener != r.http:
+		r.log.Warn("reload: the http section's listener settings changed; they take effect on restart (http.max_body follows the reload)")
 	}
 	h, err := host.New(cfg, r.log)
 	if err != nil {
@@ -77,7 +85,7 @@ func (r *reloader) reload() {
 		r.log.Warn("reload: the new config is not fully up; it takes over anyway", "error", err)
 	}
 	cancel()
-	old := r.current.Swap(newGeneration(h, r.log))
+	old := r.current.Swap(newGeneration(h, r.srv, r.log))
 	if r.mqtt != nil {
 		r.mqtt.update(cfg, h)
 	}

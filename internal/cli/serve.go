@@ -18,6 +18,7 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/tracing"
+	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 	mqtttrigger "github.com/polyfn/polyfn/internal/trigger/mqtt"
 )
 
@@ -58,7 +59,8 @@ func serveCmd() *cobra.Command {
 			if mqttListen != "" {
 				cfg.MQTT.Listen = mqttListen
 			}
-			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, addr: cfg.HTTP.Listen, log: log}
+			srv := httptrigger.NewServer(cfg.HTTP, log)
+			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, http: cfg.HTTP, srv: srv, log: log}
 			mq, err := startMQTT(cfg, log, func() mqtttrigger.Invoker { return r.current.Load().h })
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -74,15 +76,13 @@ func serveCmd() *cobra.Command {
 				return &exitError{code: 1, err: err}
 			}
 			h.Start()
-			r.current.Store(newGeneration(h, log))
+			r.current.Store(newGeneration(h, srv, log))
 			r.mqtt = mq
 			mq.update(cfg, h)
-			srv := &http.Server{
-				Handler:           http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }),
-				ReadHeaderTimeout: 10 * time.Second,
-			}
 			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
+			go func() {
+				errc <- srv.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }))
+			}()
 			log.Info("polyfn serving", "config", cfg.File, "listen", ln.Addr().String(), "functions", len(cfg.Functions))
 
 			sigs := make(chan os.Signal, 2)

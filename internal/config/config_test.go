@@ -106,6 +106,12 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{`2:48: functions[0].user: unknown user "no-such-user"`, `2:69: functions[0].group: unknown group "no-such-group"`}, 0},
 		{"app function sets limits and user", "functions:\n  - {name: a, handler: a.h, codedir: fn, app: x, limits: {memory: 64Mi}, user: nobody}\n",
 			[]string{"2:58: functions[0].limits: belongs to the app: set it under apps.x", "2:80: functions[0].user: belongs to the app: set it under apps.x"}, 0},
+		{"explicit zero http bounds", "http:\n  max_connections: 0\n  body_timeout: 0s\n",
+			[]string{"2:20: http.max_connections: must be above zero", "3:17: http.body_timeout: must be above zero"}, 0},
+		{"body budget below max_body", "http:\n  max_body: 8Mi\n  max_body_total: 4Mi\n",
+			[]string{"3:19: http.max_body_total: 4194304 bytes is below http.max_body (8388608)"}, 0},
+		{"negative connections", "http: {max_connections: -1}\n",
+			[]string{"1:25: http.max_connections: must be above zero"}, 0},
 		{"not YAML", "functions: [\n", []string{"(file): yaml:"}, 1},
 	}
 	for _, tt := range tests {
@@ -148,8 +154,14 @@ func TestDefaultsAndRelativeCodedir(t *testing.T) {
 	if want := filepath.Join(filepath.Dir(path), "fn"); f.Codedir != want {
 		t.Errorf("codedir %q, want %q (relative to the config file)", f.Codedir, want)
 	}
-	if c.HTTP.Listen != DefaultListen || c.HTTP.MaxBody != DefaultMaxBody {
-		t.Errorf("http defaults: %+v", c.HTTP)
+	if want := (HTTP{Listen: DefaultListen, MaxBody: DefaultMaxBody, MaxBodyTotal: DefaultMaxBodyTotal, MaxHeaderBytes: DefaultMaxHeaderBytes,
+		MaxConnections: DefaultMaxConnections, ReadHeaderTimeout: Duration(DefaultReadHeaderTimeout), BodyTimeout: Duration(DefaultBodyTimeout),
+		WriteTimeout: Duration(DefaultWriteTimeout), IdleTimeout: Duration(DefaultIdleTimeout)}); c.HTTP != want {
+		t.Errorf("http defaults: %+v, want %+v", c.HTTP, want)
+	}
+	// The body budget follows a max_body set above it.
+	if big, err := Parse(path, []byte("http: {max_body: 100Mi}\n")); err != nil || big.HTTP.MaxBodyTotal != 100<<20 {
+		t.Errorf("max_body_total with max_body 100Mi: %v, %v; want 100Mi", big, err)
 	}
 	if f.Runtime != DefaultRuntime || f.Timeout.D() != DefaultTimeout || f.Concurrency != DefaultConcurrency ||
 		f.Queue != DefaultQueue || f.Instances.Max != DefaultMaxInstances || f.Instances.Idle.D() != DefaultIdle {

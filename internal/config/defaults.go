@@ -29,6 +29,18 @@ const (
 	DefaultUIDs = "61184-65519"
 )
 
+// The HTTP listener's bounds; docs/operations.md ("Memory under slow
+// clients") derives the host's memory bound from them.
+const (
+	DefaultMaxBodyTotal      = 64 << 20 // 64 MiB
+	DefaultMaxHeaderBytes    = 32 << 10 // 32 KiB
+	DefaultMaxConnections    = 512
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultBodyTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+)
+
 // BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
 // the config under the same name replaces the built-in one.
 func BuiltinRuntimes() map[string]Runtime {
@@ -106,6 +118,27 @@ func applyDefaults(c *Config) {
 	}
 	if c.HTTP.MaxBody == 0 {
 		c.HTTP.MaxBody = DefaultMaxBody
+	}
+	if c.HTTP.MaxBodyTotal == 0 {
+		c.HTTP.MaxBodyTotal = max(DefaultMaxBodyTotal, c.HTTP.MaxBody)
+	}
+	if c.HTTP.MaxHeaderBytes == 0 {
+		c.HTTP.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.HTTP.MaxConnections == 0 {
+		c.HTTP.MaxConnections = DefaultMaxConnections
+	}
+	if c.HTTP.ReadHeaderTimeout == 0 {
+		c.HTTP.ReadHeaderTimeout = Duration(DefaultReadHeaderTimeout)
+	}
+	if c.HTTP.BodyTimeout == 0 {
+		c.HTTP.BodyTimeout = Duration(DefaultBodyTimeout)
+	}
+	if c.HTTP.WriteTimeout == 0 {
+		c.HTTP.WriteTimeout = Duration(DefaultWriteTimeout)
+	}
+	if c.HTTP.IdleTimeout == 0 {
+		c.HTTP.IdleTimeout = Duration(DefaultIdleTimeout)
 	}
 	rts := BuiltinRuntimes()
 	for name, rt := range c.Runtimes {

@@ -123,6 +123,7 @@ func validate(c *Config, d *decoder) {
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: want host:port such as 127.0.0.1:8080", c.HTTP.Listen)
 	}
+	validateHTTP(c.HTTP, d)
 	for name, rt := range c.Runtimes {
 		if rt.BuiltIn {
 			continue
@@ -266,6 +267,22 @@ func validate(c *Config, d *decoder) {
 }
 
 func (d *decoder) present(path string) bool { _, ok := d.pos[path]; return ok }
+
+// validateHTTP checks the HTTP trigger's bounds.
+func validateHTTP(h HTTP, d *decoder) {
+	for _, k := range []string{"max_body", "max_body_total", "max_header_bytes", "max_connections",
+		"read_header_timeout", "body_timeout", "write_timeout", "idle_timeout"} {
+		if d.explicitZero("http." + k) {
+			d.errorf(d.at("http."+k), "http."+k, "must be above zero (leave it out for the default)")
+		}
+	}
+	if h.MaxConnections < 0 {
+		d.errorf(d.at("http.max_connections"), "http.max_connections", "must be above zero")
+	}
+	if h.MaxBodyTotal > 0 && h.MaxBodyTotal < h.MaxBody {
+		d.errorf(d.at("http.max_body_total"), "http.max_body_total", "%d bytes is below http.max_body (%d): a body of the largest size could never be read", h.MaxBodyTotal, h.MaxBody)
+	}
+}
 
 func runtimeNames(c *Config) string {
 	names := make([]string, 0, len(c.Runtimes))

@@ -82,13 +82,40 @@ type Scaling struct {
 	MaxStarting int `yaml:"max_starting"`
 }
 
-// HTTP configures the HTTP trigger.
+// HTTP configures the HTTP trigger. Every key but MaxBody belongs to the
+// listener and takes effect on restart; MaxBody follows reloads.
 type HTTP struct {
 	// Listen is the address the HTTP trigger listens on. Empty means DefaultListen.
 	Listen string `yaml:"listen"`
 	// MaxBody is the largest request body accepted; larger bodies get 413.
 	// Zero means DefaultMaxBody.
 	MaxBody Size `yaml:"max_body"`
+	// MaxBodyTotal bounds the request-body bytes buffered at once, all
+	// requests together; a request that would go past it gets 503. It must
+	// be at least MaxBody. Zero means DefaultMaxBodyTotal.
+	MaxBodyTotal Size `yaml:"max_body_total"`
+	// MaxHeaderBytes bounds a request's line and header fields; larger ones
+	// get 431. Zero means DefaultMaxHeaderBytes.
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxConnections bounds the open connections, idle ones included; a
+	// connection past it is answered 503 and closed. Zero means
+	// DefaultMaxConnections.
+	MaxConnections int `yaml:"max_connections"`
+	// ReadHeaderTimeout bounds the time from a connection's first byte of a
+	// request to the end of its header. Zero means DefaultReadHeaderTimeout.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// BodyTimeout bounds the time from the end of a request's header to the
+	// end of its body, whatever the client sends meanwhile; past it the
+	// request gets 408 and the connection is closed. Zero means
+	// DefaultBodyTimeout.
+	BodyTimeout Duration `yaml:"body_timeout"`
+	// WriteTimeout bounds the sending of a response, from the moment the
+	// function's result is there (the function's own time is bounded by its
+	// timeout, not by this). Zero means DefaultWriteTimeout.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout bounds how long a keep-alive connection may wait for its
+	// next request. Zero means DefaultIdleTimeout.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // Protocol names a worker protocol.

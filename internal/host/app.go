@@ -24,6 +24,8 @@ type app struct {
 	runtime config.Runtime
 	pool    *pool.Pool
 	host    *Host
+	// timeout names the app's timeout when it ends an invocation.
+	timeout *invoke.TimeoutCause
 
 	indexed   chan struct{} // closed after the first indexing attempt
 	indexOnce sync.Once
@@ -161,7 +163,7 @@ func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, er
 
 // Invoke runs req on the route's app, bounded by the app's timeout.
 func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.app.cfg.Timeout.D())
+	ctx, cancel := invoke.WithTimeout(ctx, r.app.timeout)
 	defer cancel()
 	ctx, span := startSpan(ctx, req)
 	began := time.Now()

@@ -70,6 +70,13 @@ type function struct {
 	cfg     config.Function
 	runtime config.Runtime
 	pool    *pool.Pool
+	// timeout names the function's timeout when it ends an invocation.
+	timeout *invoke.TimeoutCause
+}
+
+// timeoutCause names the timeout of the i-th function of the config.
+func timeoutCause(i int, fc config.Function) *invoke.TimeoutCause {
+	return &invoke.TimeoutCause{Function: fc.Name, Timeout: fc.Timeout.D(), Key: fmt.Sprintf("functions[%d].timeout", i)}
 }
 
 // poolSpec is what one pool serves: a function, or a shared-worker app.
@@ -100,7 +107,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	}
 	var specs []*poolSpec
 	apps := map[string]*poolSpec{}
-	for _, fc := range cfg.Functions {
+	for i, fc := range cfg.Functions {
 		rt := cfg.Effective(fc)
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
 			if h.stream, err = stream.NewServer(log, h.metrics); err != nil {
@@ -111,6 +118,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		}
 		if rt.Discovery == config.DiscoveryApp {
 			a := h.newApp(fc, rt)
+			a.timeout = timeoutCause(i, fc)
 			h.apps = append(h.apps, a)
 			h.pools = append(h.pools, a.pool)
 			continue
@@ -128,7 +136,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		} else {
 			specs = append(specs, spec)
 		}
-		h.fns[fc.Name] = &function{cfg: fc, runtime: rt}
+		h.fns[fc.Name] = &function{cfg: fc, runtime: rt, timeout: timeoutCause(i, fc)}
 		if rt.StandbyEnabled() && h.standbyServes(h.iso[fc.Name]) && h.standbys[rt.Name] == nil {
 			h.standbys[rt.Name] = &standby{h: h, rt: rt}
 		}
@@ -350,7 +358,7 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	if req.Timestamp.IsZero() {
 		req.Timestamp = time.Now()
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout.D())
+	ctx, cancel := invoke.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	ctx, span := startSpan(ctx, req)
 	began := time.Now()
@@ -361,6 +369,8 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 		switch invoke.KindOf(err) {
 		case invoke.KindFunction:
 			h.log.Debug("function error", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
+		case invoke.KindInternal:
+			h.log.Error("internal error: a host bug", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
 		default:
 			h.log.Warn("invocation failed", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
 		}

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -75,10 +75,20 @@ func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 		t.Fatal(err)
 	}
 	h.Start()
-	srv := httptest.NewServer(httptrigger.NewHandler(h, h.MaxBody(), slog.New(slog.NewTextHandler(logs, nil))))
-	th := &Host{Host: h, URL: srv.URL, Logs: logs}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.Close(context.Background())
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	srv := httptrigger.NewServer(cfg.HTTP, log)
+	go func() { _ = srv.Serve(ln, httptrigger.NewHandler(h, srv, h.MaxBody(), log)) }()
+	th := &Host{Host: h, URL: "http://" + ln.Addr().String(), Logs: logs}
 	t.Cleanup(func() {
-		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+		_ = srv.Close()
 		h.Close(context.Background())
 		WaitFor(t, 5*time.Second, "every worker process to be gone", func() bool {
 			return len(Leftovers(h.RunDir())) == 0

@@ -4,6 +4,7 @@
 package invoke
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -118,6 +119,9 @@ const (
 	KindBadRequest
 	// KindMethodNotAllowed: the function does not accept the request's method.
 	KindMethodNotAllowed
+	// KindInternal: the host failed (a bug, or an error of unknown origin);
+	// never the function's fault.
+	KindInternal
 )
 
 // Error is an invocation that did not produce a result.
@@ -145,6 +149,7 @@ var kindTypes = map[Kind]string{
 	KindUnavailable:      "Unavailable",
 	KindBadRequest:       "BadRequest",
 	KindMethodNotAllowed: "MethodNotAllowed",
+	KindInternal:         "InternalError",
 }
 
 // TypeOutOfMemory is the type of a KindWorkerCrashed error whose worker the
@@ -184,13 +189,54 @@ func Outcome(err error) string {
 	return kindTypes[KindOf(err)]
 }
 
-// KindOf returns err's kind, KindFunction for errors that are not *Error.
+// KindOf returns err's kind. An error that is not an *Error is of unknown
+// origin and so the host's: KindInternal.
 func KindOf(err error) Kind {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Kind
 	}
-	return KindFunction
+	return KindInternal
+}
+
+// TimeoutCause is the cause (context.Cause) of an invocation's context when
+// the function's timeout ended it: it names the timeout and the config key
+// that sets it, so that a Timeout error can say which bound expired.
+type TimeoutCause struct {
+	// Function is the function (or app) whose timeout it is.
+	Function string
+	// Timeout is the timeout's value.
+	Timeout time.Duration
+	// Key is the config key that sets it, such as functions[2].timeout.
+	Key string
+}
+
+func (c *TimeoutCause) Error() string {
+	return fmt.Sprintf("the timeout of function %s, %s (%s, queueing included), expired", c.Function, c.Timeout, c.Key)
+}
+
+type timeoutKey struct{}
+
+// WithTimeout returns ctx bounded by cause's timeout; when it expires,
+// context.Cause of the returned context is cause.
+func WithTimeout(ctx context.Context, cause *TimeoutCause) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(context.WithValue(ctx, timeoutKey{}, cause), cause.Timeout, cause)
+}
+
+// TimeoutError returns the Timeout error of an invocation whose context ctx
+// expired while it was doing what ("function f did not finish"): the
+// message names the expired timeout and its config key when ctx carries a
+// TimeoutCause (also when the worker saw the deadline pass a moment before
+// ctx did).
+func TimeoutError(ctx context.Context, what string) *Error {
+	var c *TimeoutCause
+	if !errors.As(context.Cause(ctx), &c) {
+		c, _ = ctx.Value(timeoutKey{}).(*TimeoutCause)
+	}
+	if c != nil {
+		return Errorf(KindTimeout, "%s: %v", what, c)
+	}
+	return Errorf(KindTimeout, "%s: its deadline expired", what)
 }
 
 // NewID returns a random invocation id in the UUID v4 form.

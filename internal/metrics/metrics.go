@@ -96,10 +96,57 @@ func New(stats func() []PoolStats) *Metrics {
 	return m
 }
 
-// Handler serves the registry in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+// Handler serves the registry in the Prometheus text format, followed by
+// what extra gathers (the HTTP listener's metrics, which outlive a host).
+func (m *Metrics) Handler(extra ...prometheus.Gatherer) http.Handler {
+	if len(extra) == 0 {
+		return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	}
+	return promhttp.HandlerFor(append(prometheus.Gatherers{m.Registry}, extra...), promhttp.HandlerOpts{})
 }
+
+// Reasons an HTTP request or connection is refused, named after the config
+// key of the bound it hit.
+const (
+	RejectMaxConnections = "max_connections"
+	RejectMaxBodyTotal   = "max_body_total"
+	RejectMaxBody        = "max_body"
+	RejectBodyTimeout    = "body_timeout"
+)
+
+// HTTPListener holds the metrics of the HTTP trigger's listener. The
+// listener outlives configurations (a reload swaps the host behind it), so
+// they live in a registry of their own, served with the current host's.
+type HTTPListener struct {
+	Registry *prometheus.Registry
+	rejected *prometheus.CounterVec
+}
+
+// NewHTTPListener registers the listener's metrics; open and buffered are
+// read at each scrape.
+func NewHTTPListener(open, buffered func() int64) *HTTPListener {
+	m := &HTTPListener{Registry: prometheus.NewRegistry()}
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_http_rejected_total",
+		Help: "HTTP connections and requests refused at a bound of the listener, by reason: the config key of the bound (max_connections, max_body_total, max_body, body_timeout).",
+	}, []string{"reason"})
+	for _, r := range []string{RejectMaxConnections, RejectMaxBodyTotal, RejectMaxBody, RejectBodyTimeout} {
+		m.rejected.WithLabelValues(r)
+	}
+	m.Registry.MustRegister(m.rejected,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "polyfn_http_connections",
+			Help: "Open HTTP connections, idle keep-alive ones included (bounded by http.max_connections).",
+		}, func() float64 { return float64(open()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "polyfn_http_body_buffered_bytes",
+			Help: "Request-body bytes buffered by requests in flight (bounded by http.max_body_total).",
+		}, func() float64 { return float64(buffered()) }))
+	return m
+}
+
+// Rejected records a connection or request refused for reason.
+func (m *HTTPListener) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
 
 // Invocation records one finished invocation.
 func (m *Metrics) Invocation(function, trigger, outcome string, d time.Duration, in, out int) {

@@ -203,7 +203,7 @@ func (p *Pool) Prestart(n int) {
 // gone) is retried once on another instance.
 func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
 	for attempt := 0; ; attempt++ {
-		s, err := p.acquire(ctx)
+		s, err := p.acquire(ctx, req.Function)
 		if err != nil {
 			return nil, err
 		}
@@ -227,7 +227,9 @@ func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	}
 }
 
-func (p *Pool) acquire(ctx context.Context) (*slot, error) {
+// acquire waits for a free slot for an invocation of function (the pool's
+// own, or one of its app's), within ctx.
+func (p *Pool) acquire(ctx context.Context, function string) (*slot, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -259,6 +261,7 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 	}
 	p.mu.Lock()
 	removed := p.removeWaiterLocked(w)
+	live, starting := len(p.insts), p.starting
 	p.mu.Unlock()
 	if !removed {
 		// A slot or an error was granted as the context ended.
@@ -267,7 +270,7 @@ func (p *Pool) acquire(ctx context.Context) (*slot, error) {
 		}
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil, invoke.Errorf(invoke.KindTimeout, "function %s: no free instance within the timeout", p.o.Function)
+		return nil, invoke.TimeoutError(ctx, fmt.Sprintf("function %s was still queued for a free slot (pool %s: %d instances busy, %d starting)", function, p.o.Function, live, starting))
 	}
 	return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled while queued: %v", context.Cause(ctx))
 }

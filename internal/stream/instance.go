@@ -541,7 +541,7 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 		}
 		i.abandon(invocationID)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, invoke.Errorf(invoke.KindTimeout, "function %s did not finish within its timeout", function)
+			return nil, invoke.TimeoutError(ctx, fmt.Sprintf("function %s did not finish", function))
 		}
 		return nil, invoke.Errorf(invoke.KindUnavailable, "invocation cancelled: %v", context.Cause(ctx))
 	}

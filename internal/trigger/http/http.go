@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -48,18 +50,21 @@ type AppRouter interface {
 	RouteApp(ctx context.Context, method, path string) (*host.AppRoute, error)
 }
 
-// Handler serves the HTTP trigger's routes.
+// Handler serves the HTTP trigger's routes for one configuration.
 type Handler struct {
 	inv     Invoker
 	apps    AppRouter
+	srv     *Server
 	maxBody int64
 	log     *slog.Logger
 	mux     *http.ServeMux
 }
 
 // NewHandler returns the trigger's handler. maxBody bounds request bodies.
-func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
-	h := &Handler{inv: inv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
+// srv is the server it runs behind, whose deadlines, body budget and
+// metrics it uses; with nil (another server) it has none of them.
+func NewHandler(inv Invoker, srv *Server, maxBody int64, log *slog.Logger) *Handler {
+	h := &Handler{inv: inv, srv: srv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
 	h.mux.HandleFunc("/function/{name}", h.function)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
@@ -80,7 +85,11 @@ func NewHandler(inv Invoker, maxBody int64, log *slog.Logger) *Handler {
 		guard = func(next http.Handler) http.Handler { return h.refuseWorkers(g.WorkerGuard(), next) }
 	}
 	if m, ok := inv.(interface{ Metrics() *metrics.Metrics }); ok {
-		h.mux.Handle("GET /metrics", guard(m.Metrics().Handler()))
+		var listener []prometheus.Gatherer
+		if srv != nil {
+			listener = append(listener, srv.Metrics())
+		}
+		h.mux.Handle("GET /metrics", guard(m.Metrics().Handler(listener...)))
 	}
 	if a, ok := inv.(interface{ Admin() host.AdminStatus }); ok {
 		h.mux.Handle("GET /admin/functions", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -136,11 +145,11 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	body, err := h.readBody(r)
-	if err != nil {
-		writeInvokeError(w, err)
+	body, held, ok := h.readBody(w, r)
+	if !ok {
 		return
 	}
+	defer h.srv.give(held)
 	req := &invoke.Request{
 		ID:        id,
 		Function:  r.PathValue("name"),
@@ -153,8 +162,9 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		req.Trigger = invoke.TriggerInvoke
 	}
 	res, err := h.inv.Invoke(r.Context(), req)
+	h.srv.responding(w)
 	if err != nil {
-		writeInvokeError(w, err)
+		h.writeInvokeError(w, r, err)
 		return
 	}
 	status := http.StatusOK
@@ -185,14 +195,17 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
-	if err != nil {
-		writeInvokeError(w, err)
+	// The body is read first, within body_timeout of the header: routing
+	// may wait for an app still being indexed.
+	body, held, ok := h.readBody(w, r)
+	if !ok {
 		return
 	}
-	body, err := h.readBody(r)
+	defer h.srv.give(held)
+	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
 	if err != nil {
-		writeInvokeError(w, err)
+		h.srv.responding(w)
+		h.writeInvokeError(w, r, err)
 		return
 	}
 	fn := route.Function
@@ -208,8 +221,9 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		}},
 	}
 	res, err := route.Invoke(r.Context(), req)
+	h.srv.responding(w)
 	if err != nil {
-		writeInvokeError(w, err)
+		h.writeInvokeError(w, r, err)
 		return
 	}
 	resp, err := azure.DecodeResponse(fn, res.Stream)
@@ -220,38 +234,105 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	_ = resp.Write(w)
 }
 
-// readBody reads the request body within the configured limit; errors are
-// invocation errors (413 past the limit).
-func (h *Handler) readBody(r *http.Request) ([]byte, error) {
-	body, err := readLimited(r, h.maxBody)
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, invoke.Errorf(invoke.KindTooLarge, "request body exceeds the limit of %d bytes (http.max_body)", h.maxBody)
-	case err != nil:
-		return nil, invoke.Errorf(invoke.KindBadRequest, "read request body: %v", err)
-	}
-	return body, nil
-}
+// firstChunk is the largest buffer a request body starts in. The buffer
+// then doubles as bytes arrive, up to the declared length (or max_body),
+// so the memory a request costs follows what its client sent, never what
+// it declared.
+const firstChunk = 16 << 10
 
-func readLimited(r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
+// readBody reads the request body within http.max_body, its buffer held
+// against http.max_body_total; held is what to give back to the budget
+// once the request is done. When it cannot read the body it answers the
+// request itself (413, 503, 408 or 400) and returns ok false.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, held int64, ok bool) {
+	if r.ContentLength > h.maxBody {
+		h.tooLarge(w)
+		return nil, 0, false
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil // no body (Content-Length: 0, or none on a request that has none)
+		return nil, 0, true // no body (Content-Length: 0, or none on a request that has none)
 	}
-	rd := http.MaxBytesReader(nil, r.Body, limit)
-	if r.ContentLength > 0 {
-		buf := make([]byte, r.ContentLength)
-		n, err := io.ReadFull(rd, buf)
-		if err != nil {
-			return nil, err
+	// limit is the most the buffer may grow to: the declared length, or
+	// for a chunked body one byte past max_body, which tells it too large.
+	limit := r.ContentLength
+	if limit < 0 {
+		limit = h.maxBody + 1
+	}
+	held = min(limit, firstChunk)
+	if !h.srv.take(held) {
+		h.busy(w)
+		return nil, 0, false
+	}
+	buf := make([]byte, 0, held)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == limit {
+				if r.ContentLength < 0 {
+					h.srv.give(held)
+					h.tooLarge(w)
+					return nil, 0, false
+				}
+				// Every declared byte is in; one more read sees the end, so
+				// that the server starts watching the connection.
+				var probe [1]byte
+				if _, err := r.Body.Read(probe[:]); err != nil && err != io.EOF {
+					h.srv.give(held)
+					h.bodyError(w, err)
+					return nil, 0, false
+				}
+				break
+			}
+			grow := min(2*int64(cap(buf)), limit) - int64(cap(buf))
+			if !h.srv.take(grow) {
+				h.srv.give(held)
+				h.busy(w)
+				return nil, 0, false
+			}
+			held += grow
+			next := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(next, buf)
+			buf = next
 		}
-		// Anything beyond Content-Length is a protocol error the server handles.
-		return buf[:n], nil
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			h.srv.give(held)
+			h.bodyError(w, err)
+			return nil, 0, false
+		}
 	}
-	return io.ReadAll(rd)
+	return buf, held, true
+}
+
+// tooLarge answers a body larger than http.max_body.
+func (h *Handler) tooLarge(w http.ResponseWriter) {
+	h.srv.rejected(metrics.RejectMaxBody)
+	w.Header().Set("Connection", "close")
+	writeError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request body exceeds the limit of %d bytes (http.max_body)", h.maxBody))
+}
+
+// busy answers a request whose body would take the buffered bytes past
+// http.max_body_total.
+func (h *Handler) busy(w http.ResponseWriter) {
+	h.srv.rejected(metrics.RejectMaxBodyTotal)
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "HostBusy", fmt.Sprintf("the host holds its maximum of %d request-body bytes (http.max_body_total); try again later", h.srv.cfg.MaxBodyTotal))
+}
+
+// bodyError answers a body that could not be read: 408 when it did not
+// arrive within http.body_timeout, else 400. The connection is closed.
+func (h *Handler) bodyError(w http.ResponseWriter, err error) {
+	w.Header().Set("Connection", "close")
+	if errors.Is(err, os.ErrDeadlineExceeded) && h.srv != nil {
+		h.srv.rejected(metrics.RejectBodyTimeout)
+		writeError(w, http.StatusRequestTimeout, "RequestTimeout", fmt.Sprintf("the request body did not arrive within %s (http.body_timeout)", h.srv.cfg.BodyTimeout))
+		return
+	}
+	writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("read request body: %v", err))
 }
 
 func httpInfo(r *http.Request) *invoke.HTTPInfo {
@@ -314,14 +395,21 @@ func Status(k invoke.Kind) int {
 		return http.StatusBadRequest
 	case invoke.KindMethodNotAllowed:
 		return http.StatusMethodNotAllowed
+	case invoke.KindInternal:
+		return http.StatusInternalServerError
 	}
 	return http.StatusInternalServerError
 }
 
-func writeInvokeError(w http.ResponseWriter, err error) {
+// writeInvokeError answers an invocation that failed. An error that is not
+// an *invoke.Error has no known origin: it is the host's, answered 500
+// InternalError and logged as a bug, never passed off as the function's.
+func (h *Handler) writeInvokeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ie *invoke.Error
 	if !errors.As(err, &ie) {
-		ie = &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionError", Message: err.Error()}
+		id := w.Header().Get(InvocationIDHeader)
+		h.log.Error("internal error: a host bug", "method", r.Method, "path", r.URL.Path, "invocation", id, "error", err)
+		ie = invoke.Errorf(invoke.KindInternal, "the host failed to run the invocation; its log has the cause under invocation %s", id)
 	}
 	status := Status(ie.Kind)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {

@@ -27,7 +27,8 @@ type ErrorDocument struct {
 
 // NewErrorDocument returns the JSON error document of req's failure.
 func NewErrorDocument(req *invoke.Request, err error) []byte {
-	doc := ErrorDocument{FunctionMessage: functionMessage(req.Payload), ErrorMessage: err.Error(), ErrorType: "FunctionError",
+	// An error that is not an *invoke.Error has no known origin: the host's.
+	doc := ErrorDocument{FunctionMessage: functionMessage(req.Payload), ErrorMessage: err.Error(), ErrorType: "InternalError",
 		FunctionName: req.Function, FunctionInvokeID: req.ID, MessageTopic: req.Topic}
 	var ie *invoke.Error
 	if errors.As(err, &ie) {
