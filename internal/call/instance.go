@@ -237,8 +237,14 @@ func (i *Instance) Pid() int { return i.proc.Pid() }
 // Done is closed when the worker process has exited.
 func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
 
-// ExitError says how an exited worker ended.
-func (i *Instance) ExitError() error { return i.proc.ExitError() }
+// ExitError says how a worker that ended on its own ended (its exit status
+// and last stderr lines); it is nil when the worker was stopped.
+func (i *Instance) ExitError() error {
+	if i.proc.Stopped() {
+		return nil
+	}
+	return i.proc.ExitError()
+}
 
 // Stop asks the worker to exit (SIGTERM), waits up to the runtime's stop
 // grace, then kills its process group. It blocks until the worker is gone and
@@ -377,19 +383,19 @@ func (i *Instance) lost(st *status.Status) error {
 		return &invoke.Error{Kind: invoke.KindWorkerCrashed, Type: invoke.TypeOutOfMemory,
 			Message: fmt.Sprintf("instance %s lost while running the invocation: %s", i.opts.ID, i.proc.ExitStatus())}
 	}
+	if i.crashed() {
+		return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s exited while running the invocation: %v", i.opts.ID, i.proc.ExitError())
+	}
 	return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
 }
 
+// exitWait bounds how long a failed call waits for its worker's exit to be
+// observed, to report how the worker ended.
+const exitWait = 50 * time.Millisecond
+
 // crashed waits briefly for the process to exit: a worker that died
 // mid-call fails the call a moment before its exit is observed.
-func (i *Instance) crashed() bool {
-	select {
-	case <-i.proc.Done():
-		return true
-	case <-time.After(50 * time.Millisecond):
-		return false
-	}
-}
+func (i *Instance) crashed() bool { return i.proc.ExitedWithin(exitWait) }
 
 // RetireAfterTimeout is true: the call protocol cannot tell whether a worker
 // stopped running an invocation whose call the host cancelled, so the pool

@@ -60,9 +60,13 @@ type Process struct {
 	state   *os.ProcessState
 	waitErr error
 	tail    []string
-	stopped bool // Stop or Kill was called: the exit is expected
-	killed  bool // the host sent SIGKILL
-	stopMu  sync.Mutex
+	// stopped: the host asked the process to stop while it was running, so
+	// its exit is expected; endedFirst: it had already exited on its own
+	// when the host first asked.
+	stopped    bool
+	endedFirst bool
+	killed     bool // the host sent SIGKILL before the process was reaped
+	stopMu     sync.Mutex
 
 	// group holds the process under Isolation.Limits; nil without limits.
 	group limits.Group
@@ -257,12 +261,43 @@ func (p *Process) ExitStatus() string {
 	return "running"
 }
 
-// Stopped reports whether the process was asked to stop by the host, so an
-// exit is expected rather than a crash.
+// Stopped reports whether the process ended because the host stopped it,
+// so its exit is expected rather than a crash: the host asked it to stop
+// (Stop, Kill, ExpectExit) while it was still running, and it did not die
+// of a signal the host had not sent (a SIGKILL from elsewhere, such as the
+// kernel's at the memory limit, or a SIGSEGV). Before the process has
+// exited it reports whether a stop was asked for.
 func (p *Process) Stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stopped
+	if !p.stopped {
+		return false
+	}
+	if p.state != nil {
+		if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			switch ws.Signal() {
+			case syscall.SIGTERM:
+			case syscall.SIGKILL:
+				return p.killed
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ExitedWithin reports whether the process exits within d: a worker that
+// died fails its invocations a moment before its exit is observed.
+func (p *Process) ExitedWithin(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // StderrTail returns the last lines the process wrote to stderr.
@@ -314,15 +349,38 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// ExpectExit records that the host is about to stop the process by other
+// means (a protocol message asking it to exit), so that its exit is
+// expected — unless it has already exited on its own. Stop and Kill record
+// it themselves.
+func (p *Process) ExpectExit() { p.markStopped() }
+
 func (p *Process) markStopped() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || p.endedFirst {
+		return
+	}
+	select {
+	case <-p.exited:
+		p.endedFirst = true
+		return
+	default:
+	}
+	if exitedChild(p.Pid()) {
+		p.endedFirst = true
+		return
+	}
 	p.stopped = true
-	p.mu.Unlock()
 }
 
 func (p *Process) killGroup() {
 	p.mu.Lock()
-	p.killed = true
+	select {
+	case <-p.exited: // too late to be why it died
+	default:
+		p.killed = true
+	}
 	p.mu.Unlock()
 	p.killAll()
 }
