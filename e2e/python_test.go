@@ -176,6 +176,7 @@ runtimes:
 functions:
   - {name: echo, runtime: baetyl-python3, handler: index.echo, codedir: functions/kinds}
   - {name: fail, runtime: baetyl-python3, handler: index.fail, codedir: functions/kinds}
+  - {name: fail-args, runtime: baetyl-python3, handler: index.fail_args, codedir: functions/kinds}
   - {name: ctx, runtime: baetyl-python3, handler: ctx.handler, codedir: functions/ctx}
 `, "{dir}", dir)
 	if r := th.Call(t, "echo", `{"hello": "baetyl"}`); r.Status != 200 || string(r.Body) != `{"hello": "baetyl"}` {
@@ -187,6 +188,11 @@ functions:
 	r := th.Call(t, "fail", `{"why": "foreign"}`)
 	if r.Status != 500 || r.Err.Error.Type != "ValueError" || r.Err.Error.Message != "bad input: foreign" {
 		t.Fatalf("exception: got %d %+v, want 500 ValueError", r.Status, r.Err)
+	}
+	// The message is Python's str() of the exception, read from its repr.
+	r = th.Call(t, "fail-args", `{"why": "it's \"quoted\"\nand (bracketed)"}`)
+	if want := `('it\'s "quoted"\nand (bracketed)', 2)`; r.Status != 500 || r.Err.Error.Type != "ValueError" || r.Err.Error.Message != want {
+		t.Fatalf("exception with two arguments: got %d %+v, want 500 ValueError %q", r.Status, r.Err, want)
 	}
 	r = th.Call(t, "ctx", "")
 	var got struct {

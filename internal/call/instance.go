@@ -348,10 +348,6 @@ func (ic *invocationContext) appendJSON(b []byte) []byte {
 // function's exception: "[UserCodeInvoke] ValueError: message".
 var userErrorRE = regexp.MustCompile(`(?s)^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*): ?(.*)$`)
 
-// baetylErrorRE matches what the original Baetyl Python runtime sends:
-// "Exception calling application: ('[UserCodeInvoke] ', ValueError('message'))".
-var baetylErrorRE = regexp.MustCompile(`\('\[(UserCode\w*)\] ', ([A-Za-z_][\w.]*)\((.*)\)\)$`)
-
 func (i *Instance) mapError(ctx context.Context, err error) error {
 	st := status.Convert(err)
 	switch {
@@ -366,8 +362,13 @@ func (i *Instance) mapError(ctx context.Context, err error) error {
 	if m := userErrorRE.FindStringSubmatch(msg); m != nil {
 		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: m[3]}
 	}
-	if m := baetylErrorRE.FindStringSubmatch(msg); m != nil {
-		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: strings.Trim(m[3], `'"`)}
+	if typ, message, ok, parsed := parseBaetylError(msg); ok {
+		if !parsed {
+			// The function raised, but its exception's repr is not one
+			// this reads: keep the message as it came.
+			typ, message = "FunctionError", msg
+		}
+		return &invoke.Error{Kind: invoke.KindFunction, Type: typ, Message: message}
 	}
 	if strings.Contains(msg, "function not found") {
 		return &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionNotFound", Message: msg}
