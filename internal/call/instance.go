@@ -387,7 +387,11 @@ func (i *Instance) lost(st *status.Status) error {
 	if i.crashed() {
 		return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s exited while running the invocation: %v", i.opts.ID, i.proc.ExitError())
 	}
-	return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
+	msg := fmt.Sprintf("instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
+	if note := i.proc.PidsLimitNote(); note != "" {
+		msg += "; " + note
+	}
+	return invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
 }
 
 // exitWait bounds how long a failed call waits for its worker's exit to be

@@ -30,6 +30,12 @@ const (
 	CapTerminate = "HandlesWorkerTerminateMessage"
 )
 
+// TypeWorkerUnavailable is the RpcException type with which polyfn's
+// runtimes answer an invocation they cannot run at all (no thread could
+// be started for it), is_user_exception false: the invocation fails as
+// the worker's failure and the instance is replaced (docs/protocols.md).
+const TypeWorkerUnavailable = "WorkerUnavailable"
+
 // cancelGrace is the grace period sent with InvocationCancel.
 const cancelGrace = time.Second
 
@@ -501,6 +507,13 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		return nil, invoke.Errorf(invoke.KindTimeout, "invocation cancelled by the worker")
 	default:
 		ex := r.GetException()
+		if ex.GetType() == TypeWorkerUnavailable && !ex.GetIsUserException() {
+			msg := fmt.Sprintf("instance %s cannot run the invocation: %s", i.ID(), ex.GetMessage())
+			if note := i.proc.PidsLimitNote(); note != "" {
+				msg += "; " + note
+			}
+			return nil, invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
+		}
 		typ := ex.GetType()
 		if typ == "" {
 			typ = "FunctionError"
@@ -548,6 +561,10 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 		lost.Type, lost.Message = invoke.TypeOutOfMemory, fmt.Sprintf("instance %s lost while running the invocation: %s", i.ID(), i.proc.ExitStatus())
 	case i.proc.ExitedWithin(exitWait):
 		lost.Message = fmt.Sprintf("instance %s exited while running the invocation: %v", i.ID(), i.proc.ExitError())
+	default:
+		if note := i.proc.PidsLimitNote(); note != "" {
+			lost.Message += "; " + note
+		}
 	}
 	return nil, lost
 }

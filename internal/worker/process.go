@@ -43,6 +43,16 @@ type Spec struct {
 // reporting why it died.
 const stderrTailLines = 20
 
+// fatalLines is how many lines naming a runtime's fatal error a Process
+// keeps: a Go program's cause comes before goroutine stacks and a register
+// dump that fill the tail.
+const fatalLines = 3
+
+// fatalPrefixes start the lines that name a fatal error of the Go runtime
+// (and of CPython's).
+var fatalPrefixes = []string{"fatal error: ", "panic: ", "runtime/cgo: ", "runtime: failed ", "runtime: out of memory",
+	"SIGABRT: ", "SIGSEGV: ", "SIGBUS: ", "Fatal Python error: "}
+
 // maxLogLine bounds one log line; longer lines are cut.
 const maxLogLine = 64 << 10
 
@@ -60,6 +70,7 @@ type Process struct {
 	state   *os.ProcessState
 	waitErr error
 	tail    []string
+	fatal   []string // the first lines naming a runtime's fatal error
 	// stopped: the host asked the process to stop while it was running, so
 	// its exit is expected; endedFirst: it had already exited on its own
 	// when the host first asked.
@@ -75,6 +86,7 @@ type Process struct {
 	oomKilled bool
 	oomMu     sync.Mutex
 	oomSeen   int // OOM kills reported to Isolation.OnOOMKill
+	pidsSeen  int // refusals at the pids limit logged (under oomMu)
 }
 
 // ScrubbedEnv builds a worker environment: PATH, HOME and LANG from the host,
@@ -182,8 +194,8 @@ func Start(spec Spec) (*Process, error) {
 		removeGroup()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	if p.group != nil && spec.Isolation.Limits.Memory > 0 && spec.Isolation.OnOOMKill != nil {
-		go p.watchOOM()
+	if p.group != nil && (spec.Isolation.Limits.Memory > 0 && spec.Isolation.OnOOMKill != nil || spec.Isolation.Limits.Pids > 0) {
+		go p.watchLimits()
 	}
 	var readers sync.WaitGroup
 	readers.Add(2)
@@ -308,15 +320,24 @@ func (p *Process) StderrTail() []string {
 }
 
 // ExitError describes the exit of a process that ended on its own, with its
-// status and last stderr lines.
+// status and last stderr lines, and whether it had reached its pids limit.
 func (p *Process) ExitError() error {
 	msg := p.ExitStatus()
+	p.mu.Lock()
+	fatal := strings.Join(p.fatal, " | ")
+	p.mu.Unlock()
+	if fatal != "" {
+		msg += "; " + fatal
+	}
 	if tail := p.StderrTail(); len(tail) > 0 {
 		const show = 5
 		if len(tail) > show {
 			tail = tail[len(tail)-show:]
 		}
 		msg += "; last stderr: " + strings.Join(tail, " | ")
+	}
+	if note := p.PidsLimitNote(); note != "" {
+		msg += "; " + note
 	}
 	return errors.New(msg)
 }
@@ -411,6 +432,9 @@ func (p *Process) pump(r io.ReadCloser, stream string) {
 				if len(p.tail) > stderrTailLines {
 					p.tail = p.tail[len(p.tail)-stderrTailLines:]
 				}
+				if len(p.fatal) < fatalLines && hasAnyPrefix(rec.msg, fatalPrefixes) {
+					p.fatal = append(p.fatal, rec.msg)
+				}
 				p.mu.Unlock()
 			}
 			p.emit(rec, stream)
@@ -419,6 +443,15 @@ func (p *Process) pump(r io.ReadCloser, stream string) {
 			return
 		}
 	}
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // readLine reads one line without its newline, cutting it at maxLogLine and
