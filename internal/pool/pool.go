@@ -487,21 +487,19 @@ func (p *Pool) watch(s *slot) {
 			p.failedLocked(p.lastErr) // crashed before it was any use: part of a crash loop
 		}
 	}
-	if !s.lost && !s.stopping {
-		// Lost, and seen here first: an instance still holding invocations
-		// lost them, whether or not they have failed yet.
-		s.lost = true
-		cause := "crashed"
-		if s.inflight > 0 {
-			cause = "lost_invocation"
-		}
-		p.o.Observer.InstanceLost(p.o.Function, cause)
+	if s.stopping {
+		return // the pool had stopped it (and counted it, if it was lost)
 	}
-	if !s.stopping {
-		s.stopping = true
-		p.wg.Add(1)
-		go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
+	// Lost, and seen here first: an instance still holding invocations lost
+	// them, whether or not they have failed yet.
+	s.stopping, s.lost = true, true
+	cause := "crashed"
+	if s.inflight > 0 {
+		cause = "lost_invocation"
 	}
+	p.o.Observer.InstanceLost(p.o.Function, cause)
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
 	p.refillLocked()
 }
 
