@@ -3,6 +3,7 @@ package call
 import (
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -52,4 +53,27 @@ func TestParseBaetylErrorIgnoresOtherMessages(t *testing.T) {
 			t.Errorf("%q taken for a function's exception", msg)
 		}
 	}
+}
+
+// The parser reads what a worker sends: no input may crash it, and what it
+// reads as a function's exception has a type.
+func FuzzParseBaetylError(f *testing.F) {
+	b, err := os.ReadFile("testdata/baetyl_errors.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var cases []struct{ Details string }
+	if err := json.Unmarshal(b, &cases); err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range cases {
+		f.Add(c.Details)
+	}
+	f.Add("('[UserCodeInvoke] ', E(" + strings.Repeat("(", 100) + "))")
+	f.Fuzz(func(t *testing.T, msg string) {
+		typ, _, ok, parsed := parseBaetylError(msg)
+		if parsed && (!ok || typ == "") {
+			t.Fatalf("%q: parsed with type %q, ok %v", msg, typ, ok)
+		}
+	})
 }
