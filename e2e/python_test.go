@@ -185,6 +185,7 @@ runtimes:
 functions:
   - {name: echo, runtime: baetyl-python3, handler: index.echo, codedir: functions/kinds}
   - {name: fail, runtime: baetyl-python3, handler: index.fail, codedir: functions/kinds}
+  - {name: fail-args, runtime: baetyl-python3, handler: index.fail_args, codedir: functions/kinds}
   - {name: ctx, runtime: baetyl-python3, handler: ctx.handler, codedir: functions/ctx}
 `, "{dir}", dir)
 	if r := th.Call(t, "echo", `{"hello": "baetyl"}`); r.Status != 200 || string(r.Body) != `{"hello": "baetyl"}` {
@@ -202,6 +203,11 @@ functions:
 	r = th.Call(t, "echo", strings.Repeat("x", 5<<20))
 	if r.Status != http.StatusRequestEntityTooLarge || r.Err.Error.Type != "PayloadTooLarge" || !strings.Contains(r.Err.Error.Message, "4194304") {
 		t.Fatalf("5 MiB body: got %d %+v, want 413 PayloadTooLarge naming the worker's 4194304-byte limit", r.Status, r.Err)
+	}
+	// The message is Python's str() of the exception, read from its repr.
+	r = th.Call(t, "fail-args", `{"why": "it's \"quoted\"\nand (bracketed)"}`)
+	if want := `('it\'s "quoted"\nand (bracketed)', 2)`; r.Status != 500 || r.Err.Error.Type != "ValueError" || r.Err.Error.Message != want {
+		t.Fatalf("exception with two arguments: got %d %+v, want 500 ValueError %q", r.Status, r.Err, want)
 	}
 	r = th.Call(t, "ctx", "")
 	var got struct {

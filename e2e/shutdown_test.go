@@ -113,4 +113,8 @@ func TestSecondSignalSkipsDrain(t *testing.T) {
 	if r.err == nil && r.status == 200 {
 		t.Errorf("the 60 s invocation succeeded after %s; the second signal should have cut it", time.Since(began))
 	}
+	// Cut by the shutdown, not by a crash: 503, the host is shutting down.
+	if r.err != nil || r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "shutting down") {
+		t.Errorf("the cut invocation got %d %s (%v), want 503 saying the function is shutting down", r.status, r.body, r.err)
+	}
 }

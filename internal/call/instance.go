@@ -334,10 +334,15 @@ func (i *Instance) Pid() int { return i.proc.Pid() }
 // Done is closed when the worker process has exited.
 func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
 
-// ExitError says how an exited worker ended.
+// ExitError says how a worker that ended on its own ended (its exit status
+// and last stderr lines), or why the host replaced it; it is nil when the
+// worker was stopped.
 func (i *Instance) ExitError() error {
 	if r := i.refused.Load(); r != nil && i.ready.Load() {
 		return fmt.Errorf("replaced: a connection to its address was refused: %w", r)
+	}
+	if i.proc.Stopped() {
+		return nil
 	}
 	return i.proc.ExitError()
 }
@@ -444,10 +449,6 @@ func (ic *invocationContext) appendJSON(b []byte) []byte {
 // function's exception: "[UserCodeInvoke] ValueError: message".
 var userErrorRE = regexp.MustCompile(`(?s)^\[(UserCode\w*)\]\s*([A-Za-z_][\w.]*): ?(.*)$`)
 
-// baetylErrorRE matches what the original Baetyl Python runtime sends:
-// "Exception calling application: ('[UserCodeInvoke] ', ValueError('message'))".
-var baetylErrorRE = regexp.MustCompile(`\('\[(UserCode\w*)\] ', ([A-Za-z_][\w.]*)\((.*)\)\)$`)
-
 func (i *Instance) mapError(ctx context.Context, req *invoke.Request, err error) error {
 	st := status.Convert(err)
 	switch {
@@ -464,8 +465,13 @@ func (i *Instance) mapError(ctx context.Context, req *invoke.Request, err error)
 	if m := userErrorRE.FindStringSubmatch(msg); m != nil {
 		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: m[3]}
 	}
-	if m := baetylErrorRE.FindStringSubmatch(msg); m != nil {
-		return &invoke.Error{Kind: invoke.KindFunction, Type: m[2], Message: strings.Trim(m[3], `'"`)}
+	if typ, message, ok, parsed := parseBaetylError(msg); ok {
+		if !parsed {
+			// The function raised, but its exception's repr is not one
+			// this reads: keep the message as it came.
+			typ, message = "FunctionError", msg
+		}
+		return &invoke.Error{Kind: invoke.KindFunction, Type: typ, Message: message}
 	}
 	if strings.Contains(msg, "function not found") {
 		return &invoke.Error{Kind: invoke.KindFunction, Type: "FunctionNotFound", Message: msg}
@@ -497,19 +503,23 @@ func (i *Instance) lost(st *status.Status) error {
 		return &invoke.Error{Kind: invoke.KindWorkerCrashed, Type: invoke.TypeOutOfMemory,
 			Message: fmt.Sprintf("instance %s lost while running the invocation: %s", i.opts.ID, i.proc.ExitStatus())}
 	}
-	return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
+	if i.crashed() {
+		return invoke.Errorf(invoke.KindWorkerCrashed, "instance %s exited while running the invocation: %v", i.opts.ID, i.proc.ExitError())
+	}
+	msg := fmt.Sprintf("instance %s lost while running the invocation: %s", i.opts.ID, st.Message())
+	if note := i.proc.PidsLimitNote(); note != "" {
+		msg += "; " + note
+	}
+	return invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
 }
+
+// exitWait bounds how long a failed call waits for its worker's exit to be
+// observed, to report how the worker ended.
+const exitWait = 50 * time.Millisecond
 
 // crashed waits briefly for the process to exit: a worker that died
 // mid-call fails the call a moment before its exit is observed.
-func (i *Instance) crashed() bool {
-	select {
-	case <-i.proc.Done():
-		return true
-	case <-time.After(50 * time.Millisecond):
-		return false
-	}
-}
+func (i *Instance) crashed() bool { return i.proc.ExitedWithin(exitWait) }
 
 // RetireAfterTimeout is true: the call protocol cannot tell whether a worker
 // stopped running an invocation whose call the host cancelled, so the pool

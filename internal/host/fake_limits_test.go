@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // fakeIDs describes the user the fake worker runs as: "uid gid groups".
@@ -38,6 +40,22 @@ func fakeHogChild() string {
 	cmd.Env = append(os.Environ(), "POLYFN_FAKE_WORKER=hog")
 	err = cmd.Run()
 	return fmt.Sprintf("child: %v", err)
+}
+
+// fakeThreads blocks 64 goroutines in system calls at once, which takes
+// as many threads: a Go program that cannot make one dies.
+func fakeThreads() string {
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := syscall.Timespec{Nsec: int64(200 * time.Millisecond)}
+			_ = syscall.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
+	return "64 threads"
 }
 
 // fakeForkBomb starts processes until the system refuses (or 200 of them),

@@ -195,6 +195,10 @@ func (fakeServer) Call(ctx context.Context, m *baetyl.FunctionMessage) (*baetyl.
 		out := proto.Clone(m).(*baetyl.FunctionMessage)
 		out.Payload = []byte(fakeForkBomb())
 		return out, nil
+	case p == "threads":
+		out := proto.Clone(m).(*baetyl.FunctionMessage)
+		out.Payload = []byte(fakeThreads())
+		return out, nil
 	}
 	out := proto.Clone(m).(*baetyl.FunctionMessage)
 	out.Payload = append([]byte("fake:"), m.Payload...)

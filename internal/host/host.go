@@ -45,6 +45,7 @@ type Host struct {
 	stream      *stream.Server
 	log         *slog.Logger
 	runDir      string
+	dir         *runDir // runDir and its lock
 	fns         map[string]*function
 	pools       []*pool.Pool
 	apps        []*app
@@ -93,16 +94,16 @@ type poolSpec struct {
 
 // New prepares a host for cfg; Start brings it up.
 func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
-	runDir, err := os.MkdirTemp("", "polyfn-")
+	dir, err := newRunDir(log)
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, runDir: runDir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{},
+	h := &Host{cfg: cfg, log: log, runDir: dir.path, dir: dir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{},
 		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = metrics.New(h.poolStats)
 	if err := h.setupIsolation(); err != nil {
-		os.RemoveAll(runDir)
+		dir.remove()
 		return nil, err
 	}
 	var specs []*poolSpec
@@ -111,7 +112,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 		rt := cfg.Effective(fc)
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
 			if h.stream, err = stream.NewServer(log, h.metrics); err != nil {
-				os.RemoveAll(runDir)
+				dir.remove()
 				h.releaseLimits()
 				return nil, err
 			}
@@ -339,7 +340,8 @@ func (h *Host) WaitReady(ctx context.Context) error {
 }
 
 // RunDir is the directory under which every instance gets its private
-// working directory. It is removed by Close.
+// working directory. It is removed by Close; if the host is killed, by the
+// next host that starts.
 func (h *Host) RunDir() string { return h.runDir }
 
 // MaxBody is the largest payload the host accepts.
@@ -479,7 +481,7 @@ func (h *Host) Close(ctx context.Context) {
 		if h.stream != nil {
 			h.stream.Close()
 		}
-		os.RemoveAll(h.runDir)
+		h.dir.remove()
 		h.releaseLimits()
 	})
 }

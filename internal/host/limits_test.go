@@ -408,3 +408,30 @@ func indexOf(th *hosttest.Host, fn string) int {
 	}
 	return -1
 }
+// A Go worker that cannot make a thread at its pids limit dies: the
+// invocations it held fail at once with 502, the error names the limit and
+// the runtime's own words, and the next invocation gets a fresh instance.
+func TestWorkerThatCannotMakeAThreadFailsWithTheLimitNamed(t *testing.T) {
+	requireCgroups(t)
+	th := startHost(t, limitsConfig)
+	if r := th.Call(t, "bomb", "ping"); r.Status != 200 {
+		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
+	}
+	pid := workerPid(t, th, "bomb")
+	if r := th.Call(t, "bomb", "forkbomb"); r.Status != 200 || !strings.Contains(string(r.Body), "resource temporarily unavailable") {
+		t.Fatalf("bomb: got %d %s, want the fork refused at the limit", r.Status, r.Body)
+	}
+	r := th.Call(t, "bomb", "threads")
+	if r.Status != http.StatusBadGateway || r.Err.Error.Type != "WorkerCrashed" ||
+		!strings.Contains(r.Err.Error.Message, "exited while running the invocation") ||
+		!strings.Contains(r.Err.Error.Message, "reached its limit of 32 processes and threads (limits.pids)") {
+		t.Fatalf("got %d %s, want 502 WorkerCrashed naming the pids limit", r.Status, r.Body)
+	}
+	t.Logf("error: %s", r.Err.Error.Message)
+	if !strings.Contains(th.Logs.String(), `msg="worker at its pids limit: processes or threads could not be created" function=bomb`) {
+		t.Errorf("no log record of the refusals at the pids limit")
+	}
+	if r := th.Call(t, "bomb", "ping"); r.Status != 200 || workerPid(t, th, "bomb") == pid {
+		t.Fatalf("after the crash: got %d %s on worker %d, want 200 on a new one", r.Status, r.Body, workerPid(t, th, "bomb"))
+	}
+}

@@ -7,6 +7,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childHostEnv) != "" {
+		runChildHost()
+		return
+	}
 	if mode := os.Getenv(fakeEnv); mode != "" {
 		if mode == "attacker" {
 			runAttacker()

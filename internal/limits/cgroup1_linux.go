@@ -120,6 +120,7 @@ type group1 struct {
 	mu      sync.Mutex
 	removed bool
 	oom     int
+	pidsMax int
 }
 
 func (g *group1) set(l config.Limits) error {
@@ -251,9 +252,21 @@ func (g *group1) OOMKills() int {
 	return g.oom
 }
 
+func (g *group1) PidsLimitHits() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if d := g.dirs["pids"]; !g.removed && d != "" {
+		if n := readKeyed(filepath.Join(d, "pids.events"), "max"); n > int64(g.pidsMax) {
+			g.pidsMax = int(n)
+		}
+	}
+	return g.pidsMax
+}
+
 func (g *group1) Remove() error {
 	g.Kill()
 	g.OOMKills()
+	g.PidsLimitHits()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.removed {

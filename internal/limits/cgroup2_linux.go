@@ -170,6 +170,7 @@ type group2 struct {
 	mu      sync.Mutex
 	removed bool
 	oom     int
+	pidsMax int
 }
 
 func (g *group2) set(l config.Limits, cpu bool) error {
@@ -235,9 +236,21 @@ func (g *group2) OOMKills() int {
 	return g.oom
 }
 
+func (g *group2) PidsLimitHits() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.removed {
+		if n := readKeyed(filepath.Join(g.dir, "pids.events"), "max"); n > int64(g.pidsMax) {
+			g.pidsMax = int(n)
+		}
+	}
+	return g.pidsMax
+}
+
 func (g *group2) Remove() error {
 	g.Kill()
 	g.OOMKills()
+	g.PidsLimitHits()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.removed {

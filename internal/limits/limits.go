@@ -57,6 +57,11 @@ type Group interface {
 	// exceeding the memory limit so far. After Remove it keeps returning the
 	// last count.
 	OOMKills() int
+	// PidsLimitHits is how many times a process or thread of the group
+	// could not be created because the group was at its pids limit
+	// (pids.events "max"), so far; 0 without cgroups. After Remove it keeps
+	// returning the last count.
+	PidsLimitHits() int
 	// Remove kills what is left of the group and deletes it. It waits (a
 	// little) for the processes to be gone.
 	Remove() error

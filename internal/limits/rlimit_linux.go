@@ -74,6 +74,9 @@ func (g *rlimitGroup) Kill()         {}
 func (g *rlimitGroup) OOMKills() int { return 0 }
 func (g *rlimitGroup) Remove() error { return nil }
 
+// PidsLimitHits is 0: RLIMIT_NPROC keeps no count.
+func (g *rlimitGroup) PidsLimitHits() int { return 0 }
+
 // uidOf returns the real uid of process pid, or the host's when unknown.
 func uidOf(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

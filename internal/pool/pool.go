@@ -23,7 +23,10 @@ type Instance interface {
 	Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error)
 	// Done is closed when the worker has exited.
 	Done() <-chan struct{}
-	// ExitError says how an exited worker ended.
+	// ExitError says why an instance whose Done is closed ended on its own:
+	// the worker's exit status and last stderr lines, or why the instance
+	// replaced itself. It is nil when the instance ended because it was
+	// stopped (Stop) while its worker was running.
 	ExitError() error
 	// Stop stops the worker and blocks until it is gone.
 	Stop(ctx context.Context)
@@ -62,8 +65,10 @@ type Options struct {
 type Observer interface {
 	InstanceStarted(function string, d time.Duration)
 	InstanceStartFailed(function string)
-	// InstanceLost: cause is "crashed" (the worker exited on its own) or
-	// "lost_invocation" (it failed an invocation and was retired).
+	// InstanceLost is told once per instance lost: cause is
+	// "lost_invocation" when the instance held invocations that failed with
+	// it (it exited while running them, or failed one and was retired),
+	// "crashed" when it exited on its own while idle.
 	InstanceLost(function, cause string)
 }
 
@@ -87,43 +92,77 @@ type Pool struct {
 	closed   bool
 	seq      int
 	lastErr  error
-	// failures counts consecutive failed starts (early crashes included);
-	// while nothing is up, no start begins before notBefore.
-	failures       int
-	notBefore      time.Time
-	retryScheduled bool
+	// failures counts consecutive failed starts (early crashes included).
+	failures int
+	// broken is recorded when a start fails (or an instance crashes before
+	// it was any use) and cleared when a start succeeds; lastErr says why.
+	broken bool
+	// backoff is the timer that ends the back-off after a failure: while it
+	// is set no start begins, and backoffUntil is when it fires. Each
+	// failure replaces it; backoffGen tells its callback whether it is
+	// still the current one.
+	backoff      *time.Timer
+	backoffUntil time.Time
+	backoffGen   int
 }
 
 // brokenAfter is how many consecutive failures make a function broken.
 const brokenAfter = 3
 
-// failedLocked records a failed start and schedules the earliest next one.
+// failedLocked records a failed start and holds further starts back until
+// the back-off ends.
 func (p *Pool) failedLocked(err error) {
 	p.lastErr = err
 	p.failures++
+	p.broken = true
 	delay := p.o.RestartDelay << min(p.failures-1, 20)
 	if delay <= 0 || delay > p.o.MaxRestartDelay {
 		delay = p.o.MaxRestartDelay
 	}
-	p.notBefore = time.Now().Add(delay)
+	if p.backoff != nil {
+		p.backoff.Stop()
+	}
+	p.backoffGen++
+	gen := p.backoffGen
+	p.backoffUntil = time.Now().Add(delay)
+	p.backoff = time.AfterFunc(delay, func() { p.endBackoff(gen) })
 	p.o.Observer.InstanceStartFailed(p.o.Function)
+}
+
+// endBackoff ends the back-off gen, unless a later failure replaced it, and
+// starts what the pool needs then (Min, or queued invocations).
+func (p *Pool) endBackoff(gen int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if gen != p.backoffGen || p.backoff == nil {
+		return
+	}
+	p.backoff, p.backoffUntil = nil, time.Time{}
+	p.refillLocked()
+}
+
+// refillLocked starts instances up to Min and for queued invocations,
+// unless the pool is closed or backing off.
+func (p *Pool) refillLocked() {
+	if p.closed || p.backoff != nil {
+		return
+	}
+	for len(p.insts)+p.starting < p.o.Min {
+		p.startLocked()
+	}
+	p.scaleLocked()
 }
 
 // backingOffLocked reports whether starts are held back after failures and
 // nothing is up to serve: invocations then fail at once with the cause.
 func (p *Pool) backingOffLocked() bool {
-	return len(p.insts) == 0 && p.holdingOffLocked()
-}
-
-// holdingOffLocked reports whether a start after failures must still wait.
-func (p *Pool) holdingOffLocked() bool {
-	return p.failures > 0 && time.Now().Before(p.notBefore)
+	return len(p.insts) == 0 && p.backoff != nil
 }
 
 func (p *Pool) brokenErrorLocked() error {
 	return &invoke.Error{Kind: invoke.KindWorkerStart, Type: "WorkerStartFailed",
 		Message: fmt.Sprintf("function %s failed to start %d times in a row, next attempt in %s: %v",
-			p.o.Function, p.failures, time.Until(p.notBefore).Round(time.Millisecond), p.lastErr), Err: p.lastErr}
+			p.o.Function, p.failures, time.Until(p.backoffUntil).Round(time.Millisecond), p.lastErr), Err: p.lastErr}
 }
 
 type slot struct {
@@ -132,11 +171,19 @@ type slot struct {
 	lastUsed time.Time
 	started  time.Time
 	// served: the instance completed an invocation, so it is healthy.
-	served   bool
+	served bool
+	// stopping: the instance is out of the pool; the pool stopped it, or
+	// saw it end.
 	stopping bool
 	// retiring: the instance takes no new invocations and stops once its
 	// in-flight ones have finished (Shed).
 	retiring bool
+	// lost: the instance was lost (it ended on its own, or failed an
+	// invocation and was retired) and counted as such, once.
+	lost bool
+	// cut: Close stopped the instance at the shutdown limit; invocations it
+	// still held fail as cut by the shutdown, not as a crash.
+	cut bool
 }
 
 type grant struct {
@@ -210,7 +257,12 @@ func (p *Pool) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 		req.Instance = s.ID()
 		res, err := s.Invoke(ctx, req)
 		if err != nil && invoke.KindOf(err) == invoke.KindWorkerCrashed {
-			p.retire(s, err)
+			if p.cutAtShutdown(s) {
+				err = &invoke.Error{Kind: invoke.KindUnavailable, Type: "Unavailable", Err: err,
+					Message: fmt.Sprintf("function %s is shutting down: the invocation was still running at the shutdown limit", p.o.Function)}
+			} else {
+				p.retire(s, err)
+			}
 		}
 		if err != nil && invoke.KindOf(err) == invoke.KindTimeout {
 			if r, ok := s.Instance.(TimeoutRetirer); ok && r.RetireAfterTimeout() {
@@ -276,17 +328,29 @@ func (p *Pool) acquire(ctx context.Context, function string) (*slot, error) {
 }
 
 // retire takes an instance that lost an invocation out of service, so no
-// further invocation is sent to it; the watcher replaces it once it is gone.
+// further invocation is sent to it, and starts a replacement if one is
+// needed. An instance is counted lost once, by retire or by watch,
+// whichever sees the loss first.
 func (p *Pool) retire(s *slot, cause error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s.stopping || p.closed {
+	if s.lost || p.closed {
 		return
 	}
-	p.lastErr = fmt.Errorf("instance %s exited while running an invocation: %w", s.ID(), cause)
-	p.stopLocked(s, "")
+	s.lost = true
+	p.lastErr = fmt.Errorf("instance %s failed an invocation: %w", s.ID(), cause)
+	if !s.stopping {
+		p.stopLocked(s, "")
+	}
 	p.o.Observer.InstanceLost(p.o.Function, "lost_invocation")
-	p.scaleLocked()
+	p.refillLocked()
+}
+
+// cutAtShutdown reports whether Close stopped s at the shutdown limit.
+func (p *Pool) cutAtShutdown(s *slot) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return s.cut
 }
 
 func (p *Pool) release(s *slot) {
@@ -343,8 +407,8 @@ func (p *Pool) removeWaiterLocked(w *waiter) bool {
 // scaleLocked starts instances for the queued invocations that the starting
 // ones will not absorb, within Max.
 func (p *Pool) scaleLocked() {
-	if p.holdingOffLocked() {
-		return // a retry is scheduled
+	if p.backoff != nil {
+		return // endBackoff scales once the back-off ends
 	}
 	need := (len(p.waiters)+p.o.Concurrency-1)/p.o.Concurrency - p.starting
 	for ; need > 0 && len(p.insts)+p.starting < p.o.Max && !p.closed; need-- {
@@ -374,8 +438,7 @@ func (p *Pool) start(id string) {
 			return
 		}
 		p.failedLocked(err)
-		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "failures", p.failures, "retry_in", time.Until(p.notBefore).Round(time.Millisecond), "error", err)
-		p.retryLaterLocked()
+		p.o.Log.Error("instance failed to start", "function", p.o.Function, "instance", id, "failures", p.failures, "retry_in", time.Until(p.backoffUntil).Round(time.Millisecond), "error", err)
 		if len(p.insts) == 0 && p.starting == 0 {
 			// Nothing else can serve the queue: fail it now rather than at the timeout.
 			for _, w := range p.waiters {
@@ -391,6 +454,7 @@ func (p *Pool) start(id string) {
 		go func() { defer p.wg.Done(); inst.Stop(context.Background()) }()
 		return
 	}
+	p.broken = false
 	p.o.Observer.InstanceStarted(p.o.Function, time.Since(began))
 	p.o.Log.Info("instance started", "function", p.o.Function, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
 	s := &slot{Instance: inst, lastUsed: time.Now(), started: time.Now()}
@@ -400,8 +464,9 @@ func (p *Pool) start(id string) {
 	go p.watch(s)
 }
 
-// watch removes an instance from the pool when its worker exits and starts
-// replacements for queued invocations or to keep Min.
+// watch removes an instance from the pool when its worker exits, logs an
+// exit the pool did not ask for, and starts replacements for queued
+// invocations or to keep Min.
 func (p *Pool) watch(s *slot) {
 	defer p.wg.Done()
 	select {
@@ -409,59 +474,36 @@ func (p *Pool) watch(s *slot) {
 	case <-p.ctx.Done():
 		return
 	}
+	exitErr := s.ExitError() // nil when it was stopped while running
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	expected := s.stopping
 	p.removeLocked(s)
-	if expected || p.closed {
+	if p.closed {
 		return
 	}
+	if exitErr != nil {
+		// Whether or not the pool had already taken it out of service
+		// (retire, after an invocation it held failed), it ended on its own.
+		p.o.Log.Error("instance exited unexpectedly", "function", p.o.Function, "instance", s.ID(), "pid", s.Pid(), "inflight", s.inflight, "error", exitErr)
+		p.lastErr = fmt.Errorf("instance %s exited: %w", s.ID(), exitErr)
+		if !s.served && time.Since(s.started) < p.o.CrashWindow {
+			p.failedLocked(p.lastErr) // crashed before it was any use: part of a crash loop
+		}
+	}
+	if s.stopping {
+		return // the pool had stopped it (and counted it, if it was lost)
+	}
+	// Lost, and seen here first: an instance still holding invocations lost
+	// them, whether or not they have failed yet.
+	s.stopping, s.lost = true, true
+	cause := "crashed"
+	if s.inflight > 0 {
+		cause = "lost_invocation"
+	}
+	p.o.Observer.InstanceLost(p.o.Function, cause)
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); s.Stop(context.Background()) }() // release its directory and connection
-	exitErr := fmt.Errorf("instance %s exited: %w", s.ID(), s.ExitError())
-	p.o.Observer.InstanceLost(p.o.Function, "crashed")
-	if !s.served && time.Since(s.started) < p.o.CrashWindow {
-		p.failedLocked(exitErr) // crashed before it was any use: part of a crash loop
-	} else {
-		p.lastErr = exitErr
-	}
-	p.o.Log.Error("instance exited unexpectedly", "function", p.o.Function, "instance", s.ID(), "inflight", s.inflight, "error", s.ExitError())
-	p.scaleLocked()
-	p.retryLaterLocked()
-}
-
-// retryLaterLocked schedules a start for when the backoff ends, if the pool
-// will still need one then (Min, or queued invocations).
-func (p *Pool) retryLaterLocked() {
-	if p.closed || p.retryScheduled {
-		return
-	}
-	p.retryScheduled = true
-	wait := time.Until(p.notBefore)
-	if wait < 0 {
-		wait = 0
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-p.ctx.Done():
-			return
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.retryScheduled = false
-		if p.closed {
-			return
-		}
-		for len(p.insts)+p.starting < p.o.Min {
-			p.startLocked()
-		}
-		p.scaleLocked()
-	}()
+	p.refillLocked()
 }
 
 // stopLocked takes s out of service and stops it in the background; its
@@ -606,14 +648,19 @@ type InstanceInfo struct {
 // Stats is a snapshot of a pool.
 type Stats struct {
 	// State is "ready" (an instance is up), "starting", "idle" (scaled to
-	// zero) or "broken" (the last start failed and nothing is up; see
-	// LastError).
+	// zero) or "broken" (the last start failed, or the last instance
+	// crashed before it was any use, and nothing is up; see LastError). It
+	// stays broken until a start succeeds.
 	State     string         `json:"state"`
 	Instances []InstanceInfo `json:"instances"`
 	Starting  int            `json:"starting"`
 	InFlight  int            `json:"inflight"`
 	Queued    int            `json:"queued"`
 	LastError string         `json:"last_error,omitempty"`
+	// BackoffUntil is set while starts are held back after a failure: no
+	// start begins before it, and invocations meanwhile fail at once with
+	// the cause when no instance is up.
+	BackoffUntil time.Time `json:"backoff_until,omitzero"`
 }
 
 // Stats returns a snapshot of the pool.
@@ -632,12 +679,13 @@ func (p *Pool) Stats() Stats {
 	if p.lastErr != nil {
 		st.LastError = p.lastErr.Error()
 	}
+	st.BackoffUntil = p.backoffUntil
 	switch {
 	case len(p.insts) > 0:
 		st.State = "ready"
 	case p.starting > 0:
 		st.State = "starting"
-	case p.failures >= brokenAfter || p.backingOffLocked():
+	case p.broken:
 		st.State = "broken"
 	default:
 		st.State = "idle"
@@ -652,6 +700,10 @@ func (p *Pool) Stats() Stats {
 func (p *Pool) Close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
+	if p.backoff != nil {
+		p.backoff.Stop()
+		p.backoff = nil
+	}
 	for _, w := range p.waiters {
 		w.ch <- grant{err: invoke.Errorf(invoke.KindUnavailable, "function %s is shutting down", p.o.Function)}
 	}
@@ -674,6 +726,7 @@ drain:
 	p.insts = nil
 	for _, s := range insts {
 		s.stopping = true
+		s.cut = s.inflight > 0
 	}
 	p.mu.Unlock()
 	p.cancel()

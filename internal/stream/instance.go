@@ -30,8 +30,18 @@ const (
 	CapTerminate = "HandlesWorkerTerminateMessage"
 )
 
+// TypeWorkerUnavailable is the RpcException type with which polyfn's
+// runtimes answer an invocation they cannot run at all (no thread could
+// be started for it), is_user_exception false: the invocation fails as
+// the worker's failure and the instance is replaced (docs/protocols.md).
+const TypeWorkerUnavailable = "WorkerUnavailable"
+
 // cancelGrace is the grace period sent with InvocationCancel.
 const cancelGrace = time.Second
+
+// exitWait bounds how long an invocation whose stream ended waits for the
+// worker's exit to be observed, to report how the worker ended.
+const exitWait = 50 * time.Millisecond
 
 // Options configure one instance.
 type Options struct {
@@ -73,10 +83,14 @@ type Instance struct {
 	abandoned map[string]bool
 	// late holds responses that came after their waiter left, in case they
 	// beat the abandon record (bounded: cleared when large).
-	late     map[string]bool
-	stuck    string
-	name, id string // what the instance serves and is called (Bind changes them)
-	stopOnce sync.Once
+	late  map[string]bool
+	stuck string
+	// stopping: Stop was called. lostStream: the worker's stream ended
+	// before that, with this error.
+	stopping   bool
+	lostStream error
+	name, id   string // what the instance serves and is called (Bind changes them)
+	stopOnce   sync.Once
 
 	// For apps: the functions the worker loaded, and the ones that failed
 	// indexing or loading with why.
@@ -138,6 +152,11 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	go func() {
 		select {
 		case <-i.conn.Done():
+			i.mu.Lock()
+			if !i.stopping {
+				i.lostStream = i.conn.Err()
+			}
+			i.mu.Unlock()
 			i.proc.Stop(context.Background(), o.Runtime.StopGrace.D())
 		case <-i.proc.Done():
 			i.conn.Close()
@@ -412,18 +431,23 @@ func (i *Instance) Pid() int { return i.proc.Pid() }
 // Done is closed when the worker process has exited.
 func (i *Instance) Done() <-chan struct{} { return i.proc.Done() }
 
-// ExitError says how an exited worker ended.
+// ExitError says why an instance that ended on its own ended: the
+// worker's exit status and last stderr lines, that its stream ended, or
+// that it was replaced for holding on to an invocation. It is nil when the
+// instance was stopped (Stop) while its worker was running.
 func (i *Instance) ExitError() error {
 	i.mu.Lock()
-	stuck := i.stuck
+	stuck, lost := i.stuck, i.lostStream
 	i.mu.Unlock()
-	if stuck != "" {
+	switch {
+	case stuck != "":
 		return errors.New(stuck)
+	case lost != nil:
+		return fmt.Errorf("%v (stream: %v)", i.proc.ExitError(), lost)
+	case !i.proc.Stopped():
+		return i.proc.ExitError()
 	}
-	if err := i.conn.Err(); err != nil && !errors.Is(err, errClosedByHost) && !i.proc.Stopped() {
-		return fmt.Errorf("%v (stream: %v)", i.proc.ExitError(), err)
-	}
-	return i.proc.ExitError()
+	return nil
 }
 
 // Stop sends WorkerTerminate to workers that handle it, waits up to the
@@ -432,6 +456,17 @@ func (i *Instance) ExitError() error {
 // than once.
 func (i *Instance) Stop(ctx context.Context) {
 	i.stopOnce.Do(func() {
+		i.mu.Lock()
+		i.stopping = true
+		select {
+		case <-i.conn.Done(): // the worker's end came first
+			if err := i.conn.Err(); i.lostStream == nil && !errors.Is(err, errClosedByHost) {
+				i.lostStream = err
+			}
+		default:
+		}
+		i.mu.Unlock()
+		i.proc.ExpectExit() // before WorkerTerminate, which the worker answers by exiting
 		grace := i.opts.Runtime.StopGrace.D()
 		if i.caps[CapTerminate] != "" && i.conn.Err() == nil {
 			i.sendControl(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_WorkerTerminate{
@@ -507,6 +542,13 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		return nil, invoke.Errorf(invoke.KindTimeout, "invocation cancelled by the worker")
 	default:
 		ex := r.GetException()
+		if ex.GetType() == TypeWorkerUnavailable && !ex.GetIsUserException() {
+			msg := fmt.Sprintf("instance %s cannot run the invocation: %s", i.ID(), ex.GetMessage())
+			if note := i.proc.PidsLimitNote(); note != "" {
+				msg += "; " + note
+			}
+			return nil, invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
+		}
 		typ := ex.GetType()
 		if typ == "" {
 			typ = "FunctionError"
@@ -548,8 +590,16 @@ func (i *Instance) request(ctx context.Context, invocationID, function string, m
 	lost := invoke.Errorf(invoke.KindWorkerCrashed, "instance %s lost while running the invocation: %v", i.ID(), err)
 	var ns *NotSentError
 	lost.Undelivered = errors.As(err, &ns)
-	if !lost.Undelivered && i.proc.OOMKilled(time.Second) {
+	switch {
+	case lost.Undelivered:
+	case i.proc.OOMKilled(time.Second):
 		lost.Type, lost.Message = invoke.TypeOutOfMemory, fmt.Sprintf("instance %s lost while running the invocation: %s", i.ID(), i.proc.ExitStatus())
+	case i.proc.ExitedWithin(exitWait):
+		lost.Message = fmt.Sprintf("instance %s exited while running the invocation: %v", i.ID(), i.proc.ExitError())
+	default:
+		if note := i.proc.PidsLimitNote(); note != "" {
+			lost.Message += "; " + note
+		}
 	}
 	return nil, lost
 }

@@ -106,23 +106,32 @@ type OOMEvent struct {
 	Limit int64
 }
 
-// oomPoll is how often the OOM kills of a running worker's group are read.
+// oomPoll is how often the OOM kills and pids limit refusals of a running
+// worker's group are read.
 const oomPoll = time.Second
 
 // oomSettle is how long an OOM kill seen while the worker runs is held
 // back, in case the victim is the worker itself and its exit reports it.
 const oomSettle = 200 * time.Millisecond
 
-// watchOOM reports OOM kills of processes the worker started while it
-// runs; the worker's own is reported by its exit.
-func (p *Process) watchOOM() {
+// watchLimits reports, while the worker runs, OOM kills of processes it
+// started (the worker's own is reported by its exit) and processes or
+// threads it could not create at its pids limit.
+func (p *Process) watchLimits() {
 	t := time.NewTicker(oomPoll)
 	defer t.Stop()
+	oom := p.spec.Isolation.Limits.Memory > 0 && p.spec.Isolation.OnOOMKill != nil
 	for {
 		select {
 		case <-p.exited:
 			return
 		case <-t.C:
+		}
+		if p.spec.Isolation.Limits.Pids > 0 {
+			p.reportPidsLimit()
+		}
+		if !oom {
+			continue
 		}
 		p.oomMu.Lock()
 		seen := p.oomSeen
@@ -155,6 +164,34 @@ func (p *Process) reportOOM(exited bool) {
 	p.spec.Isolation.OnOOMKill(ev)
 }
 
+// reportPidsLimit logs the processes and threads the worker could not
+// create at its pids limit since the last report: a worker that cannot
+// create a thread may fail its invocations or stop answering.
+func (p *Process) reportPidsLimit() {
+	p.oomMu.Lock()
+	defer p.oomMu.Unlock()
+	n := p.group.PidsLimitHits()
+	if n <= p.pidsSeen || p.spec.Log == nil {
+		return
+	}
+	refused := n - p.pidsSeen
+	p.pidsSeen = n
+	p.mu.Lock()
+	function, instance := p.spec.Function, p.spec.Instance
+	p.mu.Unlock()
+	p.spec.Log.Warn("worker at its pids limit: processes or threads could not be created", "function", function, "instance", instance,
+		"pid", p.Pid(), "limit", p.spec.Isolation.Limits.Pids, "refused", refused)
+}
+
+// PidsLimitNote says, when the worker has been refused a process or thread
+// at its pids limit, that it reached it; "" otherwise.
+func (p *Process) PidsLimitNote() string {
+	if p.group == nil || p.spec.Isolation.Limits.Pids == 0 || p.group.PidsLimitHits() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the worker reached its limit of %d processes and threads (limits.pids)", p.spec.Isolation.Limits.Pids)
+}
+
 // OOMKilled reports whether the kernel killed the worker itself for
 // exceeding its memory limit, waiting up to wait for it to exit (a worker
 // that dies fails its calls a moment before its exit is observed).
@@ -176,7 +213,8 @@ func (p *Process) OOMKilled(wait time.Duration) bool {
 
 // recordExit notes whether the process that just exited was killed for
 // memory: SIGKILL, not sent by the host, in a group where the kernel has
-// killed for memory.
+// killed for memory; and reports what its limits refused since the last
+// poll.
 func (p *Process) recordExit(state *os.ProcessState) {
 	if p.group != nil && p.spec.Isolation.Limits.Memory > 0 {
 		var ws syscall.WaitStatus
@@ -190,6 +228,9 @@ func (p *Process) recordExit(state *os.ProcessState) {
 		if p.spec.Isolation.OnOOMKill != nil {
 			p.reportOOM(true)
 		}
+	}
+	if p.group != nil && p.spec.Isolation.Limits.Pids > 0 {
+		p.reportPidsLimit() // refusals since the last poll, which may be why it died
 	}
 	close(p.exited)
 }

@@ -43,6 +43,16 @@ type Spec struct {
 // reporting why it died.
 const stderrTailLines = 20
 
+// fatalLines is how many lines naming a runtime's fatal error a Process
+// keeps: a Go program's cause comes before goroutine stacks and a register
+// dump that fill the tail.
+const fatalLines = 3
+
+// fatalPrefixes start the lines that name a fatal error of the Go runtime
+// (and of CPython's).
+var fatalPrefixes = []string{"fatal error: ", "panic: ", "runtime/cgo: ", "runtime: failed ", "runtime: out of memory",
+	"SIGABRT: ", "SIGSEGV: ", "SIGBUS: ", "Fatal Python error: "}
+
 // maxLogLine bounds one log line; longer lines are cut.
 const maxLogLine = 64 << 10
 
@@ -60,9 +70,14 @@ type Process struct {
 	state   *os.ProcessState
 	waitErr error
 	tail    []string
-	stopped bool // Stop or Kill was called: the exit is expected
-	killed  bool // the host sent SIGKILL
-	stopMu  sync.Mutex
+	fatal   []string // the first lines naming a runtime's fatal error
+	// stopped: the host asked the process to stop while it was running, so
+	// its exit is expected; endedFirst: it had already exited on its own
+	// when the host first asked.
+	stopped    bool
+	endedFirst bool
+	killed     bool // the host sent SIGKILL before the process was reaped
+	stopMu     sync.Mutex
 
 	// group holds the process under Isolation.Limits; nil without limits.
 	group limits.Group
@@ -71,6 +86,7 @@ type Process struct {
 	oomKilled bool
 	oomMu     sync.Mutex
 	oomSeen   int // OOM kills reported to Isolation.OnOOMKill
+	pidsSeen  int // refusals at the pids limit logged (under oomMu)
 }
 
 // ScrubbedEnv builds a worker environment: PATH, HOME and LANG from the host,
@@ -178,8 +194,8 @@ func Start(spec Spec) (*Process, error) {
 		removeGroup()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	if p.group != nil && spec.Isolation.Limits.Memory > 0 && spec.Isolation.OnOOMKill != nil {
-		go p.watchOOM()
+	if p.group != nil && (spec.Isolation.Limits.Memory > 0 && spec.Isolation.OnOOMKill != nil || spec.Isolation.Limits.Pids > 0) {
+		go p.watchLimits()
 	}
 	var readers sync.WaitGroup
 	readers.Add(2)
@@ -258,12 +274,43 @@ func (p *Process) ExitStatus() string {
 	return "running"
 }
 
-// Stopped reports whether the process was asked to stop by the host, so an
-// exit is expected rather than a crash.
+// Stopped reports whether the process ended because the host stopped it,
+// so its exit is expected rather than a crash: the host asked it to stop
+// (Stop, Kill, ExpectExit) while it was still running, and it did not die
+// of a signal the host had not sent (a SIGKILL from elsewhere, such as the
+// kernel's at the memory limit, or a SIGSEGV). Before the process has
+// exited it reports whether a stop was asked for.
 func (p *Process) Stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stopped
+	if !p.stopped {
+		return false
+	}
+	if p.state != nil {
+		if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			switch ws.Signal() {
+			case syscall.SIGTERM:
+			case syscall.SIGKILL:
+				return p.killed
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ExitedWithin reports whether the process exits within d: a worker that
+// died fails its invocations a moment before its exit is observed.
+func (p *Process) ExitedWithin(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // StderrTail returns the last lines the process wrote to stderr.
@@ -274,15 +321,24 @@ func (p *Process) StderrTail() []string {
 }
 
 // ExitError describes the exit of a process that ended on its own, with its
-// status and last stderr lines.
+// status and last stderr lines, and whether it had reached its pids limit.
 func (p *Process) ExitError() error {
 	msg := p.ExitStatus()
+	p.mu.Lock()
+	fatal := strings.Join(p.fatal, " | ")
+	p.mu.Unlock()
+	if fatal != "" {
+		msg += "; " + fatal
+	}
 	if tail := p.StderrTail(); len(tail) > 0 {
 		const show = 5
 		if len(tail) > show {
 			tail = tail[len(tail)-show:]
 		}
 		msg += "; last stderr: " + strings.Join(tail, " | ")
+	}
+	if note := p.PidsLimitNote(); note != "" {
+		msg += "; " + note
 	}
 	return errors.New(msg)
 }
@@ -315,15 +371,38 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// ExpectExit records that the host is about to stop the process by other
+// means (a protocol message asking it to exit), so that its exit is
+// expected — unless it has already exited on its own. Stop and Kill record
+// it themselves.
+func (p *Process) ExpectExit() { p.markStopped() }
+
 func (p *Process) markStopped() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || p.endedFirst {
+		return
+	}
+	select {
+	case <-p.exited:
+		p.endedFirst = true
+		return
+	default:
+	}
+	if exitedChild(p.Pid()) {
+		p.endedFirst = true
+		return
+	}
 	p.stopped = true
-	p.mu.Unlock()
 }
 
 func (p *Process) killGroup() {
 	p.mu.Lock()
-	p.killed = true
+	select {
+	case <-p.exited: // too late to be why it died
+	default:
+		p.killed = true
+	}
 	p.mu.Unlock()
 	p.killAll()
 }
@@ -357,6 +436,9 @@ func (p *Process) pump(r io.ReadCloser, stream string) {
 				if len(p.tail) > stderrTailLines {
 					p.tail = p.tail[len(p.tail)-stderrTailLines:]
 				}
+				if len(p.fatal) < fatalLines && hasAnyPrefix(rec.msg, fatalPrefixes) {
+					p.fatal = append(p.fatal, rec.msg)
+				}
 				p.mu.Unlock()
 			}
 			p.emit(rec, stream)
@@ -365,6 +447,15 @@ func (p *Process) pump(r io.ReadCloser, stream string) {
 			return
 		}
 	}
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // readLine reads one line without its newline, cutting it at maxLogLine and

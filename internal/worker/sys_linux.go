@@ -1,17 +1,40 @@
 package worker
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // sysProcAttr puts the worker in its own process group and asks the kernel to
 // kill it if the host dies.
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// exitedChild reports whether the child process pid has exited: it is a
+// zombie not reaped yet, or it was reaped already. It does not reap it.
+func exitedChild(pid int) bool {
+	const pPID = 1     // idtype_t P_PID
+	var info [128]byte // siginfo_t
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid), uintptr(unsafe.Pointer(&info[0])),
+			syscall.WEXITED|syscall.WNOHANG|syscall.WNOWAIT, 0, 0)
+		switch errno {
+		case 0:
+			// si_signo is SIGCHLD when the child is waitable, 0 when it runs.
+			return int32(binary.NativeEndian.Uint32(info[:4])) == int32(syscall.SIGCHLD)
+		case syscall.EINTR:
+			continue
+		case syscall.ECHILD:
+			return true // reaped already
+		}
+		return false
+	}
 }
 
 // Capabilities needed to start workers as another user and give them their

@@ -13,6 +13,10 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
+// exitedChild reports whether the child process pid has exited; here it
+// cannot tell before the process is reaped.
+func exitedChild(int) bool { return false }
+
 // CanRunAs reports, as an error, why the host cannot start workers with
 // credential c: switching users needs root here.
 func CanRunAs(c *syscall.Credential) error {

@@ -14,8 +14,17 @@ A function may return a :class:`Response` (also ``context.response(...)``)
 to set the HTTP status code and headers along with the body.
 """
 
+import os
+
 __version__ = "0.1.0"
 
-from .response import Response
+# A function that forks (subprocess, multiprocessing) must not make gRPC stop
+# and restart its threads around each fork: at the worker's limit of
+# processes and threads (limits.pids) they cannot be restarted, and the
+# worker stops answering. The runtime never uses gRPC in a forked child.
+# Set before anything imports grpc; an explicit setting wins.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from .response import Response  # noqa: E402
 
 __all__ = ["Response", "__version__"]

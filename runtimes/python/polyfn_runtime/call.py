@@ -10,6 +10,11 @@ The reply is the request message with ``Payload`` replaced (see
   a bad status or headers;
 * ``function not found: <name>`` — no such function in this worker.
 
+A call the worker cannot run at all — no thread could be started for it, at
+the worker's limit of processes and threads — fails with status
+``UNAVAILABLE`` and a message saying so: the host reports it as the worker
+failing (502) and replaces the instance.
+
 Details longer than 2 KiB (UTF-8) are cut and end with `` [truncated]``; the
 full message and the traceback are in the logs.
 
@@ -41,6 +46,7 @@ from .loader import LoadedFunction
 from .payload import decode_event, encode_result
 from .protos.baetyl.function_pb2 import FunctionMessage
 from .response import RESPONSE_METADATA_KEY, Response, encode_response
+from .threads import ThreadStartError, rejected, start_thread
 
 SERVICE = "baetyl.Function"
 METHOD = "Call"
@@ -84,7 +90,11 @@ class AsyncioCalls:
         return sum(1 for future in list(self._threads) if not future.done())
 
     async def call(self, request: FunctionMessage, context: grpc.aio.ServicerContext) -> FunctionMessage:
-        error, response_metadata = await self._run(request, context)
+        try:
+            error, response_metadata = await self._run(request, context)
+        except ThreadStartError as err:
+            _no_thread(request, err)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _details(str(err)))  # raises
         if error is not None:
             await context.abort(grpc.StatusCode.UNKNOWN, error)  # raises
         if response_metadata is not None:
@@ -102,7 +112,7 @@ class AsyncioCalls:
         try:
             try:
                 result = await self._invoke(function, event, ctx)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ThreadStartError):
                 raise
             except BaseException as exc:  # any failure of user code is the caller's result
                 return _invoke_failed(exc, scope), None
@@ -143,7 +153,14 @@ class ThreadedCalls:
         return self._running
 
     def call(self, request: FunctionMessage, context: grpc.ServicerContext) -> FunctionMessage:
-        error, response_metadata = self._run(request, context)
+        try:
+            no_thread = rejected()
+            if no_thread is not None:
+                raise no_thread
+            error, response_metadata = self._run(request, context)
+        except ThreadStartError as err:
+            _no_thread(request, err)
+            context.abort(grpc.StatusCode.UNAVAILABLE, _details(str(err)))  # raises
         if error is not None:
             context.abort(grpc.StatusCode.UNKNOWN, error)  # raises
         if response_metadata is not None:
@@ -168,6 +185,8 @@ class ThreadedCalls:
                     result = function.handler(event, ctx)
                     if inspect.isawaitable(result):
                         result = self._loop.run(result, scope)
+            except ThreadStartError:
+                raise
             except BaseException as exc:  # any failure of user code is the caller's result
                 return _invoke_failed(exc, scope), None
             return _set_payload(request, result, scope)
@@ -194,7 +213,7 @@ class BackgroundLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="polyfn-asyncio", daemon=True).start()
+                start_thread(loop.run_forever, "polyfn-asyncio")
                 self._loop = loop
             return self._loop
 
@@ -238,6 +257,15 @@ def _invoke_failed(exc: BaseException, scope: logs.Scope) -> str:
     logs.end_scope(scope)  # the function's partial lines come before its traceback
     logs.emit("error", logs.user_traceback(exc), source="user", scope=scope)
     return _details(_error("[UserCodeInvoke]", exc))
+
+
+def _no_thread(request: FunctionMessage, error: ThreadStartError) -> None:
+    logs.emit(
+        "error",
+        f"invocation {request.FunctionInvokeID} of {request.FunctionName}: {error}",
+        source="runtime",
+        scope=logs.Scope(request.FunctionName, request.FunctionInvokeID),
+    )
 
 
 def not_found(name: str) -> str:

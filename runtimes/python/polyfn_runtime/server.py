@@ -40,6 +40,7 @@ from . import __version__, logs
 from .call import AsyncioCalls, ThreadedCalls, rpc_handler
 from .config import ADDRESS_ENV, ConfigError, ServiceConfig, load_config
 from .loader import HandlerLoader, HandlerLoadError, LoadedFunction
+from .threads import HandlerExecutor
 
 MAX_MESSAGE_LENGTH = 2**31 - 1
 SERVER_OPTIONS = (
@@ -132,7 +133,7 @@ async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFu
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
-    executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="polyfn-handler")
+    executor = HandlerExecutor(config.server.workers, "polyfn-handler")
     calls = AsyncioCalls(functions, executor)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((rpc_handler(calls.call),))
@@ -152,7 +153,9 @@ def _serve_threads(config: ServiceConfig, functions: Mapping[str, LoadedFunction
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
 
-    executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="polyfn-handler")
+    # grpc's serving thread submits each call: one it cannot give a thread
+    # is failed by the reserve thread rather than raise in the serving thread.
+    executor = HandlerExecutor(config.server.workers, "polyfn-handler", reserve=True)
     calls = ThreadedCalls(functions)
     server = grpc.server(executor, handlers=(rpc_handler(calls.call),), options=SERVER_OPTIONS)
     port = _bind(server, config)

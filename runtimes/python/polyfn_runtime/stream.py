@@ -17,6 +17,11 @@ The host is the gRPC server. The worker dials ``--host:--port`` (or
   keys) → ``InvocationResponse``; a returned
   :class:`~polyfn_runtime.response.Response` is ``return_value.http``
   (``status_code``, ``headers``, ``body.bytes``);
+* an invocation the worker cannot run at all — no thread could be started
+  for it, at the worker's limit of processes and threads — is answered at
+  once with ``result: {status: Failure, exception: {type:
+  "WorkerUnavailable", message, is_user_exception: false}}``: the host
+  reports it as the worker failing (502) and replaces the instance;
 * ``InvocationCancel`` cancels the task of a coroutine handler (reply
   ``Cancelled``); a plain function cannot be interrupted and replies when it
   returns;
@@ -54,7 +59,6 @@ import os
 import platform
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -68,6 +72,7 @@ from .protos.azure import FunctionRpc_pb2 as rpc
 from .protos.azure.FunctionRpc_pb2 import StreamingMessage
 from .response import Response, encode_response
 from .server import EXIT_FAILED, EXIT_OK, STOP_SIGNALS, StopSignal
+from .threads import HandlerExecutor, ThreadStartError
 
 METHOD = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream"
 CAPABILITIES = {
@@ -80,6 +85,8 @@ EVENT_BINDING = "event"
 RUNTIME_CATEGORY = "polyfn_runtime"
 # After closing its side of the stream, how long to wait for the host to close its own.
 CLOSE_TIMEOUT = 2.0
+# RpcException.type of an invocation the worker could not run at all (no thread for it).
+WORKER_UNAVAILABLE = "WorkerUnavailable"
 
 SUCCESS = rpc.StatusResult.Success
 FAILURE = rpc.StatusResult.Failure
@@ -165,9 +172,9 @@ class StreamWorker:
         self._stop_grace = self._grace
         self._broken = asyncio.Event()
         self._idle = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="polyfn-handler")
+        self._executor = HandlerExecutor(self._workers, "polyfn-handler")
         # Imports run one at a time, off the event loop: invocations of loaded functions keep flowing.
-        self._load_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyfn-loader")
+        self._load_executor = HandlerExecutor(1, "polyfn-loader")
         on_signal = StopSignal(lambda: self._request_stop(self._grace))
         for signum in STOP_SIGNALS:
             self._loop.add_signal_handler(signum, on_signal, signum)
@@ -434,7 +441,13 @@ class StreamWorker:
             handler=metadata.entry_point,
             codedir=metadata.directory or ".",
         )
-        loaded = self._loop.run_in_executor(self._load_executor, self._load, config)
+        loaded: asyncio.Future[LoadedFunction | rpc.RpcException]
+        try:
+            loaded = self._loop.run_in_executor(self._load_executor, self._load, config)
+        except ThreadStartError as err:
+            log.error("cannot load function %s: %s", config.name, err)
+            loaded = self._loop.create_future()
+            loaded.set_result(rpc.RpcException(type=WORKER_UNAVAILABLE, message=str(err)))
         done: asyncio.Future[rpc.FunctionLoadResponse] = self._loop.create_future()
 
         def register(future: asyncio.Future[LoadedFunction | rpc.RpcException]) -> None:
@@ -500,8 +513,20 @@ class StreamWorker:
         self._inflight[invocation.id] = invocation
         if function.is_async:
             self._start_task(invocation, self._run_async(invocation, request))
-        else:
+            return
+        try:
             self._executor.submit(contextvars.copy_context().run, self._run_sync, invocation, request)
+        except ThreadStartError as err:
+            logs.emit(
+                "error",
+                f"invocation {invocation.id} of {function.name}: {err}",
+                source="runtime",
+                scope=logs.Scope(function.name, invocation.id),
+            )
+            response = StreamingMessage(request_id=message.request_id)
+            response.invocation_response.invocation_id = invocation.id
+            response.invocation_response.result.CopyFrom(_failure(WORKER_UNAVAILABLE, str(err)))
+            self._finish(invocation, response)
 
     def _refuse(self, message: StreamingMessage) -> None:
         request = message.invocation_request

@@ -22,6 +22,11 @@ def fail(event, context):
     raise ValueError("bad input: " + str(event.get("why", "none")))
 
 
+def fail_args(event, context):
+    """Raises with arguments whose repr needs care: quotes, escapes, several of them."""
+    raise ValueError(event.get("why", "none"), 2)
+
+
 async def async_echo(event, context):
     await asyncio.sleep(0)
     return {"async": True, "event": event}
