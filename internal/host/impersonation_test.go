@@ -466,7 +466,7 @@ func TestWorkersCannotBeImpersonated(t *testing.T) {
 			t.Fatalf("%s unbinding: %q", a.name, r)
 		}
 		hosttest.WaitFor(t, 10*time.Second, fn+" to leave its start back-off", func() bool {
-			return th.Status()[indexOf(th, fn)].State != "broken"
+			return th.Status()[indexOf(th, fn)].BackoffUntil.IsZero() // cleared when the back-off ends
 		})
 		next := callAsync(th, fn, "card-first")
 		pid, _ = gated(t, gate, seen)

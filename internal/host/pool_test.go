@@ -40,7 +40,7 @@ func TestQueueBoundAnswers429(t *testing.T) {
 	results := make([]hosttest.Response, 2)
 	wg.Add(1)
 	go func() { defer wg.Done(); results[0] = th.Call(t, "narrow", "sleep:1500ms") }()
-	hosttest.WaitFor(t, 5*time.Second, "the only slot to be busy", func() bool { _, inflight, _ := instances(th, "narrow"); return inflight == 1 })
+	hosttest.WaitFor(t, 20*time.Second, "the only slot to be busy", func() bool { _, inflight, _ := instances(th, "narrow"); return inflight == 1 })
 	wg.Add(1)
 	go func() { defer wg.Done(); results[1] = th.Call(t, "narrow", "queued") }()
 	hosttest.WaitFor(t, 5*time.Second, "one invocation to be queued", func() bool { _, _, q := instances(th, "narrow"); return q == 1 })

@@ -14,6 +14,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
 // childHostEnv makes the test binary a host that prints its run directory
@@ -84,7 +85,8 @@ func startChildHost(t *testing.T) (*exec.Cmd, string) {
 // directory that is not provably a host's.
 func TestStaleRunDirectoryOfAKilledHostIsRemoved(t *testing.T) {
 	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp) // the children's run directories, and ours, go there
+	hosttest.Reachable(t, tmp) // and the test's other directories: workers run as users of their own
+	t.Setenv("TMPDIR", tmp)    // the children's run directories, and ours, go there
 	killed, killedDir := startChildHost(t)
 	_, liveDir := startChildHost(t)
 	if !strings.HasPrefix(killedDir, tmp+"/polyfn-") || !strings.HasPrefix(liveDir, tmp+"/polyfn-") {

@@ -119,6 +119,12 @@ func TestStreamProtocolFaults(t *testing.T) {
 	}
 
 	t.Run("never answers a cancel", func(t *testing.T) {
+		// Warm first: the function's short timeout counts queueing, and a
+		// cold start on a loaded machine could use it up before the
+		// invocation reaches the worker.
+		if r := th.Call(t, "slow", "warm"); r.Status != 200 {
+			t.Fatalf("warm-up: got %d %q", r.Status, r.Body)
+		}
 		r := th.Call(t, "slow", "hang")
 		if r.Status != http.StatusGatewayTimeout || r.Err.Error.Type != "Timeout" {
 			t.Fatalf("got %d %+v, want 504 Timeout", r.Status, r.Err)

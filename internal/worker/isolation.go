@@ -38,7 +38,8 @@ func (iso Isolation) IsZero() bool {
 type lease struct {
 	users *Users
 	uid   uint32
-	once  sync.Once
+	mu    sync.Mutex
+	ended bool // released: the id may be another worker's now
 }
 
 // Lease returns the isolation one worker starts with: for an isolation with
@@ -64,13 +65,27 @@ func (iso Isolation) Lease() (Isolation, error) {
 // its id. It is safe to call more than once and without a lease.
 func (iso Isolation) Release() {
 	if l := iso.lease; l != nil {
-		l.once.Do(func() { l.users.Release(l.uid) })
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.ended {
+			l.ended = true
+			l.users.Release(l.uid)
+		}
 	}
 }
 
-// Exclusive reports whether the worker runs under a user id nothing else
-// uses (a leased one): then every process of that id belongs to it.
-func (iso Isolation) Exclusive() bool { return iso.lease != nil }
+// killLeased kills every process of the worker's leased user id, while the
+// lease lasts (every such process is the worker's then; after it, the id
+// may be another worker's).
+func (iso Isolation) killLeased() {
+	if l := iso.lease; l != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.ended {
+			KillUser(l.uid)
+		}
+	}
+}
 
 // OtherUser reports whether the worker runs as another user than the host.
 func (iso Isolation) OtherUser() bool {

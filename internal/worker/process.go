@@ -415,9 +415,7 @@ func (p *Process) killAll() {
 	if p.group != nil {
 		p.group.Kill()
 	}
-	if iso := p.spec.Isolation; iso.Exclusive() {
-		KillUser(iso.Credential.Uid)
-	}
+	p.spec.Isolation.killLeased()
 }
 
 // pump turns each line of r into a log record. Lines that are JSON objects
