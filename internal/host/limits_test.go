@@ -408,6 +408,7 @@ func indexOf(th *hosttest.Host, fn string) int {
 	}
 	return -1
 }
+
 // A Go worker that cannot make a thread at its pids limit dies: the
 // invocations it held fail at once with 502, the error names the limit and
 // the runtime's own words, and the next invocation gets a fresh instance.
