@@ -235,7 +235,9 @@ func parsePrefix(prefix string) ([]string, error) {
 }
 
 // splitPath splits a path (without its leading slash) into decoded
-// segments; one trailing slash is ignored.
+// segments; one trailing slash is ignored. A byte that does not decode as
+// UTF-8 becomes U+FFFD, as ASP.NET decodes it: route parameters go to the
+// worker as protobuf strings, which must be valid UTF-8.
 func splitPath(rest string) []string {
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
@@ -244,7 +246,7 @@ func splitPath(rest string) []string {
 	parts := strings.Split(rest, "/")
 	for i, p := range parts {
 		if d, err := url.PathUnescape(p); err == nil {
-			parts[i] = d
+			parts[i] = toValidUTF8(d)
 		}
 	}
 	return parts
