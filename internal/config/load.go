@@ -120,7 +120,7 @@ func validate(c *Config, d *decoder) {
 		if rt.BuiltIn {
 			continue
 		}
-		p := "runtimes." + name
+		p := joinKey("runtimes", name)
 		switch rt.Protocol {
 		case ProtocolCall, ProtocolStream:
 		case "":
@@ -159,17 +159,18 @@ func validate(c *Config, d *decoder) {
 	}
 	validateTriggers(c, d)
 	for name, a := range c.Apps {
-		validateIsolation(d, "apps."+name, a.Limits, a.User, a.Group)
-		validateEnv(d, "apps."+name+".env", a.Env)
+		p := joinKey("apps", name)
+		validateIsolation(d, p, a.Limits, a.User, a.Group)
+		validateEnv(d, p+".env", a.Env)
 		if !nameRE.MatchString(name) {
-			d.errorf(d.at("apps."+name), "apps."+name, "invalid app name %q", name)
+			d.errorf(d.at(p), p, "invalid app name %q", name)
 		}
 		used := false
 		for _, f := range c.Functions {
 			used = used || f.App == name
 		}
 		if !used {
-			d.errorf(d.at("apps."+name), "apps."+name, "no function names app %s", name)
+			d.errorf(d.at(p), p, "no function names app %s", name)
 		}
 	}
 	seen := map[string]string{}
@@ -281,7 +282,7 @@ func validateMinInstances(c *Config, d *decoder) {
 	}
 	var pools []pool
 	for name, a := range c.Apps {
-		pools = append(pools, pool{"apps." + name + ".instances.min", a.Instances.Min})
+		pools = append(pools, pool{joinKey("apps", name) + ".instances.min", a.Instances.Min})
 	}
 	for i, f := range c.Functions {
 		if f.App == "" {
@@ -320,7 +321,7 @@ func validateEnv(d *decoder, p string, env map[string]string) {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		key := p + "." + k
+		key := joinKey(p, k)
 		switch {
 		case k == "":
 			d.errorf(d.at(key), key, "empty variable name")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"sort"
 	"strconv"
 	"unicode/utf8"
 
@@ -77,6 +78,11 @@ func yamlProblem(err error) (line int, problem string) {
 	return line, s[m[1]:]
 }
 
+// syntaxSearchBudget bounds the bytes parsed while looking for a syntax
+// error's column character by character; past it the line is searched by
+// bisection.
+const syntaxSearchBudget = 16 << 20
+
 // syntaxPosition returns the line and column of the YAML error err of
 // data, and the problem without the parser's own line.
 //
@@ -85,8 +91,8 @@ func yamlProblem(err error) (line int, problem string) {
 // that started lines before), counted from 0. So the position is the last
 // character of the shortest prefix of data that fails with the same
 // problem: where the parser met it. The search starts on the line before
-// the one named, which cannot be after the problem; a whole line is tried
-// before its characters, so that the cost stays a few parses per line.
+// the one named, which cannot be after the problem; it finds the line by
+// bisection over line ends, then the character from the line's start.
 func syntaxPosition(data []byte, err error) (line, col int, problem string) {
 	named, problem := yamlProblem(err)
 	fails := func(n int) bool {
@@ -97,29 +103,31 @@ func syntaxPosition(data []byte, err error) (line, col int, problem string) {
 		_, p := yamlProblem(err)
 		return p == problem
 	}
-	start, lineNo := 0, 1
-	for lineNo < named-1 {
-		i := bytes.IndexByte(data[start:], '\n')
-		if i < 0 {
-			break
+	starts := []int{0}
+	for i, b := range data {
+		if b == '\n' && i+1 < len(data) {
+			starts = append(starts, i+1)
 		}
-		start += i + 1
-		lineNo++
 	}
-	for start < len(data) {
-		end := len(data)
-		if i := bytes.IndexByte(data[start:], '\n'); i >= 0 {
-			end = start + i + 1
+	end := func(k int) int {
+		if k+1 < len(starts) {
+			return starts[k+1]
 		}
-		if fails(end) {
-			for n := start + 1; n <= end; n++ {
-				if fails(n) {
-					return lineNo, utf8.RuneCount(data[start:n-1]) + 1, problem
-				}
-			}
-			return lineNo, 1, problem
-		}
-		start, lineNo = end, lineNo+1
+		return len(data)
 	}
-	return max(named, 1), 1, problem
+	first := min(max(named-2, 0), len(starts)-1)
+	k := first + sort.Search(len(starts)-first, func(i int) bool { return fails(end(first + i)) })
+	if k == len(starts) {
+		return max(named, 1), 1, problem
+	}
+	s, e := starts[k], end(k)
+	n := s + 1
+	if (e-s)*e <= syntaxSearchBudget {
+		for n < e && !fails(n) {
+			n++
+		}
+	} else {
+		n += sort.Search(e-n, func(i int) bool { return fails(s + 1 + i) })
+	}
+	return k + 1, utf8.RuneCount(data[s:n-1]) + 1, problem
 }
