@@ -211,15 +211,16 @@ func (r *Router) cutPrefix(path string) ([]string, bool) {
 
 // parsePrefix parses a route prefix into its literal segments; slashes
 // around it are ignored and "" has none. Route parameters (any brace),
-// empty segments, '?', '#', spaces and control characters are refused: the
-// prefix must also make a plain path (PathPrefix) for an http.ServeMux.
+// empty segments, '?', '#', '%', spaces and control characters are refused:
+// the prefix must also make a plain path (PathPrefix) for an http.ServeMux,
+// the path that requests use (a '%' would have to come as "%25").
 func parsePrefix(prefix string) ([]string, error) {
 	prefix = strings.Trim(prefix, "/")
 	if prefix == "" {
 		return nil, nil
 	}
 	if i := strings.IndexFunc(prefix, func(r rune) bool {
-		return strings.ContainsRune("{}?#", r) || unicode.IsSpace(r) || unicode.IsControl(r)
+		return strings.ContainsRune("{}?#%", r) || unicode.IsSpace(r) || unicode.IsControl(r)
 	}); i >= 0 {
 		c, _ := utf8.DecodeRuneInString(prefix[i:])
 		if c == '{' || c == '}' {
