@@ -2,7 +2,8 @@
 #
 #   make run    build bin/polyfn and the runtimes (.venv with the Python runtime, the Node.js
 #               runtime's packages), serve examples/polyfn.yaml
-#   make test   every test in every language
+#   make test   every test in every language (the fuzz targets' seed corpora included)
+#   make fuzz   each Go fuzz target in turn, FUZZTIME each (docs/security.md, "Fuzzing")
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
 
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench
+.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench fuzz
 
 all: build
 
@@ -80,6 +81,29 @@ test-python: venv
 
 test-node: node-runtime
 	cd $(NODE_RT) && npm test
+
+# Go fuzz targets (package:target), run one after the other: FUZZTIME is a duration for each
+# (60s) or a count of executions (1000000x); FUZZPARALLEL workers each (the machine is shared).
+# A crash stops the run and leaves its input in the package's testdata/fuzz/TARGET: fix the
+# code and commit that file, so that `make test` runs it from then on.
+FUZZTIME ?= 60s
+FUZZPARALLEL ?= 2
+FUZZ_TARGETS := \
+	./internal/config:FuzzParse \
+	./internal/trigger/http:FuzzHTTPInfo \
+	./internal/stream:FuzzTriggerMetadata \
+	./sdk/go:FuzzStreamCodec \
+	./internal/call:FuzzInvocationContextJSON \
+	./internal/azure:FuzzRouter \
+	./internal/azure:FuzzBuildHTTP \
+	./internal/trigger/mqtt:FuzzErrorDocument
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg), $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZPARALLEL) $$pkg; \
+	done
 
 tools:
 	GOBIN=$(TOOLS)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

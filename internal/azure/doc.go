@@ -32,7 +32,12 @@
 //     UseNullableValueDictionaryForHttp a key whose joined value is empty
 //     is left out of query (the official host does that); with it, it is
 //     sent as an empty NullableString.
-//   - params: the route parameters that matched.
+//   - params: the route parameters that matched (percent-decoded).
+//   - every string is valid UTF-8: a byte of the method, url, a header, a
+//     query or route parameter that does not decode as UTF-8 becomes
+//     U+FFFD, as ASP.NET decodes them (Go's server passes header values and
+//     the raw query as they came, and a string protobuf cannot encode would
+//     end the stream to the worker, with every invocation on it).
 //   - with UseNullableValueDictionaryForHttp the nullable_headers,
 //     nullable_query and nullable_params maps are filled instead of the
 //     plain ones, and every header is sent, even an empty one (the official

@@ -44,12 +44,16 @@ const (
 // taken from the official host, are in the package documentation.
 func BuildHTTP(r *http.Request, body []byte, params map[string]string, caps Capabilities) *rpc.RpcHttp {
 	nullable := caps.Has(CapUseNullableValueDictionaryForHTTP)
-	rh := &rpc.RpcHttp{Method: r.Method, Url: requestURL(r)}
+	// Every string is made valid UTF-8 (invalid bytes become U+FFFD): the
+	// server passes header values and the raw query through as they came,
+	// and protobuf cannot encode a string that is not UTF-8, which would end
+	// the stream to the worker and every invocation on it.
+	rh := &rpc.RpcHttp{Method: toValidUTF8(r.Method), Url: toValidUTF8(requestURL(r))}
 
 	// Headers.
 	ignoreEmpty := caps.Has(CapIgnoreEmptyValuedRPCHTTPHeaders)
 	addHeader := func(name, value string) {
-		name = strings.ToLower(name)
+		name, value = toValidUTF8(strings.ToLower(name)), toValidUTF8(value)
 		if nullable {
 			if rh.NullableHeaders == nil {
 				rh.NullableHeaders = map[string]*rpc.NullableString{}

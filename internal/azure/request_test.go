@@ -1,6 +1,7 @@
 package azure
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -225,6 +226,38 @@ func TestBuildHTTPURL(t *testing.T) {
 				t.Errorf("host header = %q", got.Headers["host"])
 			}
 		})
+	}
+}
+
+// Go's server passes header values, the raw query and percent-encoded
+// path bytes through as they came; what is not UTF-8 reaches the worker as
+// U+FFFD, or protobuf could not encode the invocation (and the stream to
+// the worker would end with every invocation on it).
+func TestBuildHTTPInvalidUTF8(t *testing.T) {
+	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /api/items/%FF%C3?q=\xff HTTP/1.1\r\nHost: h\r\nX-Bin: \xc3(\r\n\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := NewRouter([]*Function{httpFn("item", "items/{id}")}, DefaultRoutePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, params, status := router.Match(r.Method, r.URL.EscapedPath())
+	if status != http.StatusOK {
+		t.Fatalf("status %d", status)
+	}
+	if params["id"] != "\ufffd\ufffd" {
+		t.Errorf("route parameter %q, want two U+FFFD", params["id"])
+	}
+	for _, caps := range []Capabilities{nil, nodeCaps} {
+		rh := BuildHTTP(r, []byte("x"), params, caps)
+		if v := rh.Headers["x-bin"] + rh.NullableHeaders["x-bin"].GetValue(); v != "\ufffd(" {
+			t.Errorf("header %q, want %q", v, "\ufffd(")
+		}
+		input, md := InvocationInput(fn, rh, caps)
+		if _, err := proto.Marshal(&rpc.InvocationRequest{InvocationId: "i", InputData: input, TriggerMetadata: md}); err != nil {
+			t.Errorf("the invocation cannot be encoded: %v", err)
+		}
 	}
 }
 

@@ -211,15 +211,16 @@ func (r *Router) cutPrefix(path string) ([]string, bool) {
 
 // parsePrefix parses a route prefix into its literal segments; slashes
 // around it are ignored and "" has none. Route parameters (any brace),
-// empty segments, '?', '#', spaces and control characters are refused: the
-// prefix must also make a plain path (PathPrefix) for an http.ServeMux.
+// empty segments, '?', '#', '%', spaces and control characters are refused:
+// the prefix must also make a plain path (PathPrefix) for an http.ServeMux,
+// the path that requests use (a '%' would have to come as "%25").
 func parsePrefix(prefix string) ([]string, error) {
 	prefix = strings.Trim(prefix, "/")
 	if prefix == "" {
 		return nil, nil
 	}
 	if i := strings.IndexFunc(prefix, func(r rune) bool {
-		return strings.ContainsRune("{}?#", r) || unicode.IsSpace(r) || unicode.IsControl(r)
+		return strings.ContainsRune("{}?#%", r) || unicode.IsSpace(r) || unicode.IsControl(r)
 	}); i >= 0 {
 		c, _ := utf8.DecodeRuneInString(prefix[i:])
 		if c == '{' || c == '}' {
@@ -235,7 +236,9 @@ func parsePrefix(prefix string) ([]string, error) {
 }
 
 // splitPath splits a path (without its leading slash) into decoded
-// segments; one trailing slash is ignored.
+// segments; one trailing slash is ignored. A byte that does not decode as
+// UTF-8 becomes U+FFFD, as ASP.NET decodes it: route parameters go to the
+// worker as protobuf strings, which must be valid UTF-8.
 func splitPath(rest string) []string {
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
@@ -244,7 +247,7 @@ func splitPath(rest string) []string {
 	parts := strings.Split(rest, "/")
 	for i, p := range parts {
 		if d, err := url.PathUnescape(p); err == nil {
-			parts[i] = d
+			parts[i] = toValidUTF8(d)
 		}
 	}
 	return parts

@@ -291,7 +291,7 @@ func TestRouterPrefixAllowed(t *testing.T) {
 }
 
 func TestRouterInvalidPrefix(t *testing.T) {
-	for _, prefix := range []string{"{tenant}", "api/{v}", "a//b", "a b", "a?b", "a#b"} {
+	for _, prefix := range []string{"{tenant}", "api/{v}", "a//b", "a b", "a?b", "a#b", "a%20b"} {
 		r, err := NewRouter([]*Function{httpFn("Hello", "")}, prefix)
 		if err == nil || !strings.Contains(err.Error(), "route prefix") {
 			t.Errorf("NewRouter(%q): error = %v", prefix, err)

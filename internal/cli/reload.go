@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,22 +130,13 @@ func (r *reloader) watch(ctx context.Context, changes chan<- struct{}) {
 	}
 }
 
+// fingerprint sums up the watched files: the config file, then every file
+// under the functions' and apps' code directories, in a fixed order (the
+// directories sorted, each walked in lexical order), so that it changes only
+// when a file does.
 func (r *reloader) fingerprint() string {
 	h := fmt.Sprint(stat(r.file))
-	dirs := map[string]bool{}
-	if g := r.current.Load(); g != nil {
-		for _, f := range g.h.Status() {
-			if d := g.h.Codedir(f.Name); d != "" {
-				dirs[d] = true
-			}
-		}
-		for _, a := range g.h.AppStatus() {
-			if d := g.h.Codedir(a.Name); d != "" {
-				dirs[d] = true
-			}
-		}
-	}
-	for d := range dirs {
+	for _, d := range r.watchedDirs() {
 		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err != nil {
 				return nil
@@ -159,6 +151,28 @@ func (r *reloader) fingerprint() string {
 		})
 	}
 	return h
+}
+
+// watchedDirs returns the code directories of the running configuration,
+// sorted and without duplicates.
+func (r *reloader) watchedDirs() []string {
+	g := r.current.Load()
+	if g == nil {
+		return nil
+	}
+	var dirs []string
+	for _, f := range g.h.Status() {
+		if d := g.h.Codedir(f.Name); d != "" {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, a := range g.h.AppStatus() {
+		if d := g.h.Codedir(a.Name); d != "" {
+			dirs = append(dirs, d)
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
 }
 
 func stat(p string) string {

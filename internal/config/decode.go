@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -19,8 +21,27 @@ type Error struct {
 	Msg string
 }
 
+// Error formats e as one line: file:line:column: key: message, line
+// breaks and other control characters of the key and message escaped.
 func (e *Error) Error() string {
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, e.Key, e.Msg)
+	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Line, e.Column, oneLine(e.Key), oneLine(e.Msg))
+}
+
+// oneLine escapes the control characters of s as Go does in quoted strings.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Errors is every problem found in a config file, in file order.
@@ -179,7 +200,12 @@ func knownKeys(fields map[string]int) string {
 	return strings.Join(keys, ", ")
 }
 
+// joinKey appends key to the key path. A key that is empty, or not plain
+// text, is quoted so that the path names it.
 func joinKey(path, key string) string {
+	if key == "" || strings.ContainsFunc(key, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == '"' }) {
+		key = strconv.Quote(key)
+	}
 	if path == "" {
 		return key
 	}

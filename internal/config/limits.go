@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os/user"
 	"strconv"
 )
@@ -28,6 +29,16 @@ func (l Limits) IsZero() bool { return l == Limits{} }
 const (
 	MinMemoryLimit = 50 << 20 // 50 MiB
 	MinPidsLimit   = 20
+	MinCPULimit    = 0.01
+)
+
+// The most the limits may be: past them the kernel refuses the cgroup
+// setting (a pids.max above the kernel's PID_MAX_LIMIT, a CPU quota above
+// its bandwidth limit), so the worker could not start, or the quota's
+// arithmetic overflows.
+const (
+	MaxPidsLimit = 1 << 22 // PID_MAX_LIMIT on 64-bit Linux
+	MaxCPULimit  = 1024
 )
 
 // validateIsolation checks limits and the user and group to run as, at the
@@ -36,11 +47,19 @@ func validateIsolation(d *decoder, p string, l Limits, usr, grp string) {
 	if l.Memory != 0 && l.Memory < MinMemoryLimit {
 		d.errorf(d.at(p+".limits.memory"), p+".limits.memory", "%d bytes is below what a worker needs to start: at least 50Mi", l.Memory)
 	}
-	if l.Pids < 0 || l.Pids != 0 && l.Pids < MinPidsLimit {
+	switch {
+	case l.Pids < 0 || l.Pids != 0 && l.Pids < MinPidsLimit:
 		d.errorf(d.at(p+".limits.pids"), p+".limits.pids", "%d is below what a worker needs to start: at least %d", l.Pids, MinPidsLimit)
+	case l.Pids > MaxPidsLimit:
+		d.errorf(d.at(p+".limits.pids"), p+".limits.pids", "%d is above what the kernel allows: at most %d", l.Pids, MaxPidsLimit)
 	}
-	if l.CPU < 0 || l.CPU != 0 && l.CPU < 0.01 {
-		d.errorf(d.at(p+".limits.cpu"), p+".limits.cpu", "%g is too small: at least 0.01 (a hundredth of a core)", l.CPU)
+	switch {
+	case math.IsNaN(l.CPU) || math.IsInf(l.CPU, 0):
+		d.errorf(d.at(p+".limits.cpu"), p+".limits.cpu", "%g is not a number of CPUs: want such as 0.5 or 2", l.CPU)
+	case l.CPU < 0 || l.CPU != 0 && l.CPU < MinCPULimit:
+		d.errorf(d.at(p+".limits.cpu"), p+".limits.cpu", "%g is too small: at least %g (a hundredth of a core)", l.CPU, MinCPULimit)
+	case l.CPU > MaxCPULimit:
+		d.errorf(d.at(p+".limits.cpu"), p+".limits.cpu", "%g is too large: at most %d CPUs", l.CPU, MaxCPULimit)
 	}
 	for _, k := range []string{"limits.memory", "limits.pids", "limits.cpu"} {
 		if d.explicitZero(p + "." + k) {

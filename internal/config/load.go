@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -32,19 +33,11 @@ func Load(path string) (*Config, error) {
 // and anchors relative paths.
 func Parse(file string, data []byte) (*Config, error) {
 	d := &decoder{file: file, pos: map[string]*yaml.Node{}}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		var line int
-		if _, scanErr := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); scanErr != nil {
-			line = 1
-		}
-		return nil, Errors{{File: file, Line: line, Column: 1, Key: "(file)", Msg: err.Error()}}
+	doc, perr := parseYAML(file, data)
+	if perr != nil {
+		return nil, Errors{perr}
 	}
 	c := &Config{File: file, Dir: filepath.Dir(file)}
-	doc := &yaml.Node{Kind: yaml.MappingNode, Line: 1, Column: 1}
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		doc = root.Content[0]
-	}
 	d.decode(doc, reflect.ValueOf(c).Elem(), "")
 	// Validate even after decoding errors, so that one run reports every
 	// problem; keys that already failed to decode are not reported twice.
@@ -120,15 +113,15 @@ func validate(c *Config, d *decoder) {
 	if c.Scaling.MaxStarting < 0 {
 		d.errorf(d.at("scaling.max_starting"), "scaling.max_starting", "must be above zero")
 	}
-	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: want host:port such as 127.0.0.1:8080", c.HTTP.Listen)
+	if err := checkListen(c.HTTP.Listen); err != nil {
+		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: %v, such as 127.0.0.1:8080", c.HTTP.Listen, err)
 	}
 	validateHTTP(c.HTTP, d)
 	for name, rt := range c.Runtimes {
 		if rt.BuiltIn {
 			continue
 		}
-		p := "runtimes." + name
+		p := joinKey("runtimes", name)
 		switch rt.Protocol {
 		case ProtocolCall, ProtocolStream:
 		case "":
@@ -151,6 +144,19 @@ func validate(c *Config, d *decoder) {
 		if rt.Address != "tcp" && rt.Address != "unix" {
 			d.errorf(d.at(p+".address"), p+".address", "unknown address kind %q (known: tcp, unix)", rt.Address)
 		}
+		for _, k := range []string{"command", "call_command"} {
+			args := rt.Command
+			if k == "call_command" {
+				args = rt.CallCommand
+			}
+			for i, a := range args {
+				if strings.IndexByte(a, 0) >= 0 {
+					key := fmt.Sprintf("%s.%s[%d]", p, k, i)
+					d.errorf(d.at(key), key, "contains a NUL byte, which no program argument can hold")
+				}
+			}
+		}
+		validateEnv(d, p+".env", rt.Env)
 	}
 	if _, _, err := parseUIDRange(c.Isolation.UIDs); err != nil {
 		d.errorf(d.at("isolation.uids"), "isolation.uids", "%v", err)
@@ -162,16 +168,18 @@ func validate(c *Config, d *decoder) {
 	}
 	validateTriggers(c, d)
 	for name, a := range c.Apps {
-		validateIsolation(d, "apps."+name, a.Limits, a.User, a.Group)
+		p := joinKey("apps", name)
+		validateIsolation(d, p, a.Limits, a.User, a.Group)
+		validateEnv(d, p+".env", a.Env)
 		if !nameRE.MatchString(name) {
-			d.errorf(d.at("apps."+name), "apps."+name, "invalid app name %q", name)
+			d.errorf(d.at(p), p, "invalid app name %q", name)
 		}
 		used := false
 		for _, f := range c.Functions {
 			used = used || f.App == name
 		}
 		if !used {
-			d.errorf(d.at("apps."+name), "apps."+name, "no function names app %s", name)
+			d.errorf(d.at(p), p, "no function names app %s", name)
 		}
 	}
 	seen := map[string]string{}
@@ -245,6 +253,7 @@ func validate(c *Config, d *decoder) {
 		}
 		if f.App == "" {
 			validateIsolation(d, p, f.Limits, f.User, f.Group)
+			validateEnv(d, p+".env", f.Env)
 		}
 		for _, k := range []string{"concurrency", "queue", "instances.max", "timeout"} {
 			if d.explicitZero(p + "." + k) {
@@ -264,6 +273,86 @@ func validate(c *Config, d *decoder) {
 			d.errorf(d.at(p+".instances.max"), p+".instances.max", "max (%d) is below min (%d)", f.Instances.Max, f.Instances.Min)
 		}
 	}
+	validateMinInstances(c, d)
+}
+
+// validateMinInstances bounds instances.min of each pool, and of all of
+// them together, by scaling.max_instances: the host cannot keep more
+// instances than that, so a larger min could never be met (and would start
+// a worker storm trying).
+func validateMinInstances(c *Config, d *decoder) {
+	limit := c.Scaling.MaxInstances
+	if limit <= 0 {
+		return // reported above
+	}
+	type pool struct {
+		key string
+		min int
+	}
+	var pools []pool
+	for name, a := range c.Apps {
+		pools = append(pools, pool{joinKey("apps", name) + ".instances.min", a.Instances.Min})
+	}
+	for i, f := range c.Functions {
+		if f.App == "" {
+			pools = append(pools, pool{fmt.Sprintf("functions[%d].instances.min", i), f.Instances.Min})
+		}
+	}
+	// In file order, so that the sum is reported where it passes the limit.
+	sort.SliceStable(pools, func(i, j int) bool {
+		a, b := d.at(pools[i].key), d.at(pools[j].key)
+		return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
+	})
+	total := 0
+	for _, p := range pools {
+		if p.min <= 0 {
+			continue
+		}
+		if p.min > limit {
+			d.errorf(d.at(p.key), p.key, "%d is above scaling.max_instances (%d), the most instances the host keeps", p.min, limit)
+			continue
+		}
+		total += p.min
+		if total > limit {
+			d.errorf(d.at(p.key), p.key, "the instances.min of the functions and apps so far add up to %d, above scaling.max_instances (%d)", total, limit)
+			total -= p.min
+		}
+	}
+}
+
+// validateEnv checks the variables of an env mapping at key path p: a
+// name must be non-empty and hold no '=' or NUL, a value no NUL, or the
+// worker's environment cannot be built.
+func validateEnv(d *decoder, p string, env map[string]string) {
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		key := joinKey(p, k)
+		switch {
+		case k == "":
+			d.errorf(d.at(key), key, "empty variable name")
+		case strings.ContainsAny(k, "=\x00"):
+			d.errorf(d.at(key), key, "invalid variable name %q: no '=' or NUL", k)
+		case strings.IndexByte(env[k], 0) >= 0:
+			d.errorf(d.at(key), key, "the value contains a NUL byte, which no environment variable can hold")
+		}
+	}
+}
+
+// checkListen checks a listen address: host:port, the port a number from 0
+// to 65535 (0: any free port) or a service name.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }
 
 func (d *decoder) present(path string) bool { _, ok := d.pos[path]; return ok }

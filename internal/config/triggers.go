@@ -2,10 +2,10 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -155,8 +155,8 @@ func statFile(p string) (os.FileInfo, error) {
 
 func validateTriggers(c *Config, d *decoder) {
 	m := c.MQTT
-	if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-		d.errorf(d.at("mqtt.listen"), "mqtt.listen", "invalid address %q: want host:port such as 127.0.0.1:1883", m.Listen)
+	if err := checkListen(m.Listen); err != nil {
+		d.errorf(d.at("mqtt.listen"), "mqtt.listen", "invalid address %q: %v, such as 127.0.0.1:1883", m.Listen, err)
 	}
 	if m.Broker != "" {
 		u, err := url.Parse(m.Broker)
@@ -167,6 +167,10 @@ func validateTriggers(c *Config, d *decoder) {
 			d.errorf(d.at("mqtt.broker"), "mqtt.broker", "unknown scheme in %q (known: tcp, ssl, ws, wss)", m.Broker)
 		case u.Host == "":
 			d.errorf(d.at("mqtt.broker"), "mqtt.broker", "missing host in %q: want such as tcp://127.0.0.1:1883", m.Broker)
+		case u.Port() != "":
+			if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+				d.errorf(d.at("mqtt.broker"), "mqtt.broker", "invalid port %q in %q: want a number from 1 to 65535", u.Port(), m.Broker)
+			}
 		}
 	}
 	if m.Share != "" && strings.ContainsAny(m.Share, "/+#") {

@@ -77,6 +77,15 @@ func TestAzureAppsOverHTTP(t *testing.T) {
 			t.Fatalf("got %d %q", r.Status, r.Body)
 		}
 	})
+	// Bytes that are not UTF-8 in the path and a header reach the worker
+	// as U+FFFD; protobuf cannot encode them as they came, and the stream to
+	// the worker ended (502 for this call and every other on the worker).
+	t.Run("bytes that are not UTF-8", func(t *testing.T) {
+		r := th.Do(t, http.MethodGet, "/api/hello/%FF", nil, http.Header{"X-Test": {"node"}, "X-Bin": {"\xc3("}})
+		if r.Status != 201 || string(r.Body) != "hello \ufffd via GET; q=; body=" {
+			t.Fatalf("got %d %q %+v", r.Status, r.Body, r.Err)
+		}
+	})
 	t.Run("methods are enforced", func(t *testing.T) {
 		r := th.Do(t, http.MethodDelete, "/api/hello/x", nil, nil)
 		if r.Status != http.StatusMethodNotAllowed || r.Err.Error.Type != "MethodNotAllowed" {

@@ -100,37 +100,47 @@ func TestStreamCodec(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var want, got rpc.StreamingMessage
-			wantErr := proto.Unmarshal(c.b, &want)
-			gotErr := streamCodec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(append([]byte(nil), c.b...))}, &got)
-			if (wantErr != nil) != (gotErr != nil) {
-				t.Fatalf("codec error %v, protobuf error %v", gotErr, wantErr)
-			}
-			if wantErr != nil {
-				return
-			}
-			if fast := unmarshalInvocationRequest(c.b, &rpc.StreamingMessage{}); fast != c.fast {
+			if fast, ok := compareCodec(t, c.b); ok && fast != c.fast {
 				t.Errorf("decoded with raw metadata: %v, want %v", fast, c.fast)
-			}
-			// Both give the same Context.
-			if want.GetInvocationRequest() != nil {
-				wi, wh := streamContext(want.GetInvocationRequest())
-				gi, gh := streamContext(got.GetInvocationRequest())
-				if !reflect.DeepEqual(wi, gi) || wh != gh {
-					t.Errorf("context from the codec's message\n%+v %q\nfrom protobuf's\n%+v %q", gi, gh, wi, wh)
-				}
-			}
-			// Put the raw entries back through protobuf: the messages are then equal.
-			if ir := got.GetInvocationRequest(); ir != nil {
-				unknown := ir.ProtoReflect().GetUnknown()
-				ir.ProtoReflect().SetUnknown(nil)
-				if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(unknown, ir); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !proto.Equal(&got, &want) {
-				t.Errorf("codec decoded\n%v\nprotobuf decoded\n%v", &got, &want)
 			}
 		})
 	}
+}
+
+// compareCodec decodes b with the stream codec and with protobuf: both fail,
+// or both succeed with equal messages from which streamContext reads the
+// same Context. ok is false when b is not a message; fast tells whether
+// the codec left the metadata raw.
+func compareCodec(t *testing.T, b []byte) (fast, ok bool) {
+	t.Helper()
+	var want, got rpc.StreamingMessage
+	wantErr := proto.Unmarshal(b, &want)
+	gotErr := streamCodec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(append([]byte(nil), b...))}, &got)
+	if (wantErr != nil) != (gotErr != nil) {
+		t.Fatalf("codec error %v, protobuf error %v", gotErr, wantErr)
+	}
+	if wantErr != nil {
+		return false, false
+	}
+	fast = unmarshalInvocationRequest(b, &rpc.StreamingMessage{})
+	// Both give the same Context.
+	if want.GetInvocationRequest() != nil {
+		wi, wh := streamContext(want.GetInvocationRequest())
+		gi, gh := streamContext(got.GetInvocationRequest())
+		if !reflect.DeepEqual(wi, gi) || wh != gh {
+			t.Errorf("context from the codec's message\n%+v %q\nfrom protobuf's\n%+v %q", gi, gh, wi, wh)
+		}
+	}
+	// Put the raw entries back through protobuf: the messages are then equal.
+	if ir := got.GetInvocationRequest(); ir != nil {
+		unknown := ir.ProtoReflect().GetUnknown()
+		ir.ProtoReflect().SetUnknown(nil)
+		if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(unknown, ir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !proto.Equal(&got, &want) {
+		t.Errorf("codec decoded\n%v\nprotobuf decoded\n%v", &got, &want)
+	}
+	return fast, true
 }

@@ -12,8 +12,8 @@ import (
 // ErrorDocument is what a rule publishes when its function failed (after
 // its retries): the Baetyl function module's fields, plus where it came from.
 type ErrorDocument struct {
-	// FunctionMessage is the message's payload: as is when it is JSON, else
-	// a JSON string (base64 when it is not UTF-8).
+	// FunctionMessage is the message's payload: as is when it is JSON (in
+	// UTF-8), else a JSON string (base64 when it is not UTF-8).
 	FunctionMessage json.RawMessage `json:"functionMessage"`
 	// ErrorMessage and ErrorType describe the failure: the exception's
 	// message and class for function errors (ValueError), else one of the
@@ -41,12 +41,17 @@ func NewErrorDocument(req *invoke.Request, err error) []byte {
 	return b
 }
 
+// functionMessage is the payload p as the document carries it: as is
+// when it is JSON, else a JSON string. encoding/json takes strings that
+// are not UTF-8 for JSON, and copies them into the document as they are:
+// such a payload is not JSON to anyone else, and goes as base64.
 func functionMessage(p []byte) json.RawMessage {
-	if len(p) > 0 && json.Valid(p) {
+	valid := utf8.Valid(p)
+	if len(p) > 0 && valid && json.Valid(p) {
 		return p
 	}
 	s := string(p)
-	if !utf8.Valid(p) {
+	if !valid {
 		s = base64.StdEncoding.EncodeToString(p)
 	}
 	b, _ := json.Marshal(s)
