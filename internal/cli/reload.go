@@ -42,6 +42,7 @@ func newGeneration(h *host.Host, log *slog.Logger) *generation {
 type reloader struct {
 	file, listen, addr string
 	mqttListen         string
+	stateDir           string
 	mqtt               *mqttService
 	log                *slog.Logger
 	current            atomic.Pointer[generation]
@@ -62,6 +63,9 @@ func (r *reloader) reload() {
 	}
 	if r.mqttListen != "" {
 		cfg.MQTT.Listen = r.mqttListen
+	}
+	if r.stateDir != "" {
+		cfg.StateDir = r.stateDir
 	}
 	if cfg.HTTP.Listen != r.addr {
 		r.log.Warn("reload: http.listen changed; it takes effect on restart", "listen", r.addr, "config", cfg.HTTP.Listen)
