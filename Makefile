@@ -94,6 +94,7 @@ FUZZ_TARGETS := \
 	./internal/stream:FuzzTriggerMetadata \
 	./sdk/go:FuzzStreamCodec \
 	./internal/call:FuzzInvocationContextJSON \
+	./internal/call:FuzzParseBaetylError \
 	./internal/azure:FuzzRouter \
 	./internal/azure:FuzzBuildHTTP \
 	./internal/trigger/mqtt:FuzzErrorDocument

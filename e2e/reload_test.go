@@ -27,16 +27,31 @@ type served struct {
 
 // serve builds and runs the real binary on cfg, waits until it answers
 // /healthz, and stops it (SIGTERM, then SIGKILL to its group) at cleanup.
+// args come after its own flags, and override them.
 func serve(t *testing.T, cfg string, args ...string) *served {
 	t.Helper()
-	bin := filepath.Join(tempDir(t), "polyfn")
+	return serveBinary(t, buildPolyfn(t), cfg, args...)
+}
+
+// buildPolyfn builds the real binary for the test.
+func buildPolyfn(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "polyfn")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// serveBinary is serve with a binary buildPolyfn built.
+func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
+	t.Helper()
 	addr := freeAddr(t)
 	// The embedded MQTT broker (on unless the config turns it off) listens
-	// on a free port: tests run in parallel with each other and with make run.
-	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0"}, args...)...)
+	// on a free port and keeps its store in a directory of the test's (args
+	// may name others): tests run in parallel with each other and with make
+	// run.
+	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
 	s := &served{base: "http://" + addr, cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

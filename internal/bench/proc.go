@@ -140,8 +140,8 @@ type server struct {
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
 // startServer runs `<argv> serve -c file --listen 127.0.0.1:PORT
-// --mqtt-listen 127.0.0.1:0` with TMPDIR set to tmp, and waits until it
-// answers /healthz.
+// --mqtt-listen 127.0.0.1:0 --state-dir tmp/state` with TMPDIR set to tmp,
+// and waits until it answers /healthz.
 func startServer(ctx context.Context, argv, env []string, file, tmp string) (*server, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, err
@@ -151,8 +151,9 @@ func startServer(ctx context.Context, argv, env []string, file, tmp string) (*se
 		return nil, err
 	}
 	// The embedded MQTT broker, unless the config turns it off, takes a
-	// free port: one on 1883 (make run's) must not fail the run.
-	args := append(append([]string(nil), argv[1:]...), "serve", "-c", file, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--log-level", "warn")
+	// free port and a store of its own: one on 1883 (make run's) must not
+	// fail the run.
+	args := append(append([]string(nil), argv[1:]...), "serve", "-c", file, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", filepath.Join(tmp, "state"), "--log-level", "warn")
 	cmd := exec.Command(argv[0], args...)
 	cmd.Env = append(append(os.Environ(), "TMPDIR="+tmp), env...)
 	cmd.Dir = filepath.Dir(file)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"reflect"
 
 	"github.com/polyfn/polyfn/internal/config"
@@ -15,24 +16,40 @@ import (
 // on, and the trigger, when there is a broker to connect to. Both live as
 // long as the process; a reload hands the trigger the new rules.
 type mqttService struct {
-	cfg     config.MQTT // as started: changes take effect on restart
-	broker  *mqtttrigger.Broker
-	trigger *mqtttrigger.Trigger
-	log     *slog.Logger
+	cfg      config.MQTT // as started: changes take effect on restart
+	stateDir string      // as started
+	broker   *mqtttrigger.Broker
+	trigger  *mqtttrigger.Trigger
+	log      *slog.Logger
 }
 
-// startMQTT starts the embedded broker (unless mqtt.embedded is false) and
+// brokerStore is the embedded broker's store under the state directory.
+const brokerStore = "mqtt"
+
+// startMQTT starts the embedded broker (unless mqtt.embedded is false), with
+// its store under the state directory unless mqtt.persist is false, and
 // prepares the trigger; current returns the configuration invocations go to.
 func startMQTT(cfg *config.Config, log *slog.Logger, current func() mqtttrigger.Invoker) (*mqttService, error) {
-	s := &mqttService{cfg: cfg.MQTT, log: log}
+	s := &mqttService{cfg: cfg.MQTT, stateDir: cfg.StateDir, log: log}
 	embeddedURL := ""
 	if cfg.MQTT.EmbeddedEnabled() {
-		b, err := mqtttrigger.StartBroker(cfg.MQTT.Listen, log)
+		o := mqtttrigger.BrokerOptions{Listen: cfg.MQTT.Listen}
+		if cfg.MQTT.PersistEnabled() {
+			if cfg.StateDir == "" {
+				return nil, errors.New("state_dir: there is no default state directory (no home directory): set state_dir or --state-dir for the embedded MQTT broker's store, or mqtt.persist: false")
+			}
+			o.Store = filepath.Join(cfg.StateDir, brokerStore)
+		}
+		b, err := mqtttrigger.StartBroker(o, log)
 		if err != nil {
 			return nil, err
 		}
 		s.broker, embeddedURL = b, b.URL()
-		log.Info("mqtt broker listening", "listen", b.Addr())
+		store := b.Store()
+		if store == "" {
+			store = "none (mqtt.persist: false): sessions in memory only"
+		}
+		log.Info("mqtt broker listening", "listen", b.Addr(), "store", store)
 	}
 	if cfg.MQTT.Broker == "" && s.broker == nil {
 		if hasMQTTRules(cfg) {
@@ -55,6 +72,9 @@ func startMQTT(cfg *config.Config, log *slog.Logger, current func() mqtttrigger.
 func (s *mqttService) update(cfg *config.Config, h *host.Host) {
 	if !reflect.DeepEqual(cfg.MQTT, s.cfg) {
 		s.log.Warn("reload: the mqtt section changed; it takes effect on restart (the functions' triggers.mqtt rules are reloaded)")
+	}
+	if cfg.StateDir != s.stateDir {
+		s.log.Warn("reload: state_dir changed; it takes effect on restart", "state_dir", s.stateDir, "config", cfg.StateDir)
 	}
 	if s.trigger == nil {
 		if hasMQTTRules(cfg) {

@@ -51,6 +51,8 @@ type reloader struct {
 	current atomic.Pointer[generation]
 	mu      sync.Mutex // one reload at a time
 	old     sync.WaitGroup
+	// stateDir is --state-dir: it wins over each configuration's state_dir.
+	stateDir string
 }
 
 func (r *reloader) reload() {
@@ -66,6 +68,9 @@ func (r *reloader) reload() {
 	}
 	if r.mqttListen != "" {
 		cfg.MQTT.Listen = r.mqttListen
+	}
+	if r.stateDir != "" {
+		cfg.StateDir = r.stateDir
 	}
 	listener := cfg.HTTP
 	listener.MaxBody = r.http.MaxBody

@@ -33,7 +33,7 @@ func TestFingerprintIsStable(t *testing.T) {
 		fmt.Fprintf(&fns, "  - {name: f%d, runtime: fake, handler: main.h, codedir: fn%d}\n", i, i)
 	}
 	file := filepath.Join(dir, "polyfn.yaml")
-	text := "runtimes:\n  fake: {protocol: call, command: [/bin/false]}\nfunctions:\n" + fns.String()
+	text := "isolation: {user: host}\nruntimes:\n  fake: {protocol: call, command: [/bin/false]}\nfunctions:\n" + fns.String()
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -26,7 +27,7 @@ import (
 const shutdownTimeout = 30 * time.Second
 
 func serveCmd() *cobra.Command {
-	var file, listen, mqttListen, logFormat, logLevel string
+	var file, listen, mqttListen, stateDir, logFormat, logLevel string
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "serve -c FILE",
@@ -59,8 +60,14 @@ func serveCmd() *cobra.Command {
 			if mqttListen != "" {
 				cfg.MQTT.Listen = mqttListen
 			}
+			if stateDir != "" {
+				if stateDir, err = filepath.Abs(stateDir); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				cfg.StateDir = stateDir
+			}
 			srv := httptrigger.NewServer(cfg.HTTP, log)
-			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, http: cfg.HTTP, srv: srv, log: log}
+			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, stateDir: stateDir, http: cfg.HTTP, srv: srv, log: log}
 			mq, err := startMQTT(cfg, log, func() mqtttrigger.Invoker { return r.current.Load().h })
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -146,6 +153,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
 	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store lives under it (overrides state_dir)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -315,3 +315,35 @@ func TestIsolationConfig(t *testing.T) {
 		}
 	}
 }
+
+// state_dir is relative to the config file; without it the state directory
+// is the default one, which XDG_STATE_HOME moves. mqtt.persist is on unless
+// it says false.
+func TestStateDir(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", xdg)
+	c, err := Load(writeConfig(t, "state_dir: state\nmqtt: {persist: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(c.Dir, "state"); c.StateDir != want {
+		t.Errorf("state_dir: state gives %s, want %s", c.StateDir, want)
+	}
+	if c.MQTT.PersistEnabled() {
+		t.Error("mqtt.persist: false: persistence is on")
+	}
+	c, err = Load(writeConfig(t, "http: {listen: \"127.0.0.1:8080\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(xdg, "polyfn"); c.StateDir != want {
+		t.Errorf("without state_dir, with XDG_STATE_HOME=%s: %s, want %s", xdg, c.StateDir, want)
+	}
+	if !c.MQTT.PersistEnabled() {
+		t.Error("persistence is off by default")
+	}
+	t.Setenv("XDG_STATE_HOME", "relative")
+	if d := DefaultStateDir(); d == "relative/polyfn" || os.Geteuid() == 0 && d != "/var/lib/polyfn" {
+		t.Errorf("with a relative XDG_STATE_HOME (ignored), as uid %d: the default is %q", os.Geteuid(), d)
+	}
+}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 )
@@ -99,7 +101,30 @@ func (c *Config) Effective(f Function) Runtime {
 // CPU, at least four.
 func DefaultMaxStarting() int { return max(4, 2*runtime.NumCPU()) }
 
+// DefaultStateDir is the state directory when neither state_dir nor
+// --state-dir names one: $XDG_STATE_HOME/polyfn when XDG_STATE_HOME is set
+// (to an absolute path), /var/lib/polyfn for root, else
+// ~/.local/state/polyfn; empty when there is no home directory.
+func DefaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "polyfn")
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/polyfn"
+	}
+	if h, err := os.UserHomeDir(); err == nil && filepath.IsAbs(h) {
+		return filepath.Join(h, ".local", "state", "polyfn")
+	}
+	return ""
+}
+
 func applyDefaults(c *Config) {
+	switch {
+	case c.StateDir == "":
+		c.StateDir = DefaultStateDir()
+	case !filepath.IsAbs(c.StateDir):
+		c.StateDir = filepath.Join(c.Dir, c.StateDir)
+	}
 	if c.Scaling.MaxInstances == 0 {
 		c.Scaling.MaxInstances = DefaultMaxInstancesTotal
 	}

@@ -18,6 +18,12 @@ type MQTT struct {
 	Embedded *bool `yaml:"embedded"`
 	// Listen is the embedded broker's address. Zero means DefaultMQTTListen.
 	Listen string `yaml:"listen"`
+	// Persist keeps the embedded broker's sessions, subscriptions, retained
+	// messages and the QoS 1 and 2 messages its sessions hold in a store
+	// under the state directory (StateDir/mqtt), written before a message
+	// is acknowledged, so that a restart or a kill -9 loses none of them.
+	// Nil means on; false keeps them in memory only.
+	Persist *bool `yaml:"persist"`
 	// Broker is the URL of an external broker (tcp://, ssl://, ws://, wss://).
 	// Empty: the MQTT trigger connects to the embedded broker.
 	Broker string `yaml:"broker"`
@@ -53,6 +59,9 @@ func (m MQTT) EmbeddedEnabled() bool {
 	}
 	return m.Broker == ""
 }
+
+// PersistEnabled reports whether the embedded broker keeps a store.
+func (m MQTT) PersistEnabled() bool { return m.Persist == nil || *m.Persist }
 
 // Triggers lists what invokes a function besides HTTP and polyfn invoke.
 type Triggers struct {

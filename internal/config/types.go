@@ -28,6 +28,11 @@ type Config struct {
 	Scaling Scaling `yaml:"scaling"`
 	// MQTT configures the MQTT trigger and the embedded broker.
 	MQTT MQTT `yaml:"mqtt"`
+	// StateDir is the host's state directory: what must outlive the process
+	// (the embedded broker's store, under mqtt/). Relative to the config
+	// file's directory. Empty means DefaultStateDir(); empty after that
+	// when there is no default (no home directory).
+	StateDir string `yaml:"state_dir"`
 	// Isolation says which users workers run as when a function (or app)
 	// does not name one.
 	Isolation Isolation `yaml:"isolation"`

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"sync"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -17,44 +18,93 @@ import (
 )
 
 // Broker is the embedded MQTT broker (MQTT 3.1.1 and 5). It lives as long as
-// the polyfn process, keeps its sessions in memory and lets any client in:
-// it listens on the loopback interface unless mqtt.listen says otherwise.
+// the polyfn process and lets any client in: it listens on the loopback
+// interface unless mqtt.listen says otherwise. With a store, its sessions,
+// subscriptions, retained messages and the QoS 1 and 2 messages its
+// sessions hold survive a restart, kill -9 included; without one they are
+// in memory only.
 type Broker struct {
-	srv *mochi.Server
-	ln  net.Listener
+	srv       *mochi.Server
+	ln        net.Listener
+	store     *store // nil without one
+	closeOnce sync.Once
 }
 
-// StartBroker listens on addr (host:port; port 0 picks a free one) and
-// serves MQTT there until Close. A busy address is an error naming the
-// address and the mqtt.listen key.
-func StartBroker(addr string, log *slog.Logger) (*Broker, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("mqtt.listen: the embedded MQTT broker cannot listen on %s: %w (is another broker running there? set mqtt.listen to a free address, or mqtt.embedded: false)", addr, unwrapOp(err))
-	}
+// BrokerOptions say where the embedded broker listens and keeps its state.
+type BrokerOptions struct {
+	// Listen is host:port; port 0 picks a free one.
+	Listen string
+	// Store is the directory of the broker's store, created if missing and
+	// held by this process alone. Empty: sessions in memory only.
+	Store string
+}
+
+// StartBroker opens the store, reads back what it holds, listens on
+// o.Listen and serves MQTT there until Close. A busy address is an error
+// naming the address and the mqtt.listen key; a store in use by another
+// process, or one that cannot be read, is an error naming it.
+func StartBroker(o BrokerOptions, log *slog.Logger) (*Broker, error) {
 	caps := mochi.NewDefaultServerCapabilities()
 	// The broker holds every unacknowledged QoS 1 message of a session; past
 	// this it drops. 65535 is all the packet identifiers a session has.
 	caps.MaximumInflight = math.MaxUint16
+	// mochi drops a message a session held longer than this (24 hours by
+	// default); it keeps them as long as the trigger's sessions last.
+	caps.MaximumMessageExpiryInterval = sessionExpiry
+	brokerLog := log.With("component", "mqtt-broker")
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		// mochi logs its start, hooks and listeners at info; polyfn logs the
 		// broker's address itself and keeps the broker's warnings.
-		Logger: slog.New(minLevel{h: log.With("component", "mqtt-broker").Handler(), min: slog.LevelWarn}),
+		Logger: slog.New(minLevel{h: brokerLog.Handler(), min: slog.LevelWarn}),
 	})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("embedded MQTT broker: %w", err)
+	}
+	var st *store
+	if o.Store != "" {
+		var err error
+		if st, err = openStore(o.Store, srv, brokerLog); err != nil {
+			return nil, err
+		}
+		if err := st.verify(); err != nil {
+			st.lock.Close()
+			return nil, unreadable(o.Store, err)
+		}
+		if err := srv.AddHook(st, st.options()); err != nil {
+			st.lock.Close()
+			return nil, unreadable(o.Store, err)
+		}
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		_ = srv.Close()
+		return nil, fmt.Errorf("mqtt.listen: the embedded MQTT broker cannot listen on %s: %w (is another broker running there? set mqtt.listen to a free address, or mqtt.embedded: false)", o.Listen, unwrapOp(err))
 	}
 	if err := srv.AddListener(listeners.NewNet("polyfn", ln)); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("embedded MQTT broker: %w", err)
-	}
-	if err := srv.Serve(); err != nil {
 		_ = srv.Close()
 		return nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}
-	return &Broker{srv: srv, ln: ln}, nil
+	// Serve reads the store back before the listener accepts anyone.
+	err = srv.Serve()
+	if err == nil && st != nil {
+		// The storage hook logs what it cannot read back and goes on.
+		err = st.failed(0)
+	}
+	if err != nil {
+		_ = srv.Close()
+		if st != nil {
+			return nil, unreadable(o.Store, err)
+		}
+		return nil, fmt.Errorf("embedded MQTT broker: %w", err)
+	}
+	return &Broker{srv: srv, ln: ln, store: st}, nil
+}
+
+// unreadable is the error of a store that cannot be opened or read back.
+func unreadable(dir string, err error) error {
+	return fmt.Errorf("mqtt store %s cannot be read: %w (move the directory away to start with an empty store, or set mqtt.persist: false)", dir, err)
 }
 
 // Addr is the address the broker listens on, with the real port.
@@ -64,8 +114,17 @@ func (b *Broker) Addr() string { return b.ln.Addr().String() }
 // an unspecified host (0.0.0.0, ::) replaced by the loopback address.
 func (b *Broker) URL() string { return LocalURL(b.Addr()) }
 
-// Close disconnects every client and stops listening.
-func (b *Broker) Close() { _ = b.srv.Close() }
+// Store is the directory of the broker's store; empty when it has none.
+func (b *Broker) Store() string {
+	if b.store == nil {
+		return ""
+	}
+	return b.store.dir
+}
+
+// Close disconnects every client, stops listening and closes the store,
+// once they are gone. It is safe to call more than once.
+func (b *Broker) Close() { b.closeOnce.Do(func() { _ = b.srv.Close() }) }
 
 // LocalURL turns a listen address into the URL a local client dials.
 func LocalURL(addr string) string {

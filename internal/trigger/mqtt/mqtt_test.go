@@ -122,7 +122,7 @@ type broker struct {
 // brokers returns the embedded broker and a mosquitto, both for this test.
 func brokers(t *testing.T) []broker {
 	t.Helper()
-	b, err := mqtt.StartBroker("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	b, err := mqtt.StartBroker(mqtt.BrokerOptions{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,7 +539,7 @@ func TestBrokerAddressInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, err = mqtt.StartBroker(l.Addr().String(), slog.New(slog.DiscardHandler))
+	_, err = mqtt.StartBroker(mqtt.BrokerOptions{Listen: l.Addr().String()}, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "mqtt.listen") || !strings.Contains(err.Error(), l.Addr().String()) {
 		t.Fatalf("got %v, want an error naming mqtt.listen and %s", err, l.Addr())
 	}

@@ -178,6 +178,16 @@ func (c *Client) Publish(t testing.TB, topic string, qos byte, payload []byte) {
 	}
 }
 
+// PublishRetained publishes payload to topic at QoS 1 with the retain flag.
+func (c *Client) PublishRetained(t testing.TB, topic string, payload []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: payload}); err != nil {
+		t.Fatalf("publish to %s: %v", topic, err)
+	}
+}
+
 // Messages returns what arrived so far.
 func (c *Client) Messages() []Message {
 	c.mu.Lock()
