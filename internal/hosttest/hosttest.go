@@ -15,38 +15,23 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/testlog"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 )
+
+// SyncBuffer is a log sink safe for concurrent writes.
+type SyncBuffer = testlog.Buffer
 
 // Host is a running host serving HTTP on URL.
 type Host struct {
 	*host.Host
 	URL  string
 	Logs *SyncBuffer
-}
-
-// SyncBuffer is a log sink safe for concurrent writes.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start starts a host for the YAML config text after replacing each key of

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/testlog"
 )
 
 // fakeInstance is an instance whose invocations and exit the test drives,
@@ -107,23 +108,6 @@ func (o *countingObserver) counts() map[string]int {
 	return out
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -137,11 +121,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // newTestPool returns a pool whose instances are fakes, sent on started as
 // they start, and its observer and log.
-func newTestPool(t *testing.T, o Options) (*Pool, chan *fakeInstance, *countingObserver, *syncBuffer) {
+func newTestPool(t *testing.T, o Options) (*Pool, chan *fakeInstance, *countingObserver, *testlog.Buffer) {
 	t.Helper()
 	started := make(chan *fakeInstance, 16)
 	obs := &countingObserver{lost: map[string]int{}}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	o.Function = "fn"
 	o.Log = slog.New(slog.NewTextHandler(logs, nil))
 	o.Observer = obs

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 
 	rpc "github.com/polyfn/polyfn/api/azure"
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/testlog"
 )
 
 // helperEnv makes the test binary a worker: "ADDR ID" opens a stream to
@@ -65,23 +65,6 @@ func openStream(addr, workerID string) (rpc.FunctionRpc_EventStreamClient, *grpc
 	return st, conn, nil
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type refusals struct {
 	mu sync.Mutex
 	n  map[string]int
@@ -110,9 +93,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func newTestServer(t *testing.T) (*Server, *syncBuffer, *refusals) {
+func newTestServer(t *testing.T) (*Server, *testlog.Buffer, *refusals) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	counts := &refusals{n: map[string]int{}}
 	s, err := NewServer(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), counts)
 	if err != nil {

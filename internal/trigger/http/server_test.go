@@ -13,12 +13,12 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/testlog"
 )
 
 // The tests in this file run the trigger's real server on a loopback port
@@ -36,28 +36,10 @@ func echo(_ context.Context, req *invoke.Request) (*invoke.Result, error) {
 	return &invoke.Result{Payload: req.Payload}, nil
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	*Server
 	addr string
-	logs *syncBuffer
+	logs *testlog.Buffer
 }
 
 // serve starts the trigger's server for the http section httpYAML (a YAML
@@ -68,7 +50,7 @@ func serve(t *testing.T, httpYAML string, inv Invoker) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/polyfn/polyfn/internal/testlog"
 )
 
 // MosquittoPath is where the Debian package installs the broker.
@@ -56,7 +57,7 @@ func Mosquitto(t testing.TB) string {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-c", file)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	// Pdeathsig: a test binary that dies (a panic) takes the broker along.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -221,21 +222,4 @@ func (c *Client) WaitFor(t testing.TB, timeout time.Duration, what string, cond 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
