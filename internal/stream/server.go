@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,6 +49,41 @@ type Server struct {
 // host is not waiting for (peer.ReasonNotWorker and peer.ReasonUnidentified
 // are the others).
 const ReasonUnknownID = "unknown_worker_id"
+
+// ReasonNoStartStream counts streams that did not send StartStream within
+// StartStreamTimeout.
+const ReasonNoStartStream = "no_start_stream"
+
+// StartStreamTimeout bounds the wait for a stream's first message: any local
+// process may open streams, and one that never speaks must not hold a
+// goroutine and its buffers for ever. A worker sends StartStream as soon as
+// its stream is open.
+var StartStreamTimeout = 10 * time.Second
+
+var errNoStartStream = errors.New("no StartStream within the start-stream timeout")
+
+// recvFirst receives the stream's first message, or gives up after
+// timeout. Returning from the handler ends the stream, which ends the Recv
+// left behind.
+func recvFirst(st rpc.FunctionRpc_EventStreamServer, timeout time.Duration) (*rpc.StreamingMessage, error) {
+	type result struct {
+		m   *rpc.StreamingMessage
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		m, err := st.Recv()
+		ch <- result{m, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-t.C:
+		return nil, errNoStartStream
+	}
+}
 
 // NewServer listens on 127.0.0.1 on a free port and serves in the
 // background. refusals, if not nil, counts the streams it refuses.
@@ -124,8 +160,18 @@ var (
 
 // EventStream implements the FunctionRpc service.
 func (s *Server) EventStream(st rpc.FunctionRpc_EventStreamServer) error {
-	first, err := st.Recv()
+	first, err := recvFirst(st, StartStreamTimeout)
 	if err != nil {
+		if errors.Is(err, errNoStartStream) {
+			s.refused(ReasonNoStartStream)
+			args := []any{"timeout", StartStreamTimeout}
+			if client, server, aerr := streamAddrs(st); aerr == nil {
+				p := peer.TCPClientProcess(client, server)
+				args = append(args, "pid", p.Pid, "uid", p.UID)
+			}
+			s.log.Warn("stream refused: no StartStream in time", args...)
+			return status.Error(codes.DeadlineExceeded, err.Error())
+		}
 		return err
 	}
 	ss := first.GetStartStream()

@@ -223,3 +223,27 @@ func TestLaunch(t *testing.T) {
 		t.Errorf("built-in runtime's launch:\n got %q, %s=%q\nwant %q, %s=W", args, WorkerIDEnv, env[WorkerIDEnv], want, WorkerIDEnv)
 	}
 }
+
+// A stream that never sends its first message is ended after
+// StartStreamTimeout, logged and counted, instead of holding the server.
+func TestSilentStreamIsEnded(t *testing.T) {
+	old := StartStreamTimeout
+	StartStreamTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { StartStreamTimeout = old })
+	s, logs, counts := newTestServer(t)
+	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := rpc.NewFunctionRpcClient(conn).EventStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a silent stream got %v, want DeadlineExceeded", err)
+	}
+	if counts.count("stream/"+ReasonNoStartStream) != 1 || !strings.Contains(logs.String(), "stream refused: no StartStream in time") {
+		t.Errorf("the silent stream was not counted and logged: %v\n%s", counts.n, logs.String())
+	}
+}
