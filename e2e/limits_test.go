@@ -2,31 +2,13 @@ package e2e
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
-	"github.com/polyfn/polyfn/internal/limits"
 )
-
-// requireCgroups skips where no cgroup (v2 or v1) is writable, except in
-// CI, whose machines have them: there it fails.
-func requireCgroups(t *testing.T) {
-	t.Helper()
-	l := limits.Acquire(slog.New(slog.DiscardHandler))
-	kind := l.Kind()
-	l.Release()
-	if kind == limits.Rlimits {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no writable cgroup (v2 or v1) on this CI machine: resource limits cannot be tested")
-		}
-		t.Skip("no writable cgroup (v2 or v1) here")
-	}
-}
 
 // A function that fills its worker's pids limit sees the refusal itself;
 // invocations that then need a thread the worker cannot start fail at once
@@ -34,7 +16,7 @@ func requireCgroups(t *testing.T) {
 // replaced. Node.js workers need no new thread and keep serving.
 func TestRuntimesAtThePidsLimit(t *testing.T) {
 	requirePython(t)
-	requireCgroups(t)
+	hosttest.RequireCgroups(t)
 	th := hosttest.Start(t, testdata(t), `
 functions:
   - {name: py, handler: pids.handler, codedir: functions/pids, timeout: 20s, limits: {pids: 32}}

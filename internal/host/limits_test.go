@@ -19,23 +19,6 @@ import (
 	"github.com/polyfn/polyfn/internal/limits"
 )
 
-// requireCgroups returns the limits backend of this machine. Where neither
-// cgroup version is writable the test is skipped, except in CI, whose
-// machines have them: there it fails.
-func requireCgroups(t *testing.T) string {
-	t.Helper()
-	l := limits.Acquire(slog.New(slog.DiscardHandler))
-	kind := l.Kind()
-	l.Release()
-	if kind == limits.Rlimits {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no writable cgroup (v2 or v1) on this CI machine: resource limits cannot be tested")
-		}
-		t.Skip("no writable cgroup (v2 or v1) here")
-	}
-	return kind
-}
-
 const limitsConfig = `
 runtimes:
   fake:
@@ -100,7 +83,7 @@ func controlFile(t *testing.T, dir, name string) string {
 }
 
 func TestMemoryHogIsKilledAtItsLimit(t *testing.T) {
-	kind := requireCgroups(t)
+	kind := hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if r := th.Call(t, "hog", "ping"); r.Status != 200 {
 		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
@@ -157,7 +140,7 @@ func TestMemoryHogIsKilledAtItsLimit(t *testing.T) {
 // When the kernel kills a process the worker started, rather than the
 // worker, the worker lives on; the kill is still logged and counted.
 func TestOOMKillOfAWorkersChildIsReported(t *testing.T) {
-	requireCgroups(t)
+	hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if r := th.Call(t, "hog", "ping"); r.Status != 200 {
 		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
@@ -179,7 +162,7 @@ func TestOOMKillOfAWorkersChildIsReported(t *testing.T) {
 }
 
 func TestForkBombStopsAtThePidsLimit(t *testing.T) {
-	kind := requireCgroups(t)
+	kind := hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if r := th.Call(t, "bomb", "ping"); r.Status != 200 {
 		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
@@ -258,7 +241,7 @@ func TestForkBombStopsAtThePidsLimit(t *testing.T) {
 }
 
 func TestCPULimitIsSet(t *testing.T) {
-	kind := requireCgroups(t)
+	kind := hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if r := th.Call(t, "throttled", "ping"); r.Status != 200 {
 		t.Fatalf("got %d %s", r.Status, r.Body)
@@ -280,7 +263,7 @@ func TestCPULimitIsSet(t *testing.T) {
 // functions with limits start workers of their own, and a runtime whose
 // functions all have limits keeps no standby.
 func TestConfinedFunctionsSkipTheStandby(t *testing.T) {
-	kind := requireCgroups(t)
+	kind := hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if sb := th.Standbys(); len(sb) != 0 {
 		t.Fatalf("standby workers %+v kept for a runtime whose only function has limits", sb)
@@ -413,7 +396,7 @@ func indexOf(th *hosttest.Host, fn string) int {
 // invocations it held fail at once with 502, the error names the limit and
 // the runtime's own words, and the next invocation gets a fresh instance.
 func TestWorkerThatCannotMakeAThreadFailsWithTheLimitNamed(t *testing.T) {
-	requireCgroups(t)
+	hosttest.RequireCgroups(t)
 	th := startHost(t, limitsConfig)
 	if r := th.Call(t, "bomb", "ping"); r.Status != 200 {
 		t.Fatalf("warm-up: %d %s", r.Status, r.Body)

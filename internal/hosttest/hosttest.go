@@ -20,6 +20,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/limits"
 	"github.com/polyfn/polyfn/internal/testlog"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 )
@@ -235,4 +236,21 @@ func (h *Host) Do(t testing.TB, method, path string, body []byte, header http.He
 		t.Errorf("%s %s: response has no %s header", method, path, httptrigger.InvocationIDHeader)
 	}
 	return r
+}
+
+// RequireCgroups returns the limits backend of this machine. Where neither
+// cgroup version is writable the test is skipped, except in CI, whose
+// machines have them: there it fails.
+func RequireCgroups(t testing.TB) string {
+	t.Helper()
+	l := limits.Acquire(slog.New(slog.DiscardHandler))
+	kind := l.Kind()
+	l.Release()
+	if kind == limits.Rlimits {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no writable cgroup (v2 or v1) on this CI machine: resource limits cannot be tested")
+		}
+		t.Skip("no writable cgroup (v2 or v1) here")
+	}
+	return kind
 }
