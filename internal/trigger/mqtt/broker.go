@@ -76,6 +76,12 @@ func StartBroker(o BrokerOptions, log *slog.Logger) (*Broker, error) {
 			return nil, unreadable(o.Store, err)
 		}
 	}
+	if err := srv.AddHook(newFanout(srv, st, brokerLog), nil); err != nil {
+		if st != nil {
+			st.lock.Close()
+		}
+		return nil, fmt.Errorf("embedded MQTT broker: %w", err)
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		_ = srv.Close()

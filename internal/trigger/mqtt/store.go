@@ -36,22 +36,9 @@ import (
 // messages come back as one), with synchronous writes: each write is on disk
 // (fsync) before the hook returns.
 //
-// What the hook alone does not give is the order. mochi v2.7.9 handles an
-// inbound QoS 1 PUBLISH (server.go, processPublish) as
-//
-//	OnPublish → PUBACK written to the publisher → publishToSubscribers
-//	(OnQosPublish for each subscriber's session)
-//
-// so a kill between the PUBACK and the subscribers' writes loses a message
-// its publisher was told the broker had. store closes that gap through the
-// hooks API: its OnPublish does the fan-out itself, by injecting the message
-// through an inline client (the server's own path for messages that need no
-// acknowledgement: retained message, subscribers, OnQosPublish for each),
-// and then answers CodeSuccessIgnore, which makes mochi acknowledge the
-// message without forwarding it again. By the time the PUBACK goes out,
-// every subscriber's copy is on disk. If a write failed meanwhile, the
-// message is refused instead: MQTT 5 publishers get a PUBACK with reason
-// 0x80, MQTT 3 publishers none (and are disconnected), and send it again.
+// The order (each message stored for its subscribers before its PUBACK)
+// is fanout's: it hands each inbound QoS 1 message to the sessions itself
+// (fanout.go).
 //
 // The rest of store keeps the writes to those that matter:
 //   - the PUBACK mochi records (OnQosPublish) and removes (OnQosComplete)
@@ -80,11 +67,6 @@ type store struct {
 	// (SetOpts): store gives them one that counts.
 	failures    atomic.Uint64
 	lastFailure atomic.Pointer[string]
-	// injectors are inline clients that carry messages to their subscribers
-	// (OnPublish); each is used by one publish at a time, under the id of
-	// that message's publisher.
-	injectors sync.Pool
-
 	// sessions are the ids of the stored sessions the server restores at
 	// start (StoredClients); the subscriptions and messages of others are
 	// deleted as they are read back. Nil until then.
@@ -145,7 +127,6 @@ func openStore(dir string, srv *mochi.Server, log *slog.Logger) (*store, error) 
 	s := &store{Hook: new(badger.Hook), dir: dir, lock: lock, srv: srv, log: log,
 		stored: map[string]struct{}{}, doomed: map[string]doom{}, deleting: map[string]bool{}}
 	s.changed = sync.NewCond(&s.mu)
-	s.injectors.New = func() any { return srv.NewClient(nil, "local", "", true) }
 	return s, nil
 }
 
@@ -227,11 +208,6 @@ func (s *store) options() *badger.Options {
 // ID names the hook in mochi's log records.
 func (s *store) ID() string { return "mqtt-store" }
 
-// Provides adds OnPublish to the storage hook's events.
-func (s *store) Provides(b byte) bool {
-	return b == mochi.OnPublish || s.Hook.Provides(b)
-}
-
 // SetOpts gives the storage hook a logger that counts its errors.
 func (s *store) SetOpts(l *slog.Logger, o *mochi.HookOptions) {
 	s.Hook.SetOpts(slog.New(countErrors{h: l.Handler(), n: &s.failures, last: &s.lastFailure}), o)
@@ -260,36 +236,6 @@ func (s *store) Stop() error {
 	err := s.Hook.Stop()
 	s.lock.Close()
 	return err
-}
-
-// OnPublish stores a QoS 1 or 2 message for every subscriber before mochi
-// acknowledges it (see the comment at the top of the file).
-func (s *store) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
-		// QoS 0 is not acknowledged; an inline client is ours, injecting.
-		return pk, nil
-	}
-	failures := s.failures.Load()
-	inj := s.injectors.Get().(*mochi.Client)
-	inj.ID = cl.ID // the message's origin: subscriptions with No Local skip it
-	inj.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
-	fwd := pk.Copy(true)
-	// mochi resolved the alias into TopicName; the alias is the publisher's.
-	fwd.Properties.TopicAlias, fwd.Properties.TopicAliasFlag = 0, false
-	err := s.srv.InjectPacket(inj, fwd)
-	s.injectors.Put(inj)
-	if err == nil && s.failures.Load() != failures {
-		err = errors.New("a write failed")
-	}
-	if err != nil {
-		s.log.Error("mqtt store: a message was refused, not acknowledged: its publisher keeps it", "client", cl.ID, "topic", pk.TopicName, "error", err)
-		if cl.Properties.ProtocolVersion == 5 {
-			return pk, storeRefused
-		}
-		_ = s.srv.DisconnectClient(cl, storeRefused)
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, packets.CodeSuccessIgnore
 }
 
 // OnQosPublish stores a message a session holds, unless it is stored
