@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
+	"github.com/polyfn/polyfn/internal/testnet"
 )
 
 // drainFn appends the seq of each message to $OUT, once the file $GATE is
@@ -162,7 +163,7 @@ func durableRun(t *testing.T, sig syscall.Signal, n, restarts int) {
       mqtt: [{subscribe: {topic: durable/in, qos: 1}}]
 `, out, gate))
 	// The broker keeps its address across restarts, for the publisher.
-	brokerAddr := freeAddr(t)
+	brokerAddr := testnet.StableAddr(t)
 	args := []string{"--state-dir", state, "--mqtt-listen", brokerAddr}
 	bin := buildPolyfn(t)
 	s := serveBinary(t, bin, cfg, args...)

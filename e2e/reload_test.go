@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,13 +47,14 @@ func buildPolyfn(t *testing.T) string {
 // serveBinary is serve with a binary buildPolyfn built.
 func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 	t.Helper()
-	addr := freeAddr(t)
+	// polyfn listens on a port of the kernel's choosing, named in its log
+	// (a port picked here and closed could be taken before polyfn listens).
 	// The embedded MQTT broker (on unless the config turns it off) listens
-	// on a free port and keeps its store in a directory of the test's (args
-	// may name others): tests run in parallel with each other and with make
-	// run.
-	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
-	s := &served{base: "http://" + addr, cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
+	// on a free port too and keeps its store in a directory of the test's
+	// (args may name others): tests run in parallel with each other and
+	// with make run.
+	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
+	s := &served{cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -72,6 +74,13 @@ func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 			t.Logf("polyfn output:\n%s", s.logs.String())
 		}
 	})
+	hosttest.WaitFor(t, 15*time.Second, "polyfn to log its address", func() bool {
+		m := servingAddr.FindStringSubmatch(s.logs.String())
+		if m != nil {
+			s.base = "http://" + m[1]
+		}
+		return m != nil
+	})
 	hosttest.WaitFor(t, 15*time.Second, "polyfn to answer /healthz", func() bool {
 		resp, err := http.Get(s.base + "/healthz")
 		if err != nil {
@@ -82,6 +91,9 @@ func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 	})
 	return s
 }
+
+// servingAddr finds the address in polyfn's "polyfn serving" log record.
+var servingAddr = regexp.MustCompile(`msg="polyfn serving" .*?listen=(\S+)`)
 
 // startServe runs the real binary on cfg and returns its base URL and logs.
 func startServe(t *testing.T, cfg string, args ...string) (string, *exec.Cmd, *hosttest.SyncBuffer) {

@@ -21,6 +21,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/polyfn/polyfn/internal/testlog"
+	"github.com/polyfn/polyfn/internal/testnet"
 )
 
 // MosquittoPath is where the Debian package installs the broker.
@@ -47,8 +48,11 @@ func Mosquitto(t testing.TB) string {
 		t.Skip(msg)
 	}
 	dir := t.TempDir()
-	port := freePort(t)
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
+	// A port the kernel does not hand out by itself: nothing takes it
+	// between this check and mosquitto's listen.
+	addr := testnet.StableAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
 	if u, err := user.Current(); err == nil && u.Uid == "0" {
 		conf += "user root\n" // as root mosquitto would switch to the mosquitto user
 	}
@@ -78,7 +82,6 @@ func Mosquitto(t testing.TB) string {
 			t.Logf("mosquitto output:\n%s", logs.String())
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -97,16 +100,6 @@ func Mosquitto(t testing.TB) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return "tcp://" + addr
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Message is what a Client received.
