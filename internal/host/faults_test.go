@@ -110,7 +110,7 @@ func TestFaults(t *testing.T) {
 
 	t.Run("dies mid-invocation", func(t *testing.T) {
 		// Warm an instance, then have two invocations in flight on it when it dies.
-		if r := th.Call(t, "crashy", "warm"); r.Status != 200 {
+		if r := th.Warm(t, "crashy", "warm"); r.Status != 200 {
 			t.Fatalf("warm-up: %d %s", r.Status, r.Body)
 		}
 		var wg sync.WaitGroup
@@ -133,7 +133,7 @@ func TestFaults(t *testing.T) {
 			}
 		}
 		// The next invocation gets a fresh instance.
-		if r := th.Call(t, "crashy", "again"); r.Status != 200 || string(r.Body) != "fake:again" {
+		if r := th.Warm(t, "crashy", "again"); r.Status != 200 || string(r.Body) != "fake:again" {
 			t.Fatalf("after the crash: got %d %q, want 200", r.Status, r.Body)
 		}
 		good()

@@ -40,7 +40,7 @@ func TestEveryKilledWorkerIsCountedAndLoggedOnce(t *testing.T) {
 		for i := 0; i < rounds; i++ {
 			// A worker that served once: one killed on its first invocation
 			// would count as a crash loop and hold the next start back.
-			if r := th.Call(t, fn, "warm"); r.Status != 200 {
+			if r := th.Warm(t, fn, "warm"); r.Status != 200 {
 				t.Fatalf("%s round %d: warm-up %d %s", fn, i, r.Status, r.Body)
 			}
 			pid := workerPid(t, th, fn)
@@ -55,7 +55,7 @@ func TestEveryKilledWorkerIsCountedAndLoggedOnce(t *testing.T) {
 			}
 		}
 		// And once idle.
-		if r := th.Call(t, fn, "warm"); r.Status != 200 {
+		if r := th.Warm(t, fn, "warm"); r.Status != 200 {
 			t.Fatalf("%s: warm-up %d %s", fn, r.Status, r.Body)
 		}
 		if err := syscall.Kill(workerPid(t, th, fn), syscall.SIGKILL); err != nil {
@@ -93,7 +93,7 @@ func TestInvocationCutAtShutdownGets503(t *testing.T) {
 	for _, fn := range []string{"victim", "stream-victim"} {
 		t.Run(fn, func(t *testing.T) {
 			th := startHost(t, lossConfig)
-			if r := th.Call(t, fn, "warm"); r.Status != 200 {
+			if r := th.Warm(t, fn, "warm"); r.Status != 200 {
 				t.Fatalf("warm-up: %d %s", r.Status, r.Body)
 			}
 			res := make(chan hosttest.Response, 1)

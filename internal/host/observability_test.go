@@ -94,7 +94,7 @@ func TestMetricsAndAdmin(t *testing.T) {
 	if r := th.Call(t, "exits", "x"); r.Status != http.StatusBadGateway {
 		t.Fatalf("exits: %d", r.Status)
 	}
-	if r := th.Call(t, "good", "again"); r.Status != 200 {
+	if r := th.Warm(t, "good", "again"); r.Status != 200 {
 		t.Fatalf("good after the crash: %d", r.Status)
 	}
 

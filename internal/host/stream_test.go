@@ -104,14 +104,14 @@ func TestStreamProtocolFaults(t *testing.T) {
 
 	for _, how := range []string{"crash", "close"} {
 		t.Run("stream lost mid-invocation: "+how, func(t *testing.T) {
-			if r := th.Call(t, "crashy", "warm"); r.Status != 200 {
+			if r := th.Warm(t, "crashy", "warm"); r.Status != 200 {
 				t.Fatalf("warm-up: %d %s", r.Status, r.Body)
 			}
 			r := th.Call(t, "crashy", how)
 			if r.Status != http.StatusBadGateway || r.Err.Error.Type != "WorkerCrashed" {
 				t.Fatalf("got %d %+v, want 502 WorkerCrashed", r.Status, r.Err)
 			}
-			if r := th.Call(t, "crashy", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
+			if r := th.Warm(t, "crashy", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
 				t.Fatalf("after losing the worker: got %d %q, want a fresh instance", r.Status, r.Body)
 			}
 			good()
@@ -122,7 +122,7 @@ func TestStreamProtocolFaults(t *testing.T) {
 		// Warm first: the function's short timeout counts queueing, and a
 		// cold start on a loaded machine could use it up before the
 		// invocation reaches the worker.
-		if r := th.Call(t, "slow", "warm"); r.Status != 200 {
+		if r := th.Warm(t, "slow", "warm"); r.Status != 200 {
 			t.Fatalf("warm-up: got %d %q", r.Status, r.Body)
 		}
 		r := th.Call(t, "slow", "hang")
@@ -142,7 +142,7 @@ func TestStreamProtocolFaults(t *testing.T) {
 		hosttest.WaitFor(t, 5*time.Second, "the stuck instance to be replaced", func() bool {
 			return strings.Contains(th.Logs.String(), "instance still holds a slot it was asked to give back") && pidOf(th, "slow") != pid
 		})
-		if r := th.Call(t, "slow", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
+		if r := th.Warm(t, "slow", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
 			t.Fatalf("after the replacement: got %d %q", r.Status, r.Body)
 		}
 	})
@@ -167,7 +167,7 @@ runtimes:
 functions:
   - {name: f, runtime: fake-stream, handler: h.h, codedir: "{codedir}", timeout: 500ms, concurrency: 4, instances: {max: 1}}
 `)
-	if r := th.Call(t, "f", "warm"); r.Status != 200 {
+	if r := th.Warm(t, "f", "warm"); r.Status != 200 {
 		t.Fatalf("warm-up: %d %s", r.Status, r.Body)
 	}
 	pid := pidOf(th, "f")
@@ -195,7 +195,7 @@ functions:
 		}
 	}
 	hosttest.WaitFor(t, 10*time.Second, "the deaf worker to be replaced", func() bool { return pidOf(th, "f") != pid })
-	if r := th.Call(t, "f", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
+	if r := th.Warm(t, "f", "again"); r.Status != 200 || string(r.Body) != "stream:again" {
 		t.Fatalf("after the replacement: got %d %q", r.Status, r.Body)
 	}
 }
