@@ -50,21 +50,10 @@ func TestCLIInvoke(t *testing.T) {
 	}
 }
 
+// TestCLIValidate: what TestGoldenValidate cannot hold, because it depends
+// on the machine (the examples' runtimes, the user the tests run as).
 func TestCLIValidate(t *testing.T) {
 	dir := tempDir(t)
-	bad := filepath.Join(dir, "bad.yaml")
-	if err := os.WriteFile(bad, []byte("functions:\n  - name: a\n    handler: a.h\n    codedir: nowhere\n    colour: blue\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, _, errOut := runCLI("validate", "-c", bad)
-	for _, want := range []string{bad + ":4:14: functions[0].codedir: directory", bad + ":5:5: functions[0].colour: unknown key"} {
-		if !strings.Contains(errOut, want) {
-			t.Errorf("validate output %q lacks %q", errOut, want)
-		}
-	}
-	if code == 0 {
-		t.Error("validate of a broken config exited 0")
-	}
 	if os.Geteuid() == 0 {
 		// A runtime under a directory only root may enter: its workers,
 		// running as users of their own, could not start it.
