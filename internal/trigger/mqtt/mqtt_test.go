@@ -567,6 +567,7 @@ type cutProxy struct {
 	mu    sync.Mutex
 	conns []net.Conn
 	delay time.Duration // before a new connection is forwarded (under mu)
+	held  int           // connections accepted and not forwarded yet (under mu)
 }
 
 func newCutProxy(t *testing.T, brokerURL string) *cutProxy {
@@ -587,9 +588,13 @@ func newCutProxy(t *testing.T, brokerURL string) *cutProxy {
 			p.mu.Lock()
 			delay := p.delay
 			p.conns = append(p.conns, c)
+			p.held++
 			p.mu.Unlock()
 			go func() {
 				time.Sleep(delay)
+				p.mu.Lock()
+				p.held--
+				p.mu.Unlock()
 				b, err := net.Dial("tcp", target)
 				if err != nil {
 					c.Close()
@@ -614,6 +619,14 @@ func (p *cutProxy) setDelay(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// holding reports whether the proxy holds a connection it has not
+// forwarded yet.
+func (p *cutProxy) holding() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held > 0
+}
+
 func (p *cutProxy) url() string { return "tcp://" + p.ln.Addr().String() }
 
 func (p *cutProxy) cut() {
@@ -624,6 +637,9 @@ func (p *cutProxy) cut() {
 	}
 	p.conns = nil
 }
+
+// quietWindow is how long a test watches for a message that must not come.
+const quietWindow = 500 * time.Millisecond
 
 // A connection lost while the function runs: the message is delivered again
 // on the next connection and its result published from there; the run that
@@ -643,9 +659,21 @@ func TestConnectionLostWhileRunning(t *testing.T) {
 	px.cut()
 	hosttest.WaitFor(t, 20*time.Second, "the message delivered again", func() bool { return len(lines(file)) >= 2 })
 	c.WaitFor(t, 20*time.Second, "the result", func(m []mqtttest.Message) bool { return len(m) >= 1 })
-	time.Sleep(500 * time.Millisecond) // both runs are over
+	hosttest.WaitFor(t, 20*time.Second, "both runs over", func() bool {
+		for _, f := range e.host.Status() {
+			if f.Name == "nap" {
+				return f.InFlight == 0
+			}
+		}
+		return false
+	})
+	connected := func() int { return strings.Count(e.host.Logs.String(), "mqtt: connected") }
+	before := connected()
 	px.cut()
-	time.Sleep(2 * time.Second) // reconnected, and whatever the session held sent
+	hosttest.WaitFor(t, 20*time.Second, "the trigger connected again", func() bool { return connected() > before })
+	// Whatever the session held is sent on the new connection: a second
+	// result would arrive now. An absence is watched for a while.
+	time.Sleep(quietWindow)
 	if got := c.On("nap/out"); len(got) != 1 {
 		t.Errorf("got %d results for one message delivered twice, want 1: %v", len(got), got)
 	}
