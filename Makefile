@@ -1,8 +1,12 @@
 # polyfn — build, run and test.
 #
 #   make run    build bin/polyfn and the runtimes (.venv with the Python runtime, the Node.js
-#               runtime's packages), serve examples/polyfn.yaml
-#   make test   every test in every language (the fuzz targets' seed corpora included)
+#               runtime's packages), serve examples/polyfn.yaml; ARGS='...' adds flags to
+#               polyfn serve (make run ARGS='--listen 127.0.0.1:9090 --watch')
+#   make test   every test in every language (the fuzz targets' seed corpora included): each
+#               suite runs whatever the others did, and the summary names the failed ones
+#   make lint   go vet; ruff and mypy --strict on the Python runtime; tsc --checkJs on the
+#               Node.js runtime
 #   make fuzz   each Go fuzz target in turn, FUZZTIME each (docs/security.md, "Fuzzing")
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
 
@@ -25,7 +29,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench fuzz
+.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node lint lint-python lint-node gen tools vet fmt clean bench fuzz
 
 all: build
 
@@ -65,13 +69,31 @@ runtimes: venv node-runtime
 # The host finds the runtimes on PATH: bin/ (polyfn-node) and .venv/bin (python3).
 RUNTIME_PATH := PATH="$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$$PATH"
 
+# ARGS: more flags for polyfn serve; a later -c replaces the example config.
+ARGS ?=
 run: build runtimes
-	$(RUNTIME_PATH) bin/polyfn serve -c examples/polyfn.yaml
+	$(RUNTIME_PATH) bin/polyfn serve -c examples/polyfn.yaml $(ARGS)
+
+# $(call each,WHAT,TARGETS): make every target in turn, going on past a failed one, then say
+# how many passed and failed and name the failed ones; fails if any did.
+define each
+	@passed=(); failed=(); \
+	for t in $(2); do \
+		echo "== $$t"; \
+		if $(MAKE) --no-print-directory $$t; then passed+=($$t); else failed+=($$t); fi; \
+	done; \
+	echo "== $(1): passed: $${passed[*]:-none}; failed: $${failed[*]:-none}"; \
+	echo "$(1): $${#passed[@]} passed, $${#failed[@]} failed"; \
+	[ $${#failed[@]} -eq 0 ]
+endef
 
 vet:
 	$(GO) vet ./...
 
-test: build runtimes test-go test-python test-node
+TEST_SUITES := test-go test-python test-node
+
+test: build runtimes
+	$(call each,suites,$(TEST_SUITES))
 
 test-go: runtimes
 	$(RUNTIME_PATH) $(GO) test -count=1 ./...
@@ -81,6 +103,25 @@ test-python: venv
 
 test-node: node-runtime
 	cd $(NODE_RT) && npm test
+
+# The linters of the Python runtime, pinned in its pyproject.toml (the lint extra).
+$(VENV)/.lint-stamp: $(VENV)/.stamp runtimes/python/pyproject.toml
+	$(VPY) -m pip install -q -e 'runtimes/python[test,lint]'
+	touch $@
+
+LINT_CHECKS := vet lint-python lint-node
+
+lint:
+	$(call each,checks,$(LINT_CHECKS))
+
+lint-python: $(VENV)/.lint-stamp
+	cd runtimes/python && ../../$(VENV)/bin/ruff check . && \
+		../../$(VENV)/bin/ruff format --check polyfn_runtime tests && \
+		../../$(VENV)/bin/mypy --strict polyfn_runtime
+
+# tsc --checkJs (runtimes/node/tsconfig.json), pinned in the runtime's devDependencies.
+lint-node: node-runtime
+	cd $(NODE_RT) && npm run --silent lint
 
 # Go fuzz targets (package:target), run one after the other: FUZZTIME is a duration for each
 # (60s) or a count of executions (1000000x); FUZZPARALLEL workers each (the machine is shared).

@@ -34,16 +34,6 @@ func serve(t *testing.T, cfg string, args ...string) *served {
 	return serveBinary(t, buildPolyfn(t), cfg, args...)
 }
 
-// buildPolyfn builds the real binary for the test.
-func buildPolyfn(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "polyfn")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/polyfn").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // serveBinary is serve with a binary buildPolyfn built.
 func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 	t.Helper()

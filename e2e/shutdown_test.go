@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
@@ -33,6 +35,29 @@ func serveForShutdown(t *testing.T) *served {
 		return err == nil && status == 200
 	})
 	return s
+}
+
+// waitInFlight waits until the host at base has n invocations of fn in
+// flight, as GET /admin/functions says.
+func waitInFlight(t *testing.T, base, fn string, n int) {
+	t.Helper()
+	hosttest.WaitFor(t, 10*time.Second, fmt.Sprintf("%d invocation(s) of %s in flight", n, fn), func() bool {
+		resp, err := http.Get(base + "/admin/functions")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st host.AdminStatus
+		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return false
+		}
+		for _, f := range st.Functions {
+			if f.Name == fn {
+				return f.InFlight == n
+			}
+		}
+		return false
+	})
 }
 
 func post(base, fn, body string) (int, string, error) {
@@ -62,7 +87,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		status, b, err := post(base, "nap", "1.5")
 		res <- reply{status, b, err}
 	}()
-	time.Sleep(300 * time.Millisecond) // the invocation is in the worker
+	waitInFlight(t, base, "nap", 1) // the invocation is in the worker
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +121,7 @@ func TestSecondSignalSkipsDrain(t *testing.T) {
 		status, b, err := post(base, "nap", "60")
 		res <- reply{status, b, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitInFlight(t, base, "nap", 1)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	hosttest.WaitFor(t, 10*time.Second, "the drain to begin", func() bool { return strings.Contains(logs.String(), "shutting down") })
 	began := time.Now()

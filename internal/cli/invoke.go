@@ -17,18 +17,22 @@ import (
 )
 
 func invokeCmd() *cobra.Command {
-	var data, base string
+	var data string
 	var timeout time.Duration
+	var t target
 	var mq mqttInvoke
 	cmd := &cobra.Command{
-		Use:   "invoke NAME [-d DATA | -d @FILE] | invoke --topic TOPIC [-d DATA] [--result-topic TOPIC] [-c FILE]",
+		Use:   "invoke NAME [-d DATA | -d @FILE] [--url URL | -c FILE] | invoke --topic TOPIC [-d DATA] [--result-topic TOPIC] [-c FILE] [--broker URL]",
 		Short: "Invoke a function on a running host and print the result",
 		Long: "Invoke a function on a running host and print the result.\n\n" +
-			"invoke NAME calls the function over HTTP (--url). invoke --topic TOPIC\n" +
-			"publishes the payload to an MQTT topic instead and waits for the answer on\n" +
-			"the result topic: --result-topic, or where the rules of the config given with\n" +
-			"-c that subscribe to TOPIC publish. The broker is --broker, else the one of\n" +
-			"that config, else tcp://127.0.0.1:1883.",
+			"invoke NAME calls the function over HTTP: at --url, else at the http.listen\n" +
+			"of the config given with -c (--listen replacing it, as for polyfn serve),\n" +
+			"else at $POLYFN_URL, else at http://127.0.0.1:8080.\n\n" +
+			"invoke --topic TOPIC publishes the payload to an MQTT topic instead and waits\n" +
+			"for the answer on the result topic: --result-topic, or where the rules of the\n" +
+			"config given with -c that subscribe to TOPIC publish. The broker is --broker,\n" +
+			"else the one of that config (mqtt.broker, else its embedded broker at\n" +
+			"--mqtt-listen or mqtt.listen), else tcp://127.0.0.1:1883.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if mq.topic != "" {
 				return cobra.NoArgs(cmd, args)
@@ -48,9 +52,13 @@ func invokeCmd() *cobra.Command {
 				if !cmd.Flags().Changed("timeout") {
 					timeout = defaultTopicTimeout
 				}
-				return mq.run(cmd, payload, timeout)
+				return mq.run(cmd, &t, payload, timeout)
 			}
-			u := strings.TrimRight(base, "/") + "/function/" + url.PathEscape(args[0])
+			base, err := t.baseURL()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			u := base + "/function/" + url.PathEscape(args[0])
 			client := &http.Client{Timeout: timeout}
 			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, u, bytes.NewReader(payload))
 			if err != nil {
@@ -83,12 +91,11 @@ func invokeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "payload, or @FILE to read it from a file")
-	cmd.Flags().StringVar(&base, "url", "http://127.0.0.1:8080", "base URL of the host")
+	t.httpFlags(cmd)
+	t.mqttFlags(cmd)
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long (with --topic: default 10s)")
 	cmd.Flags().StringVar(&mq.topic, "topic", "", "publish the payload to this MQTT topic and wait for the result")
 	cmd.Flags().StringVar(&mq.resultTopic, "result-topic", "", "with --topic: where the result arrives (default: from the rules of -c FILE)")
 	cmd.Flags().IntVar(&mq.qos, "qos", 1, "with --topic: QoS of the published message (0 or 1)")
-	cmd.Flags().StringVar(&mq.broker, "broker", "", "with --topic: the MQTT broker URL (default: the broker of -c FILE, else tcp://127.0.0.1:1883)")
-	cmd.Flags().StringVarP(&mq.file, "config", "c", "", "with --topic: config file to take the broker and the result topic from")
 	return cmd
 }

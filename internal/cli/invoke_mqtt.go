@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/polyfn/polyfn/internal/config"
 	mqtttrigger "github.com/polyfn/polyfn/internal/trigger/mqtt"
 )
 
@@ -17,36 +16,39 @@ const defaultTopicTimeout = 10 * time.Second
 
 // mqttInvoke is polyfn invoke --topic: publish a message, print the answer.
 type mqttInvoke struct {
-	topic, resultTopic, broker, file string
-	qos                              int
+	topic, resultTopic string
+	qos                int
 }
 
-func (m *mqttInvoke) run(cmd *cobra.Command, payload []byte, timeout time.Duration) error {
+func (m *mqttInvoke) run(cmd *cobra.Command, t *target, payload []byte, timeout time.Duration) error {
 	if m.qos != 0 && m.qos != 1 {
 		return &exitError{code: 2, err: fmt.Errorf("--qos %d: want 0 or 1", m.qos)}
 	}
-	o := mqtttrigger.Options{URL: mqtttrigger.LocalURL(config.DefaultMQTTListen)}
-	var results []string
-	if m.file != "" {
-		cfg, err := config.Load(m.file)
-		if err != nil {
-			return &exitError{code: 2, err: err}
-		}
-		if o, err = mqtttrigger.ClientOptions(cfg.MQTT, mqtttrigger.LocalURL(cfg.MQTT.Listen), nil); err != nil {
-			return &exitError{code: 2, err: err}
-		}
-		results = mqtttrigger.ResultTopics(cfg, m.topic)
+	cfg, err := t.load()
+	if err != nil {
+		return &exitError{code: 2, err: err}
 	}
-	if m.broker != "" {
-		o.URL = m.broker
+	u, err := t.brokerURL(cfg)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	o := mqtttrigger.Options{URL: u}
+	var results []string
+	if cfg != nil {
+		// The client settings of the config (credentials, TLS) go with its broker.
+		if o, err = mqtttrigger.ClientOptions(cfg.MQTT, u, nil); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		o.URL = u
+		results = mqtttrigger.ResultTopics(cfg, m.topic)
 	}
 	if m.resultTopic != "" {
 		results = []string{m.resultTopic}
 	}
 	if len(results) == 0 {
 		where := "pass --result-topic"
-		if m.file != "" {
-			where = fmt.Sprintf("no rule in %s subscribes to %s and publishes; pass --result-topic", m.file, m.topic)
+		if cfg != nil {
+			where = fmt.Sprintf("no rule in %s subscribes to %s and publishes; pass --result-topic", cfg.File, m.topic)
 		} else {
 			where += ", or -c FILE to take it from the rules that subscribe to " + m.topic
 		}

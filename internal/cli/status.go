@@ -14,16 +14,27 @@ import (
 	"github.com/polyfn/polyfn/internal/pool"
 )
 
+// statusTimeout bounds polyfn status's request to the host.
+const statusTimeout = 10 * time.Second
+
 func statusCmd() *cobra.Command {
-	var base string
+	var t target
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status [--url URL] [--json]",
+		Use:   "status [--url URL | -c FILE] [--json]",
 		Short: "Show every function of a running host: state, instances, in-flight, queued, last error",
-		Args:  cobra.NoArgs,
+		Long: "Show every function of a running host: state, instances, in-flight, queued, last error.\n\n" +
+			"The host is at --url, else at the http.listen of the config given with -c\n" +
+			"(--listen replacing it, as for polyfn serve), else at $POLYFN_URL, else at\n" +
+			"http://127.0.0.1:8080.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client := &http.Client{Timeout: 10 * time.Second}
-			resp, err := client.Get(strings.TrimRight(base, "/") + "/admin/functions")
+			base, err := t.baseURL()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			client := &http.Client{Timeout: statusTimeout}
+			resp, err := client.Get(base + "/admin/functions")
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("status: %w", err)}
 			}
@@ -58,7 +69,7 @@ func statusCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&base, "url", "http://127.0.0.1:8080", "base URL of the host")
+	t.httpFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON document")
 	return cmd
 }

@@ -146,7 +146,9 @@ func TestRetireRevived(t *testing.T) {
 			// (the embedded broker refuses the first UNSUBSCRIBE: its packet
 			// id is that of a message in flight, and 0.5 s later it is tried
 			// again).
-			time.Sleep(time.Second)
+			hosttest.WaitFor(t, 10*time.Second, "the filter unsubscribed", func() bool {
+				return strings.Contains(e.host.Logs.String(), "mqtt: unsubscribed; handling the messages in hand")
+			})
 			e.trigger.Update(e.config(t, napRule("rv/in")), nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -158,7 +160,7 @@ func TestRetireRevived(t *testing.T) {
 			if n := mqtt.Retiring(e.trigger); n != 0 {
 				t.Errorf("%d retirements still under way after the filter came back", n)
 			}
-			time.Sleep(500 * time.Millisecond) // anything delivered twice would show
+			time.Sleep(quietWindow) // anything delivered twice would show
 			logs := e.host.Logs.String()
 			if strings.Contains(logs, "0x8e") || strings.Contains(logs, "mqtt: session ended") {
 				t.Error("two sessions with the same client id, or the session ended, while the filter came back")
@@ -188,7 +190,7 @@ func TestReplacedFilterSubscribedFirst(t *testing.T) {
 			c := mqtttest.NewClient(t, b.url, "ch/out")
 			px.setDelay(1500 * time.Millisecond)
 			e.trigger.Update(e.config(t, fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: ch/+, qos: 1}, publish: {topic: ch/out, qos: 1}}]\n")), nil)
-			time.Sleep(300 * time.Millisecond)
+			hosttest.WaitFor(t, 10*time.Second, "the new session's connection held by the proxy", px.holding)
 			c.Publish(t, "ch/a", 1, []byte(`{"id": "between"}`))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

@@ -138,7 +138,7 @@ func TestGenerationsTakeEachTickOnce(t *testing.T) {
 	cur := New(Options{Functions: oneTimer("handover", "@every 100ms"), Invoker: inv, Log: log})
 	old.Start()
 	cur.Start()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "three ticks with both running", func() bool { return len(inv.taken()) >= 3 })
 	old.Stop()
 	waitFor(t, "ten ticks", func() bool { return len(inv.taken()) >= 10 })
 	cur.Stop()
@@ -159,14 +159,21 @@ func TestStopEndsTheTicks(t *testing.T) {
 	s.Start()
 	waitFor(t, "two ticks", func() bool { return len(inv.taken()) >= 2 })
 	s.Stop()
-	time.Sleep(50 * time.Millisecond) // a run started by the last tick reaches the invoker
+	// A scheduler of the same period is the clock: the stopped one must
+	// run nothing while it ticks.
+	clock := &recorder{}
+	w := New(Options{Functions: oneTimer("clock", "@every 100ms"), Invoker: clock, Log: slog.New(slog.DiscardHandler)})
+	w.Start()
+	defer w.Stop()
+	ticksOf := func(n int) func() bool { return func() bool { return len(clock.taken()) >= n } }
+	waitFor(t, "a tick of the clock", ticksOf(1)) // a run started by the last tick has reached the invoker
 	n := len(inv.taken())
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, "five more ticks of the clock", ticksOf(6))
 	if got := len(inv.taken()); got != n {
 		t.Fatalf("%d ticks ran after Stop", got-n)
 	}
 	s.Start() // a stopped scheduler stays stopped
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "three more ticks of the clock", ticksOf(9))
 	if got := len(inv.taken()); got != n {
 		t.Fatalf("Start after Stop ran %d ticks", got-n)
 	}

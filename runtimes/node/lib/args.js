@@ -73,7 +73,7 @@ stream mode (Azure Functions language worker; the host passes these, either spel
  * @throws {UsageError}
  */
 function parseArgs(argv) {
-  const args = { config: DEFAULT_CONFIG_PATH, unknown: [], help: false, version: false };
+  const args = { config: DEFAULT_CONFIG_PATH, unknown: /** @type {string[]} */ ([]), help: false, version: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const flag = FLAGS.get(arg);

@@ -37,7 +37,7 @@ function response(init) {
 /**
  * A context object.
  * @param {object} keys the enumerable keys, in order
- * @param {{scope: import('./logs').Scope, signal: AbortSignal, deadline: number|null}} options
+ * @param {{scope: InstanceType<typeof import('./logs').Scope>, signal: AbortSignal, deadline: number|null}} options
  *   deadline: Date.now() milliseconds, or null without one
  */
 function makeContext(keys, { scope, signal, deadline }) {

@@ -37,6 +37,10 @@ const LEVELS = Object.freeze(['debug', 'info', 'warning', 'error']);
 
 /** The function (and invocation) that output currently belongs to. */
 class Scope {
+  /**
+   * @param {string|null} [functionName]
+   * @param {string|null} [invocationId]
+   */
   constructor(functionName = null, invocationId = null) {
     this.function = functionName || null;
     this.invocationId = invocationId || null;
@@ -71,6 +75,11 @@ function asciiJson(value) {
 
 /** Writes records as JSON lines on the process's stderr, one write per line. */
 class StderrSink {
+  /**
+   * @param {string} level
+   * @param {string} msg
+   * @param {{source: string, functionName?: string|null, invocationId?: string|null}} fields
+   */
   emit(level, msg, { source, functionName = null, invocationId = null }) {
     const record = { level, msg };
     if (functionName) record.function = functionName;
@@ -96,6 +105,9 @@ function setSink(target) {
  * Write one record. Tagged with `scope` when given; records of the runtime
  * (source 'runtime') otherwise name only `functionName`, user records take
  * the current scope.
+ * @param {string} level
+ * @param {unknown} msg
+ * @param {{source?: string, scope?: Scope|null, functionName?: string|null}} [options]
  */
 function emit(level, msg, { source = 'runtime', scope = null, functionName = null } = {}) {
   if (scope === null && source === 'user') scope = currentScope();

@@ -247,6 +247,7 @@ class StreamWorker {
       'grpc.enable_http_proxy': 0,
     });
     const call = client.EventStream();
+    /** @type {Outbox} */
     this.outbox = new Outbox(call, spill);
     call.on('data', (message) => this.onMessage(message));
     call.on('error', (err) => {
@@ -631,6 +632,7 @@ class StreamWorker {
 
 /** The `event` input's bytes (the first input when none is called `event`). */
 function eventPayload(request) {
+  /** @type {any} */
   let chosen = null;
   for (const binding of request.input_data ?? []) {
     if (binding.name === EVENT_BINDING) {

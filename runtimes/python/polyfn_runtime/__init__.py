@@ -25,6 +25,6 @@ __version__ = "0.1.0"
 # Set before anything imports grpc; an explicit setting wins.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from .response import Response  # noqa: E402
+from .response import Response
 
 __all__ = ["Response", "__version__"]
