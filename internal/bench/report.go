@@ -20,6 +20,7 @@ const (
 	SectionWarm       = "warm"
 	SectionHostAdded  = "host-added"
 	SectionThroughput = "throughput"
+	SectionCPU        = "cpu"
 	SectionColdStart  = "cold-start"
 	SectionMemory     = "memory"
 	SectionPayload    = "payload"
@@ -30,6 +31,7 @@ var sectionTitles = []struct{ id, title string }{
 	{SectionWarm, "WARM LATENCY: no-op, one instance, sequential"},
 	{SectionHostAdded, "HOST-ADDED LATENCY: HTTP trigger end to end minus the floor"},
 	{SectionThroughput, "THROUGHPUT: no-op over HTTP, keep-alive connections, instances as configured"},
+	{SectionCPU, "CPU PER INVOCATION: no-op over HTTP at the best throughput point's concurrency, load generator in a process of its own; CPU time per request"},
 	{SectionColdStart, "COLD START: no instance -> first HTTP response"},
 	{SectionMemory, "MEMORY: resident set sizes"},
 	{SectionPayload, "PAYLOAD: echo over HTTP, host in its own process"},
@@ -251,6 +253,18 @@ func figures(r Row) string {
 		add("%s req/s", thousands(v["req_per_s"]))
 		add("%d errors", int(v["errors"]))
 		lat("p50", "p99")
+		if n, ok := v["instances"]; ok {
+			add("(%s)", plural(int(n), "instance"))
+		}
+	case SectionCPU:
+		for _, k := range []struct{ key, name string }{{"worker_cpu_us", "worker"}, {"host_cpu_us", "host"}, {"host_worker_cpu_us", "host+worker"}, {"load_cpu_us", "load generator"}} {
+			if x, ok := v[k.key]; ok {
+				add("%s %.0f µs", k.name, x)
+			}
+		}
+		if x, ok := v["req_per_s"]; ok {
+			add("%s req/s", thousands(x))
+		}
 		if n, ok := v["instances"]; ok {
 			add("(%s)", plural(int(n), "instance"))
 		}

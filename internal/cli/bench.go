@@ -70,5 +70,29 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&quick, "quick", false, "smoke run: few samples, short load points (under a minute)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the harness and its in-process hosts to this file (go tool pprof)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the hosts the harness runs: debug, info, warn, error")
+	cmd.AddCommand(loadGeneratorCmd())
+	return cmd
+}
+
+// loadGeneratorCmd is the load generator of the bench's CPU rows, run by
+// the harness as a process of its own; not for use by hand.
+func loadGeneratorCmd() *cobra.Command {
+	var addr, path string
+	var conc int
+	cmd := &cobra.Command{
+		Use:    "load-generator --addr HOST:PORT --path PATH --conc N",
+		Short:  "The bench's load generator (run by polyfn bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bench.RunLoadGenerator(addr, path, conc, cmd.InOrStdin(), cmd.OutOrStdout()); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "the HTTP trigger's address")
+	cmd.Flags().StringVar(&path, "path", "", "the path to POST to")
+	cmd.Flags().IntVar(&conc, "conc", 1, "connections, each with one request at a time")
 	return cmd
 }
