@@ -64,6 +64,10 @@ type Options struct {
 	ServeEnv []string
 	// Command is recorded in the report.
 	Command string
+	// Reference names no-op functions of the config (comma-separated)
+	// whose host+worker CPU per invocation and best throughput every other
+	// no-op function's are divided by (the ratio rows). Empty: none.
+	Reference string
 }
 
 // params are the sample counts and durations of a run.
@@ -178,6 +182,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	r.ratios()
 	r.idleMemory(ctx)
 	r.payloads(ctx, echoes)
 	if err := ctx.Err(); err != nil {

@@ -66,7 +66,7 @@ func TestQuickRun(t *testing.T) {
 	began := time.Now()
 	rep, err := bench.Run(context.Background(), bench.Options{
 		Config: file, Quick: true, Progress: &progress,
-		Serve: []string{exe}, ServeEnv: []string{roleEnv + "=cli"}, Command: "test",
+		Serve: []string{exe}, ServeEnv: []string{roleEnv + "=cli"}, Command: "test", Reference: "noop",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +196,11 @@ func TestQuickRun(t *testing.T) {
 		}
 		want(bench.SectionColdStart, f.name, "first HTTP response", "samples", "p50_us", "p90_us")
 		want(bench.SectionMemory, f.name, "RSS per idle instance", "rss_mib")
+	}
+	// The ratio rows: noop-call against the reference, noop; none for noop itself.
+	want(bench.SectionRatio, "noop-call", "vs noop", "host_worker_cpu_ratio", "best_req_per_s_ratio")
+	if _, ok := rows[key{bench.SectionRatio, "noop", "vs noop"}]; ok {
+		t.Error("a ratio row of the reference against itself")
 	}
 	want(bench.SectionMemory, "", "host RSS idle, 100 functions configured", "rss_mib")
 	want(bench.SectionMemory, "", "host RSS idle, this config (4 functions)", "rss_mib")

@@ -32,6 +32,7 @@ var sectionTitles = []struct{ id, title string }{
 	{SectionHostAdded, "HOST-ADDED LATENCY: HTTP trigger end to end minus the floor"},
 	{SectionThroughput, "THROUGHPUT: no-op over HTTP, keep-alive connections, instances as configured"},
 	{SectionCPU, "CPU PER INVOCATION: no-op over HTTP at the best throughput point's concurrency, load generator in a process of its own; CPU time per request"},
+	{SectionRatio, "RATIOS: against the reference function, same run (CPU: lower is cheaper; throughput: higher is faster)"},
 	{SectionColdStart, "COLD START: no instance -> first HTTP response"},
 	{SectionMemory, "MEMORY: resident set sizes"},
 	{SectionPayload, "PAYLOAD: echo over HTTP, host in its own process"},
@@ -268,6 +269,8 @@ func figures(r Row) string {
 		if n, ok := v["instances"]; ok {
 			add("(%s)", plural(int(n), "instance"))
 		}
+	case SectionRatio:
+		parts = append(parts, ratioFigures(v)...)
 	case SectionMemory:
 		add("%.1f MiB", v["rss_mib"])
 		if n, ok := v["instances"]; ok && n > 1 {
