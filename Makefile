@@ -184,4 +184,4 @@ clean:
 # as a table and as JSON in bench/results/latest.json. It reports budgets; it does not fail on them.
 # `make bench BENCH_FLAGS=--quick` is a smoke run of under a minute.
 bench: build runtimes
-	$(RUNTIME_PATH) bin/polyfn bench -c bench/polyfn.yaml --json bench/results/latest.json $(BENCH_FLAGS)
+	PATH="$(CURDIR)/bench/bin:$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" bin/polyfn bench -c bench/polyfn.yaml --reference noop-baetyl,floor-grpc-aio-stream,floor-grpc-aio --json bench/results/latest.json $(BENCH_FLAGS)

@@ -64,6 +64,10 @@ type Options struct {
 	ServeEnv []string
 	// Command is recorded in the report.
 	Command string
+	// Reference names no-op functions of the config (comma-separated)
+	// whose host+worker CPU per invocation and best throughput every other
+	// no-op function's are divided by (the ratio rows). Empty: none.
+	Reference string
 }
 
 // params are the sample counts and durations of a run.
@@ -178,6 +182,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	r.ratios()
 	r.idleMemory(ctx)
 	r.payloads(ctx, echoes)
 	if err := ctx.Err(); err != nil {
@@ -364,7 +369,9 @@ func (r *runner) function(ctx context.Context, fc config.Function) (echo bool, e
 		return false, err
 	}
 	r.instanceMemory(ih, fc, base)
-	r.throughput(ctx, ih, fc, base)
+	if best := r.throughput(ctx, ih, fc, base); best > 0 {
+		r.cpu(ctx, ih, fc, base, best)
+	}
 	// Let instances still starting come up, so the host stops cleanly.
 	for deadline := time.Now().Add(30 * time.Second); r.starting(ih, fc.Name) > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
@@ -536,13 +543,14 @@ func (r *runner) starting(ih *inproc, name string) int {
 	return 0
 }
 
-// throughput runs the load generator at each concurrency point.
-func (r *runner) throughput(ctx context.Context, ih *inproc, fc config.Function, base Row) {
+// throughput runs the load generator at each concurrency point and returns
+// the concurrency of the best one (0 if none was measured).
+func (r *runner) throughput(ctx context.Context, ih *inproc, fc config.Function, base Row) int {
 	path := functionPath(fc.Name)
 	best := -1
 	for _, c := range r.p.conc {
 		if ctx.Err() != nil {
-			return
+			return 0
 		}
 		r.progress("%s: throughput at concurrency %d", fc.Name, c)
 		res := load(ctx, ih.addr, path, c, r.p.loadWarm, r.p.loadDur, func() bool { return r.starting(ih, fc.Name) == 0 })
@@ -575,7 +583,9 @@ func (r *runner) throughput(ctx context.Context, ih *inproc, fc config.Function,
 		row.Budget = throughputBudget(fc.Runtime)
 		row.Values = map[string]float64{"req_per_s": row.Values["req_per_s"], "errors": row.Values["errors"], "instances": row.Values["instances"]}
 		r.add(row)
+		return row.Concurrency
 	}
+	return 0
 }
 
 // coldStart measures no instance -> first response: each sample starts a

@@ -66,7 +66,7 @@ func TestQuickRun(t *testing.T) {
 	began := time.Now()
 	rep, err := bench.Run(context.Background(), bench.Options{
 		Config: file, Quick: true, Progress: &progress,
-		Serve: []string{exe}, ServeEnv: []string{roleEnv + "=cli"}, Command: "test",
+		Serve: []string{exe}, ServeEnv: []string{roleEnv + "=cli"}, Command: "test", Reference: "noop",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +176,31 @@ func TestQuickRun(t *testing.T) {
 		if !found {
 			t.Errorf("no best throughput row for %s", f.name)
 		}
+		// CPU per invocation at the best point's concurrency: the workers'
+		// and the host's, each read from its own process.
+		found = false
+		for k, v := range rows {
+			if k.section == bench.SectionCPU && k.function == f.name {
+				want(k.section, k.function, k.label, "worker_cpu_us", "host_cpu_us", "host_worker_cpu_us", "req_per_s", "instances")
+				if _, ok := v["load_cpu_us"]; !ok {
+					t.Errorf("row %v: no load_cpu_us", k)
+				}
+				if v["host_worker_cpu_us"] < v["worker_cpu_us"] || v["host_worker_cpu_us"] < v["host_cpu_us"] {
+					t.Errorf("row %v: host+worker %v is less than a part of it", k, v)
+				}
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no CPU row for %s", f.name)
+		}
 		want(bench.SectionColdStart, f.name, "first HTTP response", "samples", "p50_us", "p90_us")
 		want(bench.SectionMemory, f.name, "RSS per idle instance", "rss_mib")
+	}
+	// The ratio rows: noop-call against the reference, noop; none for noop itself.
+	want(bench.SectionRatio, "noop-call", "vs noop", "host_worker_cpu_ratio", "best_req_per_s_ratio")
+	if _, ok := rows[key{bench.SectionRatio, "noop", "vs noop"}]; ok {
+		t.Error("a ratio row of the reference against itself")
 	}
 	want(bench.SectionMemory, "", "host RSS idle, 100 functions configured", "rss_mib")
 	want(bench.SectionMemory, "", "host RSS idle, this config (4 functions)", "rss_mib")

@@ -38,13 +38,13 @@ const (
 	// rows with another, given as a YAML flow mapping naming it noop, to
 	// measure the host's share with another runtime's worker, e.g.
 	// {name: noop, runtime: python3, handler: fn.noop, codedir: /abs/path/bench/functions/python}
-	// (worker-µs/op counts the worker process only, not what it started).
+	// (worker-µs/op counts the worker's whole process group).
 	functionEnv = "POLYFN_BENCH_FUNCTION"
 )
 
 // BenchmarkHTTPInvokeGo measures the CPU one no-op invocation of a Go
 // function costs through the HTTP trigger, split by process: the host (this
-// process, getrusage), the workers (/proc/PID/stat) and the load generator
+// process, getrusage), the workers (their process groups in /proc) and the load generator
 // (a process of its own, so its CPU and allocations are not the host's). One
 // op is one request. allocs/op and B/op are the host's. Latency figures on
 // a shared machine are noisy; CPU per request much less so: compare the
@@ -56,33 +56,74 @@ const (
 // to FILE.PID, and POLYFN_BENCH_FUNCTION benchmarks another function (see
 // functionEnv).
 func BenchmarkHTTPInvokeGo(b *testing.B) {
+	benchRuntime(b, func(b *testing.B, protocol string) string {
+		exe, err := os.Executable()
+		if err != nil {
+			b.Fatal(err)
+		}
+		env := roleEnv + ": noop"
+		if p := os.Getenv(workerProfileEnv); p != "" {
+			env += ", " + workerProfileEnv + ": " + p
+		}
+		fn := fmt.Sprintf("{name: noop, runtime: go, protocol: %s, handler: %s, codedir: ., env: {%s}", protocol, exe, env)
+		if other := os.Getenv(functionEnv); other != "" {
+			if protocol != "stream" {
+				b.Skip(functionEnv + " replaces the stream function only")
+			}
+			fn = strings.TrimSuffix(strings.TrimSpace(other), "}")
+		}
+		return fn
+	})
+}
+
+// BenchmarkHTTPInvokePython is BenchmarkHTTPInvokeGo with the Python no-op
+// of bench/functions/python on polyfn's Python runtime (python3 on PATH
+// with polyfn_runtime, as make test and make bench set it):
+//
+//	PATH="$PWD/bin:$PWD/.venv/bin:$PATH" go test ./internal/bench -run '^$' -bench HTTPInvokePython -benchtime 20000x -count 5
+func BenchmarkHTTPInvokePython(b *testing.B) {
+	if err := exec.Command("python3", "-c", "import polyfn_runtime").Run(); err != nil {
+		b.Skip("python3 with polyfn_runtime is not on PATH")
+	}
+	benchRuntime(b, benchFunction("python3", "fn.noop", "python"))
+}
+
+// BenchmarkHTTPInvokeNode is the same with the Node.js no-op of
+// bench/functions/node on polyfn-node.
+func BenchmarkHTTPInvokeNode(b *testing.B) {
+	if _, err := exec.LookPath("polyfn-node"); err != nil {
+		b.Skip("polyfn-node is not on PATH")
+	}
+	benchRuntime(b, benchFunction("node", "index.noop", "node"))
+}
+
+// benchFunction is the config entry of a no-op of bench/functions/DIR,
+// without its closing brace.
+func benchFunction(runtime, handler, dir string) func(*testing.B, string) string {
+	return func(b *testing.B, protocol string) string {
+		codedir, err := filepath.Abs(filepath.Join("..", "..", "bench", "functions", dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return fmt.Sprintf("{name: noop, runtime: %s, protocol: %s, handler: %s, codedir: %s", runtime, protocol, handler, codedir)
+	}
+}
+
+// benchRuntime runs benchHTTPInvoke for both protocols at concurrency 1
+// (one instance) and 64 (four), with the function fn returns.
+func benchRuntime(b *testing.B, fn func(b *testing.B, protocol string) string) {
 	for _, protocol := range []string{"stream", "call"} {
 		for _, bc := range []struct{ conc, instances int }{{1, 1}, {64, 4}} {
 			b.Run(fmt.Sprintf("%s/c=%d", protocol, bc.conc), func(b *testing.B) {
-				benchHTTPInvoke(b, protocol, bc.conc, bc.instances)
+				benchHTTPInvoke(b, fn(b, protocol), bc.conc, bc.instances)
 			})
 		}
 	}
 }
 
-func benchHTTPInvoke(b *testing.B, protocol string, conc, instances int) {
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
+func benchHTTPInvoke(b *testing.B, fn string, conc, instances int) {
 	dir := b.TempDir()
 	hosttest.Reachable(b, dir)
-	env := roleEnv + ": noop"
-	if p := os.Getenv(workerProfileEnv); p != "" {
-		env += ", " + workerProfileEnv + ": " + p
-	}
-	fn := fmt.Sprintf("{name: noop, runtime: go, protocol: %s, handler: %s, codedir: ., env: {%s}", protocol, exe, env)
-	if other := os.Getenv(functionEnv); other != "" {
-		if protocol != "stream" {
-			b.Skip(functionEnv + " replaces the stream function only")
-		}
-		fn = strings.TrimSuffix(strings.TrimSpace(other), "}")
-	}
 	text := fmt.Sprintf("functions:\n  - %s, instances: {min: %d, max: %d}}\n", fn, instances, instances)
 	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(text))
 	if err != nil {
@@ -126,7 +167,7 @@ func benchHTTPInvoke(b *testing.B, protocol string, conc, instances int) {
 		b.Fatalf("%d instances, want %d", len(pids), instances)
 	}
 
-	hostBefore, workersBefore := selfCPU(), procsCPU(pids)
+	hostBefore, workersBefore := selfCPU(), bench.GroupsCPU(pids)
 	b.ReportAllocs()
 	b.ResetTimer()
 	began := time.Now()
@@ -136,7 +177,7 @@ func benchHTTPInvoke(b *testing.B, protocol string, conc, instances int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hostCPU, workersCPU := selfCPU()-hostBefore, procsCPU(pids)-workersBefore
+	hostCPU, workersCPU := selfCPU()-hostBefore, bench.GroupsCPU(pids)-workersBefore
 	n := float64(b.N)
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / n }
 	b.ReportMetric(us(hostCPU), "host-µs/op")
@@ -228,25 +269,6 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procsCPU sums the user and system CPU time of pids (clock ticks of 10 ms),
-// from /proc on Linux; elsewhere it is 0.
-func procsCPU(pids []int) time.Duration {
-	var total time.Duration
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		// Fields from state (3rd of the line): utime and stime are the 14th and 15th.
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * 10 * time.Millisecond
-	}
-	return total
 }
 
 // runProfiledNoop serves the no-op function under a CPU profile, written

@@ -3,7 +3,18 @@ package bench
 import (
 	"net/http"
 	"sync"
+	"time"
 )
+
+// GroupsCPU is the CPU time of the live processes of the process groups
+// pgids (the workers of a pool, with whatever they started), summed.
+func GroupsCPU(pgids []int) time.Duration {
+	var total time.Duration
+	for _, cpu := range groupsCPU(pgids) {
+		total += cpu
+	}
+	return total
+}
 
 // Loader keeps conc keep-alive connections to addr and sends POSTs to path
 // on them, as the throughput rows' load generator does.

@@ -20,6 +20,7 @@ const (
 	SectionWarm       = "warm"
 	SectionHostAdded  = "host-added"
 	SectionThroughput = "throughput"
+	SectionCPU        = "cpu"
 	SectionColdStart  = "cold-start"
 	SectionMemory     = "memory"
 	SectionPayload    = "payload"
@@ -30,6 +31,8 @@ var sectionTitles = []struct{ id, title string }{
 	{SectionWarm, "WARM LATENCY: no-op, one instance, sequential"},
 	{SectionHostAdded, "HOST-ADDED LATENCY: HTTP trigger end to end minus the floor"},
 	{SectionThroughput, "THROUGHPUT: no-op over HTTP, keep-alive connections, instances as configured"},
+	{SectionCPU, "CPU PER INVOCATION: no-op over HTTP at the best throughput point's concurrency, load generator in a process of its own; CPU time per request"},
+	{SectionRatio, "RATIOS: against the reference function, same run (CPU: lower is cheaper; throughput: higher is faster)"},
 	{SectionColdStart, "COLD START: no instance -> first HTTP response"},
 	{SectionMemory, "MEMORY: resident set sizes"},
 	{SectionPayload, "PAYLOAD: echo over HTTP, host in its own process"},
@@ -254,6 +257,20 @@ func figures(r Row) string {
 		if n, ok := v["instances"]; ok {
 			add("(%s)", plural(int(n), "instance"))
 		}
+	case SectionCPU:
+		for _, k := range []struct{ key, name string }{{"worker_cpu_us", "worker"}, {"host_cpu_us", "host"}, {"host_worker_cpu_us", "host+worker"}, {"load_cpu_us", "load generator"}} {
+			if x, ok := v[k.key]; ok {
+				add("%s %.0f µs", k.name, x)
+			}
+		}
+		if x, ok := v["req_per_s"]; ok {
+			add("%s req/s", thousands(x))
+		}
+		if n, ok := v["instances"]; ok {
+			add("(%s)", plural(int(n), "instance"))
+		}
+	case SectionRatio:
+		parts = append(parts, ratioFigures(v)...)
 	case SectionMemory:
 		add("%.1f MiB", v["rss_mib"])
 		if n, ok := v["instances"]; ok && n > 1 {

@@ -13,7 +13,7 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var file, jsonPath, logLevel, cpuProfile string
+	var file, jsonPath, logLevel, cpuProfile, reference string
 	var quick bool
 	cmd := &cobra.Command{
 		Use:   "bench -c FILE [--json PATH] [--quick]",
@@ -35,6 +35,9 @@ func benchCmd() *cobra.Command {
 			if quick {
 				command += " --quick"
 			}
+			if reference != "" {
+				command += " --reference " + reference
+			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -48,7 +51,7 @@ func benchCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rep, err := bench.Run(ctx, bench.Options{Config: file, Quick: quick, Log: log, Progress: cmd.ErrOrStderr(), Command: command})
+			rep, err := bench.Run(ctx, bench.Options{Config: file, Quick: quick, Log: log, Progress: cmd.ErrOrStderr(), Command: command, Reference: reference})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -69,6 +72,31 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&jsonPath, "json", "", "also write the report as JSON to this file")
 	cmd.Flags().BoolVar(&quick, "quick", false, "smoke run: few samples, short load points (under a minute)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the harness and its in-process hosts to this file (go tool pprof)")
+	cmd.Flags().StringVar(&reference, "reference", "", "no-op functions of the config (comma-separated) to compare every other one with: host+worker CPU per invocation and best throughput as ratios")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the hosts the harness runs: debug, info, warn, error")
+	cmd.AddCommand(loadGeneratorCmd())
+	return cmd
+}
+
+// loadGeneratorCmd is the load generator of the bench's CPU rows, run by
+// the harness as a process of its own; not for use by hand.
+func loadGeneratorCmd() *cobra.Command {
+	var addr, path string
+	var conc int
+	cmd := &cobra.Command{
+		Use:    "load-generator --addr HOST:PORT --path PATH --conc N",
+		Short:  "The bench's load generator (run by polyfn bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bench.RunLoadGenerator(addr, path, conc, cmd.InOrStdin(), cmd.OutOrStdout()); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "the HTTP trigger's address")
+	cmd.Flags().StringVar(&path, "path", "", "the path to POST to")
+	cmd.Flags().IntVar(&conc, "conc", 1, "connections, each with one request at a time")
 	return cmd
 }

@@ -37,23 +37,48 @@ function response(init) {
 /**
  * A context object.
  * @param {object} keys the enumerable keys, in order
- * @param {{scope: InstanceType<typeof import('./logs').Scope>, signal: AbortSignal, deadline: number|null}} options
+ * @param {{scope: InstanceType<typeof import('./logs').Scope>, signal: AbortSignal|(() => AbortSignal), deadline: number|null}} options
+ *   signal: the signal, or a function that makes it when the function first reads context.signal;
  *   deadline: Date.now() milliseconds, or null without one
  */
 function makeContext(keys, { scope, signal, deadline }) {
   const context = {};
-  for (const [key, value] of Object.entries(keys)) {
-    // Own data properties only: a "__proto__" key from JSON must not change the prototype.
-    Object.defineProperty(context, key, { value, enumerable: true, writable: true, configurable: true });
+  for (const key of Object.keys(keys)) {
+    if (key === '__proto__') {
+      // An own data property: a "__proto__" key from JSON must not change the prototype.
+      Object.defineProperty(context, key, { value: keys[key], enumerable: true, writable: true, configurable: true });
+    } else {
+      context[key] = keys[key];
+    }
   }
-  const hidden = (value) => ({ value, enumerable: false, writable: false, configurable: true });
   Object.defineProperties(context, {
-    logger: hidden(scopeLogger(scope)),
+    logger: lazy(context, 'logger', () => scopeLogger(scope)),
     response: hidden(response),
-    signal: hidden(signal),
+    signal: typeof signal === 'function' ? lazy(context, 'signal', signal) : hidden(signal),
     getRemainingTimeInMillis: hidden(() => (deadline === null ? null : Math.max(0, deadline - Date.now()))),
   });
   return context;
+}
+
+/** A read-only, non-enumerable data property. */
+function hidden(value) {
+  return { value, enumerable: false, writable: false, configurable: true };
+}
+
+/**
+ * A property made on first read (most functions never read it), which then
+ * becomes the same read-only, non-enumerable data property as hidden() gives.
+ */
+function lazy(object, key, make) {
+  return {
+    enumerable: false,
+    configurable: true,
+    get() {
+      const value = make();
+      Object.defineProperty(object, key, hidden(value));
+      return value;
+    },
+  };
 }
 
 function setMessageKeys(keys, { qos, topic, timestamp, functionName, invocationId }) {

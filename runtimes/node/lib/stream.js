@@ -500,7 +500,7 @@ class StreamWorker {
       fn,
       requestId: message.request_id,
       scope: new logs.Scope(fn.name, request.invocation_id),
-      controller: new AbortController(),
+      controller: null, // made when the function reads context.signal, or on cancel
       cancelled: false,
     };
     this.running++;
@@ -538,7 +538,7 @@ class StreamWorker {
       functionName: fn.name,
       invocationId: invocation.id,
       scope,
-      signal: invocation.controller.signal,
+      signal: () => controllerOf(invocation).signal,
     });
     const event = decodeEvent(eventPayload(request));
     const outcome = await logs.runInScope(scope, () => runHandler(fn.handler, event, context));
@@ -625,9 +625,15 @@ class StreamWorker {
     if (!invocation.cancelled) {
       invocation.cancelled = true;
       // Abort listeners run now: in the invocation's scope, so that their output is tagged.
-      logs.runInScope(invocation.scope, () => invocation.controller.abort());
+      logs.runInScope(invocation.scope, () => controllerOf(invocation).abort());
     }
   }
+}
+
+/** The invocation's AbortController, made on first use. */
+function controllerOf(invocation) {
+  if (invocation.controller === null) invocation.controller = new AbortController();
+  return invocation.controller;
 }
 
 /** The `event` input's bytes (the first input when none is called `event`). */

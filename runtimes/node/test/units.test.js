@@ -8,11 +8,12 @@ const { describe, test } = require('node:test');
 
 const { UsageError, parseArgs } = require('../lib/args');
 const { ConfigError, parseConfig, streamOptions } = require('../lib/config');
-const { parseDeadline } = require('../lib/context');
+const { makeContext, parseDeadline } = require('../lib/context');
 const { errorType, isCallbackStyle, runHandler, userStack } = require('../lib/invoke');
 const { decodeEvent, encodeOutcome, encodeResult } = require('../lib/payload');
 const { loadBaetyl } = require('../lib/protos');
 const { HttpResponse, isHttpResponse } = require('../lib/response');
+const { Scope } = require('../lib/logs');
 const { WireError, replaceBytesField } = require('../lib/wire');
 
 describe('payloads', () => {
@@ -198,6 +199,35 @@ describe('handlers and errors', () => {
     assert.equal(userStack({ code: 1 }), 'Error: { code: 1 }');
     assert.equal(userStack(undefined), 'Error: undefined');
   });
+});
+
+test('context: signal and logger made on first read, keys own data properties', () => {
+  let made = 0;
+  const controller = new AbortController();
+  const keys = JSON.parse('{"__proto__": {"polluted": true}, "b": 2}');
+  const context = makeContext(keys, {
+    scope: new Scope('f', 'i'),
+    signal: () => {
+      made++;
+      return controller.signal;
+    },
+    deadline: null,
+  });
+  assert.deepEqual(Object.keys(context), ['__proto__', 'b']);
+  assert.equal(Object.getPrototypeOf(context), Object.prototype);
+  assert.equal(context.polluted, undefined);
+  assert.equal(made, 0);
+  controller.abort(); // a cancel before the function first reads the signal
+  assert.equal(context.signal, controller.signal);
+  assert.equal(context.signal.aborted, true);
+  assert.equal(made, 1);
+  for (const key of ['signal', 'logger']) {
+    assert.equal(context[key], context[key]);
+    const descriptor = Object.getOwnPropertyDescriptor(context, key);
+    assert.equal(descriptor.enumerable, false);
+    assert.equal(descriptor.writable, false);
+  }
+  assert.equal(typeof context.logger.info, 'function');
 });
 
 test('parseDeadline', () => {

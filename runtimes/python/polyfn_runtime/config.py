@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 DEFAULT_CONFIG_PATH = "etc/baetyl/service.yml"
 ADDRESS_ENV = "BAETYL_SERVICE_INSTANCE_ADDRESS"
 NAME_ENV = "BAETYL_SERVICE_INSTANCE_NAME"
@@ -78,6 +76,8 @@ class ServiceConfig:
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> ServiceConfig:
     """Read and validate the config file at ``path``, then apply environment overrides."""
+    import yaml  # here: stream mode has no config file, and needs no YAML parser in memory
+
     try:
         with open(path, encoding="utf-8") as file:
             data = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

@@ -36,7 +36,7 @@ from types import FrameType
 
 import grpc
 
-from . import __version__, logs
+from . import __version__, logs, loops
 from .call import AsyncioCalls, ThreadedCalls, rpc_handler
 from .config import ADDRESS_ENV, ConfigError, ServiceConfig, load_config
 from .loader import HandlerLoader, HandlerLoadError, LoadedFunction
@@ -90,7 +90,7 @@ def run(config_path: str) -> int:
     engine = choose_engine(config.server.engine, functions)
     try:
         if engine == "asyncio":
-            return asyncio.run(_serve_asyncio(config, functions))
+            return loops.run(_serve_asyncio(config, functions))
         return _serve_threads(config, functions)
     except StartupError as err:
         log.error("%s", err)

@@ -63,7 +63,7 @@ from typing import Any
 
 import grpc
 
-from . import __version__, logs
+from . import __version__, logs, loops
 from .config import DEFAULT_GRACE, DEFAULT_WORKERS, FunctionConfig, StreamOptions, valid_handler
 from .context import Context, build_stream_context
 from .loader import HandlerLoader, HandlerLoadError, LoadedFunction
@@ -107,14 +107,15 @@ def run(options: StreamOptions, *, workers: int = DEFAULT_WORKERS, grace: float 
     """Run stream mode; return the exit status."""
     logs.install()
     log.info(
-        "polyfn python runtime %s starting in stream mode: host %s, worker %s (python %s)",
+        "polyfn python runtime %s starting in stream mode: host %s, worker %s (python %s, %s loop)",
         __version__,
         options.target,
         options.worker_id,
         platform.python_version(),
+        loops.name(),
     )
     try:
-        return asyncio.run(StreamWorker(options, workers=workers, grace=grace).run())
+        return loops.run(StreamWorker(options, workers=workers, grace=grace).run())
     finally:
         logs.flush_all()
 
@@ -751,10 +752,13 @@ class RpcLogSink:
 
 def _prepare(function: LoadedFunction, request: rpc.InvocationRequest) -> tuple[Any, Context]:
     metadata = {}
+    decode = _DECODERS
     for key, value in request.trigger_metadata.items():
-        decoded = _typed_value(value)
-        if decoded is not None:
-            metadata[key] = decoded
+        decoder = decode.get(value.WhichOneof("data"))
+        if decoder is not None:
+            decoded = decoder(value)
+            if decoded is not None:
+                metadata[key] = decoded
     context = build_stream_context(
         metadata, function_name=function.name, invocation_id=request.invocation_id, logger=function.logger
     )
@@ -786,29 +790,32 @@ def _event_payload(request: rpc.InvocationRequest) -> bytes:
     return payload
 
 
-_SCALAR_KINDS = frozenset({"string", "int", "double", "bytes", "stream"})
-_COLLECTION_KINDS = {
-    "collection_string": "string",
-    "collection_sint64": "sint64",
-    "collection_double": "double",
-    "collection_bytes": "bytes",
+def _json_value(data: rpc.TypedData) -> Any:
+    try:
+        return json.loads(data.json)
+    except (ValueError, RecursionError):
+        return data.json
+
+
+# How each kind of TypedData becomes a Python value, by the name of its set field.
+_DECODERS: dict[str | None, Callable[[rpc.TypedData], Any]] = {
+    "string": lambda data: data.string,
+    "int": lambda data: data.int,
+    "double": lambda data: data.double,
+    "bytes": lambda data: data.bytes,
+    "stream": lambda data: data.stream,
+    "json": _json_value,
+    "collection_string": lambda data: list(data.collection_string.string),
+    "collection_sint64": lambda data: list(data.collection_sint64.sint64),
+    "collection_double": lambda data: list(data.collection_double.double),
+    "collection_bytes": lambda data: list(data.collection_bytes.bytes),
 }
 
 
 def _typed_value(data: rpc.TypedData) -> Any:
     """A trigger_metadata value as a Python value; ``None`` for unset or unsupported kinds."""
-    kind = data.WhichOneof("data")
-    if kind in _SCALAR_KINDS:
-        return getattr(data, kind)
-    if kind == "json":
-        try:
-            return json.loads(data.json)
-        except (ValueError, RecursionError):
-            return data.json
-    field = _COLLECTION_KINDS.get(kind)
-    if field is not None:
-        return list(getattr(getattr(data, kind), field))
-    return None
+    decoder = _DECODERS.get(data.WhichOneof("data"))
+    return None if decoder is None else decoder(data)
 
 
 def _failure(kind: str, message: str) -> rpc.StatusResult:
