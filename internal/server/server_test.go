@@ -239,6 +239,9 @@ func TestReloadMovesEveryTrigger(t *testing.T) {
 	if n := count(readRecords(t, records), "one", "timer"); n != oldTicks {
 		t.Errorf("configuration one ran %d timer ticks after the reload", n-oldTicks)
 	}
+	if strings.Contains(logs.String(), "timer invocation failed") {
+		t.Error("a timer tick went to the drained configuration")
+	}
 	if n := counter(t, s, "polyfn_invocations_total", httpRuns); n != before+1 {
 		t.Errorf("after the reload polyfn_invocations_total{trigger=http} is %v, want %v: the counter did not survive", n, before+1)
 	}
