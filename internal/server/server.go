@@ -114,8 +114,8 @@ func LoadConfig(o Options) (*config.Config, error) {
 
 // Start brings cfg up (LoadConfig read it from o.File): the embedded
 // broker, the host, the HTTP listener and every trigger.
-func Start(cfg *config.Config, o Options) (s *Server, err error) {
-	s = &Server{o: o, log: o.Log, metrics: metrics.New(), http: cfg.HTTP, mqtt: cfg.MQTT, stateDir: cfg.StateDir}
+func Start(cfg *config.Config, o Options) (_ *Server, err error) {
+	s := &Server{o: o, log: o.Log, metrics: metrics.New(), http: cfg.HTTP, mqtt: cfg.MQTT, stateDir: cfg.StateDir}
 	defer func() {
 		if err != nil && s.broker != nil {
 			s.broker.Close()
