@@ -113,7 +113,7 @@ func (t *Trigger) update(cfg *config.Config, h Host) {
 // filter back revives the lane instead.
 type retirement struct {
 	lane    *lane
-	ctx     context.Context // done at the retire timeout, or when Close cuts it
+	ctx     context.Context // done at the retire timeout, or when Stop cuts it
 	cancel  context.CancelFunc
 	revived chan struct{} // closed by revive
 	final   bool          // under lane.rmu: disconnecting, too late to revive
@@ -163,7 +163,7 @@ func (l *lane) revive(r *retirement, rules []*rule) bool {
 // unsubscribes; the messages received until then are handled and
 // acknowledged, those that arrive later wait. When none is left and the
 // acknowledgements are out, the disconnection ends the session, dropping
-// with it what waits. If the retire timeout (or Close) comes first, or if an
+// with it what waits. If the retire timeout (or Stop) comes first, or if an
 // acknowledgement may have been lost with a connection, the disconnection
 // keeps the session instead, with every message not acknowledged: the
 // broker delivers them if the filter comes back, or drops them when the

@@ -1,20 +1,3 @@
-// Lock order. The trigger's locks, outermost first; a goroutine that holds
-// one takes only those below it:
-//
-//	Trigger.mu   the lanes and the retirements, by filter (trigger.go, reload.go)
-//	lane.subMu   one SUBSCRIBE or UNSUBSCRIBE at a time (session.go, reload.go)
-//	lane.rmu     the lane's retirement under way (reload.go)
-//	lane.qmu     the lane's queue of messages (lane.go, reload.go)
-//
-// Trigger.mu is never held while waiting on the broker: SUBSCRIBE runs on
-// goroutines of its own. A retirement ends (retirement.done) without
-// taking Trigger.mu, which Apply may hold while it waits for one.
-//
-// The files: trigger.go is the lifecycle (Start, Apply, Stop), session.go a
-// filter's session with the broker, lane.go the queue and dispatch of its
-// messages, delivery.go the invocation, retries and publication of one
-// message, reload.go what a new configuration's rules change.
-
 package mqtt
 
 import (
