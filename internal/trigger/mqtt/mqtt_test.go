@@ -512,7 +512,7 @@ func TestPersistentSession(t *testing.T) {
 
 // A reload's rules replace the running ones: a new filter is subscribed, a
 // changed rule publishes where it now says.
-func TestUpdate(t *testing.T) {
+func TestApply(t *testing.T) {
 	b := brokers(t)[0]
 	e := start(t, b, fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: up/a, qos: 1}, publish: {topic: up/out1, qos: 1}}]\n"))
 	c := mqtttest.NewClient(t, b.url, "up/+")
