@@ -147,3 +147,40 @@ func TestReload(t *testing.T) {
 		hosttest.WaitFor(t, 15*time.Second, "--watch to reload the changed code", func() bool { return get(t, base+"/function/v") == `"four"` })
 	})
 }
+
+// TestCounterSurvivesSIGHUP checks that a reload keeps the process's
+// metrics: the invocation counter of a function that stays goes on from
+// where it was, instead of starting again from zero.
+func TestCounterSurvivesSIGHUP(t *testing.T) {
+	requirePython(t)
+	dir := tempDir(t)
+	code := filepath.Join(dir, "fn")
+	if err := os.MkdirAll(code, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
+	cfg := filepath.Join(dir, "polyfn.yaml")
+	writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: fn}\n")
+	base, cmd, logs := startServe(t, cfg)
+	const series = `polyfn_invocations_total{function="v",outcome="success",trigger="http"}`
+	for range 3 {
+		if got := get(t, base+"/function/v"); got != `"one"` {
+			t.Fatalf("got %s", got)
+		}
+	}
+	if n := metricValue(t, base, series); n != 3 {
+		t.Fatalf("%s is %d before the reload, want 3", series, n)
+	}
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	hosttest.WaitFor(t, 15*time.Second, "the reload", func() bool { return strings.Contains(logs.String(), "reloaded: the new config serves") })
+	if n := metricValue(t, base, series); n != 3 {
+		t.Errorf("%s is %d right after the reload, want 3: the reload reset it", series, n)
+	}
+	if got := get(t, base+"/function/v"); got != `"two"` {
+		t.Fatalf("after the reload: got %s, want the new code", got)
+	}
+	if n := metricValue(t, base, series); n != 4 {
+		t.Errorf("%s is %d after one more invocation, want 4", series, n)
+	}
+}

@@ -2,29 +2,19 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
+	"github.com/polyfn/polyfn/internal/server"
 	"github.com/polyfn/polyfn/internal/tracing"
-	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
-	mqtttrigger "github.com/polyfn/polyfn/internal/trigger/mqtt"
 )
-
-// shutdownTimeout bounds the drain of in-flight invocations on shutdown.
-const shutdownTimeout = 30 * time.Second
 
 func serveCmd() *cobra.Command {
 	var file, listen, mqttListen, stateDir, logFormat, logLevel string
@@ -38,7 +28,13 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, err := config.Load(file)
+			if stateDir != "" {
+				if stateDir, err = filepath.Abs(stateDir); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			o := server.Options{File: file, Listen: listen, MQTTListen: mqttListen, StateDir: stateDir, Watch: watch, Log: log}
+			cfg, err := server.LoadConfig(o)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -54,98 +50,12 @@ func serveCmd() *cobra.Command {
 			if tracing.Enabled() {
 				log.Info("tracing: exporting spans over OTLP")
 			}
-			if listen != "" {
-				cfg.HTTP.Listen = listen
-			}
-			if mqttListen != "" {
-				cfg.MQTT.Listen = mqttListen
-			}
-			if stateDir != "" {
-				if stateDir, err = filepath.Abs(stateDir); err != nil {
-					return &exitError{code: 2, err: err}
-				}
-				cfg.StateDir = stateDir
-			}
-			srv := httptrigger.NewServer(cfg.HTTP, log)
-			r := &reloader{file: file, listen: listen, mqttListen: mqttListen, stateDir: stateDir, http: cfg.HTTP, srv: srv, log: log}
-			mq, err := startMQTT(cfg, log, func() mqtttrigger.Invoker { return r.current.Load().h })
+			srv, err := server.Start(cfg, o)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			defer mq.closeBroker()
-			h, err := host.New(cfg, log)
-			if err != nil {
+			if err := srv.Run(); err != nil {
 				return &exitError{code: 1, err: err}
-			}
-			ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-			if err != nil {
-				h.Close(context.Background())
-				return &exitError{code: 1, err: err}
-			}
-			h.Start()
-			r.current.Store(newGeneration(h, srv, log))
-			r.mqtt = mq
-			mq.update(cfg, h)
-			errc := make(chan error, 1)
-			go func() {
-				errc <- srv.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.current.Load().handler.ServeHTTP(w, req) }))
-			}()
-			log.Info("polyfn serving", "config", cfg.File, "listen", ln.Addr().String(), "functions", len(cfg.Functions))
-
-			sigs := make(chan os.Signal, 2)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(sigs)
-			hups := make(chan os.Signal, 1)
-			signal.Notify(hups, syscall.SIGHUP)
-			defer signal.Stop(hups)
-			watchCtx, stopWatch := context.WithCancel(context.Background())
-			defer stopWatch()
-			changes := make(chan struct{}, 1)
-			if watch {
-				go r.watch(watchCtx, changes)
-			}
-			var serveErr error
-		loop:
-			for {
-				select {
-				case sig := <-sigs:
-					log.Info("shutting down", "signal", sig.String())
-					break loop
-				case serveErr = <-errc:
-					break loop
-				case <-hups:
-					log.Info("reloading", "signal", "hangup")
-					r.reload()
-				case <-changes:
-					log.Info("reloading", "cause", "files changed")
-					r.reload()
-				}
-			}
-			stopWatch()
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			go func() {
-				// A second signal skips the drain.
-				select {
-				case <-sigs:
-					log.Warn("second signal: stopping without drain")
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			// The HTTP listener and the MQTT subscriptions stop taking work
-			// and drain together, then the configurations stop.
-			stopped := make(chan struct{})
-			go func() {
-				defer close(stopped)
-				mq.closeTrigger(ctx)
-			}()
-			_ = srv.Shutdown(ctx)
-			<-stopped
-			r.closeAll(ctx)
-			log.Info("polyfn stopped")
-			if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-				return &exitError{code: 1, err: serveErr}
 			}
 			return nil
 		},
@@ -197,9 +107,6 @@ func validateCmd() *cobra.Command {
 // indexApps starts every app of cfg once and prints what its worker indexed.
 func indexApps(cmd *cobra.Command, cfg *config.Config) error {
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	for i := range cfg.Functions {
-		cfg.Functions[i].Triggers.Timer = nil // indexing runs no function
-	}
 	h, err := host.New(cfg, log)
 	if err != nil {
 		return &exitError{code: 1, err: err}

@@ -216,3 +216,21 @@ func (h *Host) startAdmitted(ctx context.Context, self *pool.Pool, start func() 
 	}()
 	return inst, nil
 }
+
+// Capacity returns the pool that runs function's invocations, named so that
+// two functions of the same pool get the same name, and how many
+// invocations it takes at once, running and queued (concurrency × max
+// instances + queue): a trigger that keeps within it waits instead of being
+// turned away as overloaded. ok is false for a function the host does not
+// run.
+func (h *Host) Capacity(function string) (pool string, n int, ok bool) {
+	f, found := h.fns[function]
+	if !found {
+		return "", 0, false
+	}
+	if f.cfg.App != "" {
+		a := h.cfg.Apps[f.cfg.App]
+		return "app " + f.cfg.App, a.Concurrency*a.Instances.Max + a.Queue, true
+	}
+	return f.cfg.Name, f.cfg.Concurrency*f.cfg.Instances.Max + f.cfg.Queue, true
+}

@@ -1,6 +1,7 @@
 // Package host turns a configuration into running functions: one pool per
 // function, each starting instances of the function's runtime on demand.
-// Triggers call Host.Invoke.
+// Triggers call Host.Invoke; the host knows none of them (internal/server
+// runs them).
 package host
 
 import (
@@ -30,7 +31,6 @@ import (
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
 	"github.com/polyfn/polyfn/internal/tracing"
-	"github.com/polyfn/polyfn/internal/trigger/timer"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -52,8 +52,6 @@ type Host struct {
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
 	capacity *capacity
-	// timers runs the functions' triggers.timer schedules.
-	timers *timer.Scheduler
 	// iso holds how each function's workers are confined (isolation.go);
 	// limiter enforces resource limits, when some function has them.
 	iso     map[string]worker.Isolation
@@ -92,8 +90,21 @@ type poolSpec struct {
 	pool      *pool.Pool
 }
 
-// New prepares a host for cfg; Start brings it up.
+// New prepares a host for cfg, with metrics of its own; Start brings it
+// up.
 func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
+	m := metrics.New()
+	h, err := NewWith(cfg, log, m)
+	if err == nil {
+		m.SetPools(h.PoolStats)
+	}
+	return h, err
+}
+
+// NewWith prepares a host for cfg that records into m, metrics that outlive
+// it (the server's, kept across reloads); the owner of m points its gauges
+// at the host that serves (Metrics.SetPools). Start brings it up.
+func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, error) {
 	dir, err := newRunDir(log)
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
@@ -101,7 +112,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	h := &Host{cfg: cfg, log: log, runDir: dir.path, dir: dir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{},
 		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
-	h.metrics = metrics.New(h.poolStats)
+	h.metrics = m
 	if err := h.setupIsolation(); err != nil {
 		dir.remove()
 		return nil, err
@@ -160,7 +171,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 			h.fns[fc.Name].pool = p
 		}
 	}
-	h.timers = timer.New(timer.Options{Functions: cfg.Functions, Invoker: h, Observer: h.metrics, Log: log})
 	h.describeIsolation()
 	return h, nil
 }
@@ -281,7 +291,6 @@ func (h *Host) Start() {
 	for _, p := range h.pools {
 		p.Start()
 	}
-	h.timers.Start()
 	for _, a := range h.apps {
 		a.pool.Prestart(1) // index the app now: its routes must be known
 	}
@@ -409,11 +418,11 @@ func (h *Host) observe(req *invoke.Request, res *invoke.Result, err error, began
 	h.metrics.Invocation(req.Function, string(req.Trigger), invoke.Outcome(err), time.Since(began), len(req.Payload), out)
 }
 
-// Metrics returns the host's metrics.
+// Metrics returns the metrics the host records into.
 func (h *Host) Metrics() *metrics.Metrics { return h.metrics }
 
-// poolStats feeds the instance and queue gauges.
-func (h *Host) poolStats() []metrics.PoolStats {
+// PoolStats feeds the instance and queue gauges.
+func (h *Host) PoolStats() []metrics.PoolStats {
 	out := make([]metrics.PoolStats, 0, len(h.pools))
 	for _, p := range h.pools {
 		st := p.Stats()
@@ -466,7 +475,6 @@ func (h *Host) Status() []FunctionStatus {
 // than once.
 func (h *Host) Close(ctx context.Context) {
 	h.once.Do(func() {
-		h.timers.Stop() // no new ticks from here on
 		h.cancelBuild()
 		var wg sync.WaitGroup
 		for _, sb := range h.standbys {

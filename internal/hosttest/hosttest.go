@@ -33,6 +33,8 @@ type Host struct {
 	*host.Host
 	URL  string
 	Logs *SyncBuffer
+	// Config is the configuration the host runs.
+	Config *config.Config
 }
 
 // Start starts a host for the YAML config text after replacing each key of
@@ -69,7 +71,7 @@ func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	srv := httptrigger.NewServer(cfg.HTTP, log)
 	go func() { _ = srv.Serve(ln, httptrigger.NewHandler(h, srv, h.MaxBody(), log)) }()
-	th := &Host{Host: h, URL: "http://" + ln.Addr().String(), Logs: logs}
+	th := &Host{Host: h, URL: "http://" + ln.Addr().String(), Logs: logs, Config: cfg}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = srv.Shutdown(ctx)

@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics is one host's set of metrics, in a registry of its own.
+// Metrics is the process's set of metrics, in a registry of its own. It
+// outlives configurations: a reload keeps every counter, and the series of
+// the functions it removed are deleted (Forget).
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -28,6 +31,11 @@ type Metrics struct {
 	timerSkipped  *prometheus.CounterVec
 	oomKills      *prometheus.CounterVec
 	refused       *prometheus.CounterVec
+	mqttMessages  *prometheus.CounterVec
+
+	// pools reads the instance and queue gauges: the running
+	// configuration's (SetPools).
+	pools atomic.Pointer[func() []PoolStats]
 
 	// series caches what Invocation updates, by seriesKey.
 	series sync.Map
@@ -43,8 +51,8 @@ type PoolStats struct {
 }
 
 // New registers every metric, plus Go and process collectors, and the
-// gauges read from stats at each scrape.
-func New(stats func() []PoolStats) *Metrics {
+// gauges read at each scrape from what SetPools gives.
+func New() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry()}
 	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "polyfn_invocations_total",
@@ -90,10 +98,39 @@ func New(stats func() []PoolStats) *Metrics {
 		Name: "polyfn_worker_connections_refused_total",
 		Help: "Worker protocol connections refused because the process at the other end is not the instance's worker (or a process it started), by protocol (stream, call) and reason (unknown_worker_id, not_worker, unidentified).",
 	}, []string{"protocol", "reason"})
-	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby, m.timerSkipped, m.oomKills, m.refused,
+	m.mqttMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_mqtt_messages_total",
+		Help: "MQTT messages handled, by function and outcome (success, filtered: empty result, error: error document).",
+	}, []string{"function", "outcome"})
+	m.Registry.MustRegister(m.invocations, m.duration, m.bytesIn, m.bytesOut, m.starts, m.startDuration, m.exits, m.standby, m.timerSkipped, m.oomKills, m.refused, m.mqttMessages,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&poolCollector{stats: stats})
+		&poolCollector{m: m})
 	return m
+}
+
+// SetPools makes stats what the instance and queue gauges are read from:
+// the pools of the configuration that serves.
+func (m *Metrics) SetPools(stats func() []PoolStats) { m.pools.Store(&stats) }
+
+// Forget deletes every series labelled with function (a function or an
+// app a reload removed), so that what no longer runs is no longer exposed.
+func (m *Metrics) Forget(function string) {
+	l := prometheus.Labels{"function": function}
+	for _, v := range []*prometheus.MetricVec{m.invocations.MetricVec, m.duration.MetricVec, m.bytesIn.MetricVec, m.bytesOut.MetricVec,
+		m.starts.MetricVec, m.startDuration.MetricVec, m.exits.MetricVec, m.timerSkipped.MetricVec, m.oomKills.MetricVec, m.mqttMessages.MetricVec} {
+		v.DeletePartialMatch(l)
+	}
+	m.series.Range(func(k, _ any) bool {
+		if k.(seriesKey).function == function {
+			m.series.Delete(k)
+		}
+		return true
+	})
+}
+
+// MQTTMessage records an MQTT message handled for function with outcome.
+func (m *Metrics) MQTTMessage(function, outcome string) {
+	m.mqttMessages.WithLabelValues(function, outcome).Inc()
 }
 
 // Handler serves the registry in the Prometheus text format, followed by
@@ -227,7 +264,7 @@ var (
 )
 
 // poolCollector reads instance and queue gauges from the pools at scrape.
-type poolCollector struct{ stats func() []PoolStats }
+type poolCollector struct{ m *Metrics }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- instancesDesc
@@ -235,7 +272,11 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.stats() {
+	stats := c.m.pools.Load()
+	if stats == nil {
+		return
+	}
+	for _, s := range (*stats)() {
 		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Idle), s.Function, "idle")
 		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Busy), s.Function, "busy")
 		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(s.Starting), s.Function, "starting")

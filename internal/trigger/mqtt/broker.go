@@ -1,7 +1,3 @@
-// Package mqtt is the MQTT trigger: an embedded broker that `polyfn serve`
-// runs by default, and the client that subscribes to the topics of the
-// functions' triggers.mqtt rules, invokes the functions and publishes their
-// results, with at-least-once delivery for QoS 1.
 package mqtt
 
 import (

@@ -21,6 +21,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/hosttest"
+	"github.com/polyfn/polyfn/internal/trigger"
 	"github.com/polyfn/polyfn/internal/trigger/mqtt"
 	"github.com/polyfn/polyfn/internal/trigger/mqtt/mqtttest"
 	polyfn "github.com/polyfn/polyfn/sdk/go"
@@ -135,7 +136,6 @@ type env struct {
 	dir     string
 	host    *hosttest.Host
 	trigger *mqtt.Trigger
-	reg     *prometheus.Registry
 	opts    mqtt.Options
 	prep    func(*mqtt.Trigger)
 }
@@ -162,7 +162,7 @@ func startPrepared(t *testing.T, b broker, functions string, prep func(*mqtt.Tri
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, text)
 	}
-	e := &env{dir: dir, host: hosttest.Start(t, dir, text), reg: prometheus.NewRegistry(), prep: prep}
+	e := &env{dir: dir, host: hosttest.Start(t, dir, text), prep: prep}
 	e.opts = mqtt.Options{URL: b.url, ClientID: "polyfn-test", InFlight: config.DefaultMQTTInFlight, FlowControl: !b.embedded,
 		Log: slog.New(slog.NewTextHandler(e.host.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	for _, f := range tweak {
@@ -174,25 +174,32 @@ func startPrepared(t *testing.T, b broker, functions string, prep func(*mqtt.Tri
 
 func (e *env) startTrigger(t *testing.T, cfg *config.Config) *mqtt.Trigger {
 	t.Helper()
-	tr, err := mqtt.New(e.opts, func() mqtt.Invoker { return e.host })
+	tr, err := mqtt.New(e.opts, e.host.Metrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		tr.Close(ctx)
+		tr.Stop(ctx)
 	})
 	if e.prep != nil {
 		e.prep(tr)
 	}
-	tr.Update(cfg, e.reg)
+	if err := tr.Start(trigger.Generation{Config: cfg, Host: e.host.Host}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := tr.WaitSubscribed(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return tr
+}
+
+// apply gives the trigger cfg's rules, on the env's host, as a reload does.
+func (e *env) apply(cfg *config.Config) {
+	e.trigger.Apply(trigger.Generation{Config: cfg, Host: e.host.Host})
 }
 
 // config parses a configuration of the functions (YAML list items), as a
@@ -208,7 +215,7 @@ func (e *env) config(t *testing.T, functions string) *config.Config {
 
 // count reads polyfn_mqtt_messages_total{function, outcome}.
 func (e *env) count(function, outcome string) int {
-	return int(counter(e.reg, "polyfn_mqtt_messages_total", map[string]string{"function": function, "outcome": outcome}))
+	return int(counter(e.host.Metrics().Registry, "polyfn_mqtt_messages_total", map[string]string{"function": function, "outcome": outcome}))
 }
 
 func counter(g prometheus.Gatherer, name string, labels map[string]string) float64 {
@@ -479,7 +486,7 @@ func TestPersistentSession(t *testing.T) {
 	file := filepath.Join(e.dir, "slow")
 	hosttest.WaitFor(t, 20*time.Second, "a few messages processed", func() bool { return len(lines(file)) >= 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	e.trigger.Close(ctx)
+	e.trigger.Stop(ctx)
 	cancel()
 	if got := len(lines(file)); got >= n {
 		t.Fatalf("all %d messages were processed before the trigger stopped; the test needs some left", got)
@@ -505,7 +512,7 @@ func TestPersistentSession(t *testing.T) {
 
 // A reload's rules replace the running ones: a new filter is subscribed, a
 // changed rule publishes where it now says.
-func TestUpdate(t *testing.T) {
+func TestApply(t *testing.T) {
 	b := brokers(t)[0]
 	e := start(t, b, fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: up/a, qos: 1}, publish: {topic: up/out1, qos: 1}}]\n"))
 	c := mqtttest.NewClient(t, b.url, "up/+")
@@ -516,7 +523,7 @@ func TestUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.trigger.Update(cfg, nil)
+	e.apply(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.trigger.WaitSubscribed(ctx); err != nil {

@@ -87,7 +87,7 @@ func TestRetireHandlesQueuedMessages(t *testing.T) {
 			}
 			file := filepath.Join(e.dir, "nap")
 			hosttest.WaitFor(t, 20*time.Second, "the first message handled", func() bool { return len(lines(file)) >= 1 })
-			e.trigger.Update(e.config(t, fn("nap", "")), nil)
+			e.apply(e.config(t, fn("nap", "")))
 			c.WaitFor(t, 20*time.Second, "the three results", func(m []mqtttest.Message) bool { return len(m) >= 3 })
 			waitRetired(t, e.trigger, 20*time.Second)
 			if got := lines(file); !slices.Equal(got, []string{"a", "b", "c"}) {
@@ -115,7 +115,7 @@ func TestRetireTimeoutKeepsSession(t *testing.T) {
 			c.Publish(t, "rt/in", 1, []byte(`{"id": "b"}`))
 			file := filepath.Join(e.dir, "nap")
 			hosttest.WaitFor(t, 20*time.Second, "the first message handled", func() bool { return len(lines(file)) >= 1 })
-			e.trigger.Update(e.config(t, fn("nap", "")), nil)
+			e.apply(e.config(t, fn("nap", "")))
 			waitRetired(t, e.trigger, 10*time.Second)
 			if !strings.Contains(e.host.Logs.String(), "mqtt: retiring the filter timed out") {
 				t.Error(`no "mqtt: retiring the filter timed out" in the log`)
@@ -141,7 +141,7 @@ func TestRetireRevived(t *testing.T) {
 			c.Publish(t, "rv/in", 1, []byte(`{"id": "b"}`))
 			file := filepath.Join(e.dir, "nap")
 			hosttest.WaitFor(t, 20*time.Second, "the first message handled", func() bool { return len(lines(file)) >= 1 })
-			e.trigger.Update(e.config(t, fn("nap", "")), nil)
+			e.apply(e.config(t, fn("nap", "")))
 			// a is still being handled, b waits, the filter is unsubscribed
 			// (the embedded broker refuses the first UNSUBSCRIBE: its packet
 			// id is that of a message in flight, and 0.5 s later it is tried
@@ -149,7 +149,7 @@ func TestRetireRevived(t *testing.T) {
 			hosttest.WaitFor(t, 10*time.Second, "the filter unsubscribed", func() bool {
 				return strings.Contains(e.host.Logs.String(), "mqtt: unsubscribed; handling the messages in hand")
 			})
-			e.trigger.Update(e.config(t, napRule("rv/in")), nil)
+			e.apply(e.config(t, napRule("rv/in")))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := e.trigger.WaitSubscribed(ctx); err != nil {
@@ -189,7 +189,7 @@ func TestReplacedFilterSubscribedFirst(t *testing.T) {
 				fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: ch/a, qos: 1}, publish: {topic: ch/out, qos: 1}}]\n"))
 			c := mqtttest.NewClient(t, b.url, "ch/out")
 			px.setDelay(1500 * time.Millisecond)
-			e.trigger.Update(e.config(t, fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: ch/+, qos: 1}, publish: {topic: ch/out, qos: 1}}]\n")), nil)
+			e.apply(e.config(t, fn("echo", "    triggers:\n      mqtt: [{subscribe: {topic: ch/+, qos: 1}, publish: {topic: ch/out, qos: 1}}]\n")))
 			hosttest.WaitFor(t, 10*time.Second, "the new session's connection held by the proxy", px.holding)
 			c.Publish(t, "ch/a", 1, []byte(`{"id": "between"}`))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -286,11 +286,11 @@ func TestCloseCutsRetirement(t *testing.T) {
 	c.Publish(t, "cc/in", 1, []byte(`{"id": "b"}`))
 	file := filepath.Join(e.dir, "long")
 	hosttest.WaitFor(t, 20*time.Second, "the first message handled", func() bool { return len(lines(file)) >= 1 })
-	e.trigger.Update(e.config(t, fn("long", "")), nil)
+	e.apply(e.config(t, fn("long", "")))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	e.trigger.Close(ctx)
+	e.trigger.Stop(ctx)
 	if d := time.Since(began); d > 2500*time.Millisecond {
 		t.Errorf("Close took %v with a context of 300ms", d)
 	}

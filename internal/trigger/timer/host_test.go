@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,7 +17,8 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/hosttest"
 	"github.com/polyfn/polyfn/internal/metrics"
-	_ "github.com/polyfn/polyfn/internal/trigger/timer" // sets config.ScheduleParser
+	"github.com/polyfn/polyfn/internal/trigger"
+	"github.com/polyfn/polyfn/internal/trigger/timer"
 	polyfn "github.com/polyfn/polyfn/sdk/go"
 )
 
@@ -100,8 +102,28 @@ func fn(name, protocol string, timers ...string) string {
 }
 
 // startHost starts a host of the functions, whose workers append to
-// records.
+// records, and a timer trigger on it.
 func startHost(t *testing.T, records string, functions ...string) *hosttest.Host {
+	t.Helper()
+	th := newHost(t, records, functions...)
+	startTimers(t, th)
+	return th
+}
+
+// startTimers starts a timer trigger on th's configuration, stopped when
+// the test ends.
+func startTimers(t *testing.T, th *hosttest.Host) *timer.Trigger {
+	t.Helper()
+	tr := timer.New(th.Metrics(), slog.New(slog.NewTextHandler(th.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err := tr.Start(trigger.Generation{Config: th.Config, Host: th.Host}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Stop(context.Background()) })
+	return tr
+}
+
+// newHost starts a host of the functions, whose workers append to records.
+func newHost(t *testing.T, records string, functions ...string) *hosttest.Host {
 	// Workers of users of their own append to it.
 	if err := os.WriteFile(records, nil, 0o666); err != nil {
 		t.Fatal(err)
@@ -269,30 +291,33 @@ func TestCronWithSeconds(t *testing.T) {
 	}
 }
 
-// TestCloseStopsTheTimers runs two hosts of the same configuration at once,
-// as a reload does before the old one is closed: each tick runs once, and
-// once the old host is closed it fires no more while the new one goes on.
-func TestCloseStopsTheTimers(t *testing.T) {
+// TestApplyMovesTheTimers runs the timers of one configuration, then gives
+// the trigger a second one, as a reload does while the old host still
+// runs: from then on the ticks run on the new host only, each once, and
+// the old host, drained afterwards, logs no failed tick.
+func TestApplyMovesTheTimers(t *testing.T) {
 	records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
 	entry := fn("reloaded", "call", `{schedule: "@every 200ms"}`)
-	old := startHost(t, records, entry)
+	old := newHost(t, records, entry)
+	tr := startTimers(t, old)
 	waitRecords(t, records, "reloaded", 2)
-	cur := startHost(t, records, entry)
+	cur := newHost(t, records, entry)
+	tr.Apply(trigger.Generation{Config: cur.Config, Host: cur.Host})
 	timerRuns := map[string]string{"function": "reloaded", "trigger": "timer"}
 	hosttest.WaitFor(t, 30*time.Second, "the new host to run a tick", func() bool {
 		return counter(t, cur.Metrics(), "polyfn_invocations_total", timerRuns) >= 1
 	})
 
-	old.Close(context.Background())
-	closed := counter(t, old.Metrics(), "polyfn_invocations_total", timerRuns)
+	moved := counter(t, old.Metrics(), "polyfn_invocations_total", timerRuns)
 	before := counter(t, cur.Metrics(), "polyfn_invocations_total", timerRuns)
-	// The running host is the clock: five of its ticks, none of the closed one's.
+	// The running host is the clock: five of its ticks, none of the old one's.
 	hosttest.WaitFor(t, 30*time.Second, "five more ticks of the running host", func() bool {
 		return counter(t, cur.Metrics(), "polyfn_invocations_total", timerRuns) >= before+5
 	})
-	if n := counter(t, old.Metrics(), "polyfn_invocations_total", timerRuns); n != closed {
-		t.Errorf("the closed host ran %v more timer invocations", n-closed)
+	if n := counter(t, old.Metrics(), "polyfn_invocations_total", timerRuns); n != moved {
+		t.Errorf("the old host ran %v more timer invocations after Apply", n-moved)
 	}
+	old.Close(context.Background())
 	seen := map[time.Time]bool{}
 	for _, r := range readRecords(t, records, "reloaded") {
 		if seen[r.Scheduled] {
@@ -301,7 +326,7 @@ func TestCloseStopsTheTimers(t *testing.T) {
 		seen[r.Scheduled] = true
 	}
 	if strings.Contains(old.Logs.String(), "timer invocation failed") {
-		t.Errorf("a tick of the closed host failed:\n%s", old.Logs.String())
+		t.Errorf("a tick of the old host failed:\n%s", old.Logs.String())
 	}
 }
 

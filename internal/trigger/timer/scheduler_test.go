@@ -72,7 +72,7 @@ func oneTimer(name, schedule string) []config.Function {
 func TestMissedTicksAreNotReplayed(t *testing.T) {
 	inv := &recorder{}
 	logs := &logBuffer{}
-	s := New(Options{Functions: oneTimer("missed", "@every 100ms"), Invoker: inv, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	s := NewScheduler(Options{Functions: oneTimer("missed", "@every 100ms"), Invoker: inv, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	var offset atomic.Int64
 	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	s.Start()
@@ -108,7 +108,7 @@ func TestMissedTicksAreNotReplayed(t *testing.T) {
 // follows the new time instead of waiting for the hour to pass again.
 func TestClockSetBack(t *testing.T) {
 	inv := &recorder{}
-	s := New(Options{Functions: oneTimer("setback", "@every 100ms"), Invoker: inv, Log: slog.New(slog.DiscardHandler)})
+	s := NewScheduler(Options{Functions: oneTimer("setback", "@every 100ms"), Invoker: inv, Log: slog.New(slog.DiscardHandler)})
 	var offset atomic.Int64
 	offset.Store(int64(time.Hour))
 	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
@@ -134,8 +134,9 @@ func TestClockSetBack(t *testing.T) {
 func TestGenerationsTakeEachTickOnce(t *testing.T) {
 	inv := &recorder{}
 	log := slog.New(slog.DiscardHandler)
-	old := New(Options{Functions: oneTimer("handover", "@every 100ms"), Invoker: inv, Log: log})
-	cur := New(Options{Functions: oneTimer("handover", "@every 100ms"), Invoker: inv, Log: log})
+	states := &States{} // the timer trigger's, shared by its schedulers
+	old := NewScheduler(Options{Functions: oneTimer("handover", "@every 100ms"), Invoker: inv, Log: log, States: states})
+	cur := NewScheduler(Options{Functions: oneTimer("handover", "@every 100ms"), Invoker: inv, Log: log, States: states})
 	old.Start()
 	cur.Start()
 	waitFor(t, "three ticks with both running", func() bool { return len(inv.taken()) >= 3 })
@@ -155,14 +156,14 @@ func TestGenerationsTakeEachTickOnce(t *testing.T) {
 // TestStopEndsTheTicks checks that no tick starts a run once Stop returns.
 func TestStopEndsTheTicks(t *testing.T) {
 	inv := &recorder{}
-	s := New(Options{Functions: oneTimer("stopped", "@every 100ms"), Invoker: inv, Log: slog.New(slog.DiscardHandler)})
+	s := NewScheduler(Options{Functions: oneTimer("stopped", "@every 100ms"), Invoker: inv, Log: slog.New(slog.DiscardHandler)})
 	s.Start()
 	waitFor(t, "two ticks", func() bool { return len(inv.taken()) >= 2 })
 	s.Stop()
 	// A scheduler of the same period is the clock: the stopped one must
 	// run nothing while it ticks.
 	clock := &recorder{}
-	w := New(Options{Functions: oneTimer("clock", "@every 100ms"), Invoker: clock, Log: slog.New(slog.DiscardHandler)})
+	w := NewScheduler(Options{Functions: oneTimer("clock", "@every 100ms"), Invoker: clock, Log: slog.New(slog.DiscardHandler)})
 	w.Start()
 	defer w.Stop()
 	ticksOf := func(n int) func() bool { return func() bool { return len(clock.taken()) >= n } }

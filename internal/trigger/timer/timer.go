@@ -49,6 +49,9 @@ type Options struct {
 	// Observer, when set, counts skipped ticks.
 	Observer Observer
 	Log      *slog.Logger
+	// States is shared by the schedulers of successive configurations;
+	// nil gives the scheduler states of its own.
+	States *States
 }
 
 // Scheduler runs the timers of one host.
@@ -75,11 +78,12 @@ type entry struct {
 	state    *state
 }
 
-// state is what the ticks of one schedule share. It lives as long as the
-// process and is shared by every host that runs the same schedule (same
-// function, schedule and payload), so that across a reload, while the new
-// configuration starts and the old one still runs, each tick is taken once
-// and a run of the old configuration counts for overlap in the new one.
+// state is what the ticks of one schedule share. It lives in the States of
+// the timer trigger, as long as the process, and is shared by every
+// scheduler that runs the same schedule (same function, schedule and
+// payload), so that across a reload, while the new configuration starts
+// and the old one still runs, each tick is taken once and a run of the old
+// configuration counts for overlap in the new one.
 type state struct {
 	mu sync.Mutex
 	// last is the latest tick taken, run or skipped.
@@ -90,28 +94,52 @@ type state struct {
 	skipped int
 }
 
-var states = struct {
-	sync.Mutex
-	m map[string]*state
-}{m: map[string]*state{}}
+// States holds the state of each schedule, for the schedulers of every
+// configuration of one process; the zero value is ready to use.
+type States struct {
+	mu sync.Mutex
+	m  map[string]*state
+}
 
-func stateOf(function, spec string, payload []byte) *state {
+func (ss *States) of(function, spec string, payload []byte) *state {
 	key := function + "\x00" + spec + "\x00" + string(payload)
-	states.Lock()
-	defer states.Unlock()
-	st := states.m[key]
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.m == nil {
+		ss.m = map[string]*state{}
+	}
+	st := ss.m[key]
 	if st == nil {
 		st = &state{}
-		states.m[key] = st
+		ss.m[key] = st
 	}
 	return st
 }
 
-// New returns a scheduler for the timers of o.Functions; Start starts it.
+// keep drops the state of every schedule that no entry of keep runs.
+func (ss *States) keep(entries []*entry) {
+	live := map[*state]bool{}
+	for _, e := range entries {
+		live[e.state] = true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for k, st := range ss.m {
+		if !live[st] {
+			delete(ss.m, k)
+		}
+	}
+}
+
+// NewScheduler returns a scheduler for the timers of o.Functions; Start
+// starts it.
 // A schedule that does not parse is logged and left out (config validation
 // reports it with its position before a host is built).
-func New(o Options) *Scheduler {
+func NewScheduler(o Options) *Scheduler {
 	s := &Scheduler{inv: o.Invoker, obs: o.Observer, log: o.Log, now: time.Now}
+	if o.States == nil {
+		o.States = &States{}
+	}
 	for _, f := range o.Functions {
 		for _, t := range f.Triggers.Timer {
 			sched, err := Parse(t.Schedule)
@@ -121,7 +149,7 @@ func New(o Options) *Scheduler {
 			}
 			payload := []byte(t.Payload)
 			s.entries = append(s.entries, &entry{function: f.Name, spec: t.Schedule, overlap: t.Overlap,
-				payload: payload, sched: sched, state: stateOf(f.Name, t.Schedule, payload)})
+				payload: payload, sched: sched, state: o.States.of(f.Name, t.Schedule, payload)})
 		}
 	}
 	return s

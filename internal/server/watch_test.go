@@ -1,4 +1,4 @@
-package cli
+package server
 
 import (
 	"context"
@@ -51,17 +51,17 @@ func TestFingerprintIsStable(t *testing.T) {
 		defer cancel()
 		h.Close(ctx)
 	})
-	r := &reloader{file: file, log: log}
-	r.current.Store(&generation{h: h})
+	s := &Server{o: Options{File: file, Log: log}, log: log}
+	s.current.Store(&generation{cfg: cfg, h: h})
 
-	first := r.fingerprint()
+	first := s.fingerprint()
 	for i := range 6 {
 		if p := filepath.Join(dir, fmt.Sprintf("fn%d", i), "main.py"); !strings.Contains(first, p) {
 			t.Fatalf("the fingerprint does not cover %s:\n%s", p, first)
 		}
 	}
 	for i := range 50 {
-		if fp := r.fingerprint(); fp != first {
+		if fp := s.fingerprint(); fp != first {
 			t.Fatalf("look %d: the fingerprint of unchanged files changed:\n%s\nthen\n%s", i+1, first, fp)
 		}
 	}
@@ -69,7 +69,7 @@ func TestFingerprintIsStable(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "fn3", "util.py"), []byte("x = 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r.fingerprint() == first {
+	if s.fingerprint() == first {
 		t.Error("a new file under a code directory left the fingerprint unchanged")
 	}
 }

@@ -1,0 +1,65 @@
+package timer
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/polyfn/polyfn/internal/trigger"
+)
+
+var _ trigger.Trigger = (*Trigger)(nil)
+
+// Trigger is the timer trigger for the life of the process: it runs the
+// schedules of the configuration that serves, one Scheduler per
+// configuration, and keeps the state of each schedule (the last tick taken,
+// the runs in flight) across reloads.
+type Trigger struct {
+	obs    Observer
+	log    *slog.Logger
+	states States
+
+	mu      sync.Mutex
+	current *Scheduler
+	stopped bool
+}
+
+// New returns a timer trigger; obs, when not nil, counts skipped ticks.
+func New(obs Observer, log *slog.Logger) *Trigger {
+	return &Trigger{obs: obs, log: log}
+}
+
+// Start starts ticking the schedules of g.
+func (t *Trigger) Start(g trigger.Generation) error {
+	t.Apply(g)
+	return nil
+}
+
+// Apply starts ticking the schedules of g, then stops those of the
+// configuration before: a tick both take runs once, on g's host. Runs in
+// flight on the old host go on; they belong to its drain.
+func (t *Trigger) Apply(g trigger.Generation) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	s := NewScheduler(Options{Functions: g.Config.Functions, Invoker: g.Host, Observer: t.obs, Log: t.log, States: &t.states})
+	s.Start()
+	if t.current != nil {
+		t.current.Stop()
+	}
+	t.current = s
+	t.states.keep(s.entries)
+}
+
+// Stop ends the ticking: no tick starts a run once it returns. The runs in
+// flight belong to the host's drain, so ctx is not waited on.
+func (t *Trigger) Stop(context.Context) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
+	if t.current != nil {
+		t.current.Stop()
+	}
+}
