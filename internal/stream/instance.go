@@ -20,6 +20,7 @@ import (
 	"github.com/polyfn/polyfn/internal/buildinfo"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
@@ -68,6 +69,9 @@ type Options struct {
 	// (Dir is given to that user).
 	Isolation worker.Isolation
 }
+
+// Instance is what the pool runs invocations on.
+var _ pool.Instance = (*Instance)(nil)
 
 // Instance is one running stream-protocol worker.
 type Instance struct {

@@ -50,6 +50,18 @@ type AppRouter interface {
 	RouteApp(ctx context.Context, req *invoke.Request) error
 }
 
+// WorkerGuarder tells connections from worker processes apart, so that the
+// admin endpoints refuse them; *host.Host implements it.
+type WorkerGuarder interface {
+	WorkerGuard() peer.Guard
+}
+
+// MetricsSource has the metrics GET /metrics serves; *host.Host implements
+// it.
+type MetricsSource interface {
+	Metrics() *metrics.Metrics
+}
+
 // AdminReporter gives the document GET /admin/functions serves;
 // *host.Host implements it.
 type AdminReporter interface {
@@ -87,10 +99,10 @@ func NewHandler(inv Invoker, srv *Server, maxBody int64, log *slog.Logger) *Hand
 	})
 	h.mux.HandleFunc("/", notFound)
 	guard := func(next http.Handler) http.Handler { return next }
-	if g, ok := inv.(interface{ WorkerGuard() peer.Guard }); ok {
+	if g, ok := inv.(WorkerGuarder); ok {
 		guard = func(next http.Handler) http.Handler { return h.refuseWorkers(g.WorkerGuard(), next) }
 	}
-	if m, ok := inv.(interface{ Metrics() *metrics.Metrics }); ok {
+	if m, ok := inv.(MetricsSource); ok {
 		var listener []prometheus.Gatherer
 		if srv != nil {
 			listener = append(listener, srv.Metrics())
