@@ -317,27 +317,26 @@ func (h *Host) Codedir(name string) string {
 }
 
 // WaitReady waits until the host is fully up: every app indexed and every
-// pool with a minimum at its minimum (or broken), or ctx is done.
+// pool with a minimum at its minimum (or broken), or ctx is done. It wakes
+// on the pools' events (pool.Changed), not on a clock.
 func (h *Host) WaitReady(ctx context.Context) error {
 	if err := h.WaitApps(ctx); err != nil {
 		return err
 	}
-	for {
-		pending := ""
-		for _, p := range h.pools {
-			if !p.AtMin() {
-				pending = p.Name()
+	for _, p := range h.pools {
+		for {
+			changed := p.Changed() // before the check, so no event is missed
+			if p.AtMin() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("function %s has not started its minimum instances: %w", p.Name(), ctx.Err())
+			case <-changed:
 			}
 		}
-		if pending == "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("function %s has not started its minimum instances: %w", pending, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
+	return nil
 }
 
 // RunDir is the directory under which every instance gets its private
