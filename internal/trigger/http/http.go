@@ -188,6 +188,11 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	writeResult(w, res)
 }
 
+// autoLength is the size from which a response body gets its
+// Content-Length from writeResult: net/http sets it for smaller bodies,
+// which it buffers whole, and would send larger ones chunked.
+const autoLength = 2048
+
 // writeResult answers an invocation that succeeded: the function's explicit
 // HTTP response, else 200 with the result as the body. A body without a
 // Content-Type is application/json when it is valid JSON, else
@@ -219,7 +224,9 @@ func writeResult(w http.ResponseWriter, res *invoke.Result) {
 		}
 		w.Header().Set("Content-Type", ct)
 	}
-	w.Header()["Content-Length"] = []string{strconv.Itoa(len(res.Payload))}
+	if len(res.Payload) >= autoLength {
+		w.Header()["Content-Length"] = []string{strconv.Itoa(len(res.Payload))}
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(res.Payload)
 }
