@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	rpc "github.com/polyfn/polyfn/api/azure"
+	"github.com/polyfn/polyfn/internal/invoke"
 )
 
 // Capabilities a worker advertises in WorkerInitResponse.
@@ -43,6 +43,13 @@ const (
 // read); params are the route parameters from Router.Match. The rules,
 // taken from the official host, are in the package documentation.
 func BuildHTTP(r *http.Request, body []byte, params map[string]string, caps Capabilities) *rpc.RpcHttp {
+	return EncodeHTTP(invoke.NewHTTPRequest(r, params), body, caps)
+}
+
+// EncodeHTTP encodes an invocation's HTTP request (invoke.NewHTTPRequest)
+// and body as the RpcHttp an HTTP-triggered function receives, as
+// BuildHTTP does.
+func EncodeHTTP(r *invoke.HTTPRequest, body []byte, caps Capabilities) *rpc.RpcHttp {
 	nullable := caps.Has(CapUseNullableValueDictionaryForHTTP)
 	// Every string is made valid UTF-8 (invalid bytes become U+FFFD): the
 	// server passes header values and the raw query through as they came,
@@ -69,15 +76,15 @@ func BuildHTTP(r *http.Request, body []byte, params map[string]string, caps Capa
 		}
 		rh.Headers[name] = value
 	}
-	if _, ok := r.Header["Host"]; !ok && requestHost(r) != "" {
-		addHeader("host", requestHost(r))
+	if _, ok := r.Header["Host"]; !ok && r.Host != "" {
+		addHeader("host", r.Host)
 	}
 	for name, values := range r.Header {
 		addHeader(name, joinNonEmpty(values, ", "))
 	}
 
 	// Query.
-	for _, q := range parseQuery(r.URL.RawQuery) {
+	for _, q := range parseQuery(r.RawQuery) {
 		value := joinNonEmpty(q.values, ",")
 		if nullable {
 			if rh.NullableQuery == nil {
@@ -93,7 +100,7 @@ func BuildHTTP(r *http.Request, body []byte, params map[string]string, caps Capa
 	}
 
 	// Route parameters.
-	for k, v := range params {
+	for k, v := range r.Params {
 		if nullable {
 			if rh.NullableParams == nil {
 				rh.NullableParams = map[string]*rpc.NullableString{}
@@ -249,16 +256,16 @@ func toValidUTF8(s string) string {
 }
 
 // requestURL is scheme://host/path?query of r.
-func requestURL(r *http.Request) string {
-	u := scheme(r) + "://" + requestHost(r) + r.URL.EscapedPath()
-	if r.URL.RawQuery != "" {
-		u += "?" + r.URL.RawQuery
+func requestURL(r *invoke.HTTPRequest) string {
+	u := scheme(r) + "://" + r.Host + r.Path
+	if r.RawQuery != "" {
+		u += "?" + r.RawQuery
 	}
 	return u
 }
 
-func scheme(r *http.Request) string {
-	if r.TLS != nil {
+func scheme(r *invoke.HTTPRequest) string {
+	if r.TLS {
 		return "https"
 	}
 	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
@@ -271,20 +278,6 @@ func scheme(r *http.Request) string {
 		}
 	}
 	return "http"
-}
-
-func requestHost(r *http.Request) string {
-	if r.Host != "" {
-		return r.Host
-	}
-	if r.URL.Host != "" {
-		return r.URL.Host
-	}
-	// An HTTP/1.0 request without Host: the workers need an absolute URL.
-	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		return addr.String()
-	}
-	return "localhost"
 }
 
 // joinNonEmpty joins the non-empty values with sep.

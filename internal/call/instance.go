@@ -32,6 +32,7 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/peer"
+	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
@@ -83,6 +84,13 @@ type Options struct {
 	// refused because another process serves it.
 	Refusals peer.RefusalCounter
 }
+
+// Instance is what the pool runs invocations on, and one the pool retires
+// after a timeout (RetireAfterTimeout).
+var (
+	_ pool.Instance       = (*Instance)(nil)
+	_ pool.TimeoutRetirer = (*Instance)(nil)
+)
 
 // Instance is one running call-protocol worker.
 type Instance struct {

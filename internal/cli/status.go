@@ -55,7 +55,7 @@ func statusCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "FUNCTION\tRUNTIME\tPROTOCOL\tSTATE\tINSTANCES\tIN-FLIGHT\tQUEUED\tLAST ERROR")
 			for _, f := range st.Functions {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Name, f.Runtime, f.Protocol, f.State,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Name, f.Runtime, f.Protocol, stateText(f.State, f.BackoffUntil),
 					instances(f.Instances, f.Starting), f.InFlight, f.Queued, oneLine(f.LastError))
 			}
 			for _, a := range st.Apps {
@@ -63,7 +63,7 @@ func statusCmd() *cobra.Command {
 				if a.Error != "" {
 					state = "broken"
 				}
-				fmt.Fprintf(tw, "%s (app: %s)\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", a.Name, strings.Join(a.Functions, ","), a.Runtime, "stream", state,
+				fmt.Fprintf(tw, "%s (app: %s)\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", a.Name, strings.Join(a.Functions, ","), a.Runtime, "stream", stateText(state, a.BackoffUntil),
 					instances(a.Instances, a.Starting), a.InFlight, a.Queued, oneLine(firstNonEmpty(a.Error, a.LastError)))
 			}
 			return tw.Flush()
@@ -72,6 +72,15 @@ func statusCmd() *cobra.Command {
 	t.httpFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON document")
 	return cmd
+}
+
+// stateText is a function's state as the table shows it: while starts are
+// held back after a failure, with when the next may begin.
+func stateText(state string, backoffUntil time.Time) string {
+	if backoffUntil.IsZero() {
+		return state
+	}
+	return state + " (retry at " + backoffUntil.Local().Format(time.TimeOnly) + ")"
 }
 
 func instances(is []pool.InstanceInfo, starting int) string {

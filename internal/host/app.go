@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/config"
@@ -114,25 +113,23 @@ func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
 	a.indexOnce.Do(func() { close(a.indexed) })
 }
 
-// AppRoute is an app function chosen to serve an HTTP request.
-type AppRoute struct {
-	Function *azure.Function
-	Params   map[string]string
-	app      *app
-}
-
-// RouteApp finds the app function serving method and path (escaped, as
-// in URL.EscapedPath) under its app's route prefix (/api/ by default). It
-// waits (within ctx) for apps still being indexed. Errors: not found, method
-// not allowed, or an app that could not be indexed.
-func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, error) {
+// RouteApp finds the app function serving req.HTTPRequest (its method and
+// escaped path, under its app's route prefix: /api/ by default) and sets
+// req's App, Function and the route's parameters; Invoke then runs it. It
+// waits (within ctx) for apps still being indexed. Errors: not found,
+// method not allowed, or an app that could not be indexed.
+func (h *Host) RouteApp(ctx context.Context, req *invoke.Request) error {
+	hr := req.HTTPRequest
+	if hr == nil {
+		return invoke.Errorf(invoke.KindBadRequest, "only HTTP requests are routed to app functions")
+	}
 	var brokenApps []string
 	notAllowed := false
 	for _, a := range h.apps {
 		select {
 		case <-a.indexed:
 		case <-ctx.Done():
-			return nil, invoke.Errorf(invoke.KindUnavailable, "app %s is still starting", a.cfg.Name)
+			return invoke.Errorf(invoke.KindUnavailable, "app %s is still starting", a.cfg.Name)
 		}
 		a.mu.RLock()
 		router, err := a.router, a.err
@@ -144,33 +141,22 @@ func (h *Host) RouteApp(ctx context.Context, method, path string) (*AppRoute, er
 			}
 			continue
 		}
-		fn, params, status := router.Match(method, path)
+		fn, params, status := router.Match(hr.Method, hr.Path)
 		switch status {
 		case 200:
-			return &AppRoute{Function: fn, Params: params, app: a}, nil
+			req.App, req.Function, hr.Params = a.cfg.Name, fn.Name, params
+			return nil
 		case 405:
 			notAllowed = true
 		}
 	}
 	switch {
 	case notAllowed:
-		return nil, invoke.Errorf(invoke.KindMethodNotAllowed, "method %s is not allowed for %s", method, path)
+		return invoke.Errorf(invoke.KindMethodNotAllowed, "method %s is not allowed for %s", hr.Method, hr.Path)
 	case len(brokenApps) > 0:
-		return nil, &invoke.Error{Kind: invoke.KindWorkerStart, Type: "AppBroken", Message: strings.Join(brokenApps, "; ")}
+		return &invoke.Error{Kind: invoke.KindWorkerStart, Type: "AppBroken", Message: strings.Join(brokenApps, "; ")}
 	}
-	return nil, invoke.Errorf(invoke.KindNotFound, "no function serves %s", path)
-}
-
-// Invoke runs req on the route's app, bounded by the app's timeout.
-func (r *AppRoute) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	ctx, cancel := invoke.WithTimeout(ctx, r.app.timeout)
-	defer cancel()
-	ctx, span := startSpan(ctx, req)
-	began := time.Now()
-	res, err := r.app.pool.Invoke(ctx, req)
-	r.app.host.observe(req, res, err, began)
-	endSpan(span, err)
-	return res, err
+	return invoke.Errorf(invoke.KindNotFound, "no function serves %s", hr.Path)
 }
 
 // HasApps reports whether the config has Azure Functions apps.

@@ -1,6 +1,7 @@
 package host_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,40 @@ functions:
 		if f.Name == "loop" && (f.State != "broken" || !strings.Contains(f.LastError, "exit status 3")) {
 			t.Fatalf("loop: state %q, last error %q; want broken with the cause", f.State, f.LastError)
 		}
+	}
+
+	// /admin/functions shows it broken, with the cause and, while it backs
+	// off (a failing invocation starts a back-off if none is under way),
+	// when the back-off ends.
+	type fnDoc struct {
+		Name         string    `json:"name"`
+		State        string    `json:"state"`
+		LastError    string    `json:"last_error"`
+		BackoffUntil time.Time `json:"backoff_until"`
+	}
+	var loop fnDoc
+	hosttest.WaitFor(t, 10*time.Second, "/admin/functions to show loop backing off", func() bool {
+		th.Call(t, "loop", "x")
+		resp, err := http.Get(th.URL + "/admin/functions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			Functions []fnDoc `json:"functions"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range doc.Functions {
+			if f.Name == "loop" {
+				loop = f
+			}
+		}
+		return !loop.BackoffUntil.IsZero()
+	})
+	if loop.State != "broken" || !strings.Contains(loop.LastError, "exit status 3") {
+		t.Fatalf("/admin/functions for loop: %+v; want broken with the cause", loop)
 	}
 
 	// flaky fails three starts, then serves: retrying brings it back.

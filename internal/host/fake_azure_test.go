@@ -142,6 +142,11 @@ func fakeAzureInvoke(mode string, md *rpc.RpcFunctionMetadata, req *rpc.Invocati
 		if len(h.Headers) != 0 || h.NullableHeaders["x-test"].GetValue() != "node" || h.RawBody != nil {
 			return fail(fmt.Sprintf("want nullable headers only and no rawBody: %v / %v", h.Headers, h.NullableHeaders))
 		}
+		if sc := h.NullableQuery["status"].GetValue(); sc != "" {
+			// An HTTP result the host cannot send when sc is not a status.
+			resp.ReturnValue = &rpc.TypedData{Data: &rpc.TypedData_Http{Http: &rpc.RpcHttp{StatusCode: sc}}}
+			return resp
+		}
 		name := h.NullableParams["name"].GetValue()
 		body := fmt.Sprintf("hello %s via %s; q=%s; body=%s", name, h.Method, h.NullableQuery["q"].GetValue(), h.Body.GetBytes())
 		resp.ReturnValue = &rpc.TypedData{Data: &rpc.TypedData_Http{Http: &rpc.RpcHttp{

@@ -6,6 +6,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -325,27 +326,26 @@ func (h *Host) Codedir(name string) string {
 }
 
 // WaitReady waits until the host is fully up: every app indexed and every
-// pool with a minimum at its minimum (or broken), or ctx is done.
+// pool with a minimum at its minimum (or broken), or ctx is done. It wakes
+// on the pools' events (pool.Changed), not on a clock.
 func (h *Host) WaitReady(ctx context.Context) error {
 	if err := h.WaitApps(ctx); err != nil {
 		return err
 	}
-	for {
-		pending := ""
-		for _, p := range h.pools {
-			if !p.AtMin() {
-				pending = p.Name()
+	for _, p := range h.pools {
+		for {
+			changed := p.Changed() // before the check, so no event is missed
+			if p.AtMin() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("function %s has not started its minimum instances: %w", p.Name(), ctx.Err())
+			case <-changed:
 			}
 		}
-		if pending == "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("function %s has not started its minimum instances: %w", pending, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
+	return nil
 }
 
 // RunDir is the directory under which every instance gets its private
@@ -356,12 +356,14 @@ func (h *Host) RunDir() string { return h.runDir }
 // MaxBody is the largest payload the host accepts.
 func (h *Host) MaxBody() int64 { return int64(h.cfg.HTTP.MaxBody) }
 
-// Invoke runs one invocation of the function req.Function, bounded by the
-// function's timeout. Errors are *invoke.Error.
+// Invoke runs one invocation of the function req.Function (of the app
+// req.App, for an app function routed by RouteApp), bounded by the
+// function's timeout. Errors are *invoke.Error: one of unknown origin is
+// the host's, of kind KindInternal, logged with its cause as a host bug.
 func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
-	f, ok := h.fns[req.Function]
-	if !ok {
-		return nil, invoke.Errorf(invoke.KindNotFound, "function %q is not configured", req.Function)
+	p, timeout, err := h.target(req)
+	if err != nil {
+		return nil, err
 	}
 	if req.ID == "" {
 		req.ID = invoke.NewID()
@@ -369,24 +371,59 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	if req.Timestamp.IsZero() {
 		req.Timestamp = time.Now()
 	}
-	ctx, cancel := invoke.WithTimeout(ctx, f.timeout)
+	ctx, cancel := invoke.WithTimeout(ctx, timeout)
 	defer cancel()
 	ctx, span := startSpan(ctx, req)
 	began := time.Now()
-	res, err := f.pool.Invoke(ctx, req)
+	res, err := p.Invoke(ctx, req)
+	if err != nil {
+		err = h.invocationFailed(req, err)
+	}
 	h.observe(req, res, err, began)
 	endSpan(span, err)
-	if err != nil {
-		switch invoke.KindOf(err) {
-		case invoke.KindFunction:
-			h.log.Debug("function error", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
-		case invoke.KindInternal:
-			h.log.Error("internal error: a host bug", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
-		default:
-			h.log.Warn("invocation failed", "function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err)
-		}
-	}
 	return res, err
+}
+
+// target returns the pool that runs req and the timeout that bounds it.
+func (h *Host) target(req *invoke.Request) (*pool.Pool, *invoke.TimeoutCause, error) {
+	if req.App != "" {
+		for _, a := range h.apps {
+			if a.cfg.Name == req.App {
+				return a.pool, a.timeout, nil
+			}
+		}
+		return nil, nil, invoke.Errorf(invoke.KindNotFound, "app %q is not configured", req.App)
+	}
+	f, ok := h.fns[req.Function]
+	if !ok {
+		return nil, nil, invoke.Errorf(invoke.KindNotFound, "function %q is not configured", req.Function)
+	}
+	return f.pool, f.timeout, nil
+}
+
+// invocationFailed logs a failed invocation at the level its kind calls for
+// and returns its error as an *invoke.Error: an error of unknown origin
+// becomes an internal error whose message points at this log record.
+func (h *Host) invocationFailed(req *invoke.Request, err error) error {
+	args := []any{"function", req.Function, "instance", req.Instance, "invocation", req.ID, "error", err}
+	if req.App != "" {
+		args = append(args, "app", req.App)
+	}
+	var ie *invoke.Error
+	if !errors.As(err, &ie) {
+		h.log.Error("internal error: a host bug", args...)
+		return &invoke.Error{Kind: invoke.KindInternal, Type: "InternalError", Err: err,
+			Message: fmt.Sprintf("the host failed to run the invocation; its log has the cause under invocation %s", req.ID)}
+	}
+	switch ie.Kind {
+	case invoke.KindFunction:
+		h.log.Debug("function error", args...)
+	case invoke.KindInternal:
+		h.log.Error("internal error: a host bug", args...)
+	default:
+		h.log.Warn("invocation failed", args...)
+	}
+	return err
 }
 
 // startSpan starts the span of one invocation (none while trace export is
@@ -493,3 +530,7 @@ func (h *Host) Close(ctx context.Context) {
 		h.releaseLimits()
 	})
 }
+
+// AdminDocument returns Admin's document, for the HTTP trigger's
+// /admin/functions.
+func (h *Host) AdminDocument() any { return h.Admin() }

@@ -9,9 +9,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"time"
-
-	rpc "github.com/polyfn/polyfn/api/azure"
 )
 
 // Trigger names what turned an outside event into an invocation.
@@ -40,22 +40,60 @@ type Request struct {
 	// Timestamp is when the event happened: the message's arrival (MQTT),
 	// the scheduled time of the tick (timer).
 	Timestamp time.Time
-	// HTTP describes the triggering HTTP request, nil for other triggers.
+	// HTTP describes the triggering HTTP request to a polyfn function (the
+	// document its handler sees), nil for other triggers.
 	HTTP *HTTPInfo
+	// App names the Azure Functions app whose function Function is, set by
+	// routing (Host.RouteApp); empty for polyfn functions.
+	App string
+	// HTTPRequest is the whole HTTP request an app function serves, which
+	// the protocol adapter encodes in its own wire form (the stream
+	// adapter: the worker's RpcHttp); the body is Payload. Nil otherwise.
+	HTTPRequest *HTTPRequest
 	// Instance is set by the pool to the instance that runs the invocation.
 	Instance string
-	// Stream, when set, builds the stream-protocol input itself (the
-	// functions of Azure Functions apps, whose encoding depends on the
-	// worker's capabilities); the result then carries the worker's response.
-	Stream *StreamInput
 }
 
-// StreamInput builds an InvocationRequest's input for a worker with the
-// given capabilities.
-type StreamInput struct {
-	// FunctionID is the id the worker knows the function by.
-	FunctionID string
-	Build      func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData)
+// HTTPRequest is an HTTP request as received, for functions that take the
+// whole request (Azure Functions apps). It holds no body: that is the
+// invocation's payload.
+type HTTPRequest struct {
+	Method string
+	// TLS reports whether the request came over TLS.
+	TLS bool
+	// Host is the host the request was sent to: its Host header, else the
+	// address it arrived on.
+	Host string
+	// Path is the request's path as received (escaped); RawQuery its query
+	// without the '?'.
+	Path     string
+	RawQuery string
+	// Header is the request's header as received.
+	Header http.Header
+	// Params are the parameters of the app route that matched the request.
+	Params map[string]string
+}
+
+// NewHTTPRequest returns what an invocation needs of r: everything but the
+// body. r's header is shared, not copied: the invocation must end before
+// r's handler returns.
+func NewHTTPRequest(r *http.Request, params map[string]string) *HTTPRequest {
+	return &HTTPRequest{Method: r.Method, TLS: r.TLS != nil, Host: requestHost(r), Path: r.URL.EscapedPath(),
+		RawQuery: r.URL.RawQuery, Header: r.Header, Params: params}
+}
+
+func requestHost(r *http.Request) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	if r.URL.Host != "" {
+		return r.URL.Host
+	}
+	// An HTTP/1.0 request without Host: the address it arrived on.
+	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return addr.String()
+	}
+	return "localhost"
 }
 
 // HTTPInfo is what a function sees of the HTTP request that triggered it.
@@ -72,8 +110,6 @@ type Result struct {
 	// HTTP is set when the function returned an explicit HTTP response;
 	// Payload is then its body.
 	HTTP *HTTPResponse
-	// Stream is the worker's response to a request with Stream input.
-	Stream *rpc.InvocationResponse
 }
 
 // HTTPResponse is the status and headers of an explicit HTTP response a
@@ -81,6 +117,10 @@ type Result struct {
 type HTTPResponse struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers"`
+	// Header holds headers with several values each (Set-Cookie), as an
+	// Azure Functions app's response may have; the protocol adapter fills
+	// it, never the function's JSON.
+	Header http.Header `json:"-"`
 }
 
 // Validate checks what a worker sent.
@@ -122,6 +162,10 @@ const (
 	// KindInternal: the host failed (a bug, or an error of unknown origin);
 	// never the function's fault.
 	KindInternal
+	// KindInvalidResponse: the worker answered with a result the trigger
+	// cannot deliver (an Azure Functions app's HTTP result that is not a
+	// valid HTTP response).
+	KindInvalidResponse
 )
 
 // Error is an invocation that did not produce a result.
@@ -150,6 +194,7 @@ var kindTypes = map[Kind]string{
 	KindBadRequest:       "BadRequest",
 	KindMethodNotAllowed: "MethodNotAllowed",
 	KindInternal:         "InternalError",
+	KindInvalidResponse:  "InvalidResponse",
 }
 
 // TypeOutOfMemory is the type of a KindWorkerCrashed error whose worker the

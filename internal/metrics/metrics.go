@@ -12,6 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/polyfn/polyfn/internal/peer"
+	"github.com/polyfn/polyfn/internal/pool"
+)
+
+// Metrics is told about the pools' instances and the refused worker
+// connections.
+var (
+	_ pool.Observer       = (*Metrics)(nil)
+	_ peer.RefusalCounter = (*Metrics)(nil)
 )
 
 // Metrics is the process's set of metrics, in a registry of its own. It

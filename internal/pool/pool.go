@@ -104,6 +104,52 @@ type Pool struct {
 	backoff      *time.Timer
 	backoffUntil time.Time
 	backoffGen   int
+	// state is the pool's state (Stats.State), recorded by changedLocked
+	// at each event that may change it; changed, when someone waits for
+	// a change (Changed), is closed then.
+	state   string
+	changed chan struct{}
+}
+
+// Pool states (Stats.State).
+const (
+	StateIdle     = "idle"
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateBroken   = "broken"
+)
+
+// changedLocked records the pool's state after an event that may have
+// changed it (an instance starting, started or gone, a start failed, a
+// back-off ended) and wakes whoever waits on Changed.
+func (p *Pool) changedLocked() {
+	switch {
+	case len(p.insts) > 0:
+		p.state = StateReady
+	case p.starting > 0:
+		p.state = StateStarting
+	case p.broken:
+		p.state = StateBroken
+	default:
+		p.state = StateIdle
+	}
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+// Changed returns a channel closed at the pool's next event: an instance
+// starting, started or gone, a failed start, the end of a back-off, Close.
+// Waiters check the condition they wait for after taking the channel, and
+// take a new one once it is closed.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
 }
 
 // brokenAfter is how many consecutive failures make a function broken.
@@ -127,6 +173,7 @@ func (p *Pool) failedLocked(err error) {
 	p.backoffUntil = time.Now().Add(delay)
 	p.backoff = time.AfterFunc(delay, func() { p.endBackoff(gen) })
 	p.o.Observer.InstanceStartFailed(p.o.Function)
+	p.changedLocked()
 }
 
 // endBackoff ends the back-off gen, unless a later failure replaced it, and
@@ -139,6 +186,7 @@ func (p *Pool) endBackoff(gen int) {
 	}
 	p.backoff, p.backoffUntil = nil, time.Time{}
 	p.refillLocked()
+	p.changedLocked()
 }
 
 // refillLocked starts instances up to Min and for queued invocations,
@@ -208,7 +256,7 @@ func New(o Options) *Pool {
 		o.Observer = nopObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool{o: o, ctx: ctx, cancel: cancel}
+	return &Pool{o: o, ctx: ctx, cancel: cancel, state: StateIdle}
 }
 
 // Start starts the minimum instances in the background and the idle reaper.
@@ -422,6 +470,7 @@ func (p *Pool) startLocked() {
 	id := fmt.Sprintf("%s-%d", p.o.Function, p.seq)
 	p.wg.Add(1)
 	go p.start(id)
+	p.changedLocked()
 }
 
 func (p *Pool) start(id string) {
@@ -431,6 +480,7 @@ func (p *Pool) start(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.starting--
+	defer p.changedLocked()
 	if err != nil {
 		if p.closed || p.ctx.Err() != nil {
 			// Shutting down: the start was aborted, nothing failed.
@@ -522,6 +572,7 @@ func (p *Pool) removeLocked(s *slot) {
 	for i, x := range p.insts {
 		if x == s {
 			p.insts = append(p.insts[:i], p.insts[i+1:]...)
+			p.changedLocked()
 			return
 		}
 	}
@@ -650,7 +701,8 @@ type Stats struct {
 	// State is "ready" (an instance is up), "starting", "idle" (scaled to
 	// zero) or "broken" (the last start failed, or the last instance
 	// crashed before it was any use, and nothing is up; see LastError). It
-	// stays broken until a start succeeds.
+	// stays broken until a start succeeds. It is recorded at the events
+	// that change it (Changed), not read off a clock.
 	State     string         `json:"state"`
 	Instances []InstanceInfo `json:"instances"`
 	Starting  int            `json:"starting"`
@@ -680,16 +732,7 @@ func (p *Pool) Stats() Stats {
 		st.LastError = p.lastErr.Error()
 	}
 	st.BackoffUntil = p.backoffUntil
-	switch {
-	case len(p.insts) > 0:
-		st.State = "ready"
-	case p.starting > 0:
-		st.State = "starting"
-	case p.broken:
-		st.State = "broken"
-	default:
-		st.State = "idle"
-	}
+	st.State = p.state
 	return st
 }
 
@@ -708,6 +751,7 @@ func (p *Pool) Close(ctx context.Context) {
 		w.ch <- grant{err: invoke.Errorf(invoke.KindUnavailable, "function %s is shutting down", p.o.Function)}
 	}
 	p.waiters = nil
+	p.changedLocked()
 	p.mu.Unlock()
 
 	t := time.NewTicker(10 * time.Millisecond)
@@ -728,6 +772,7 @@ drain:
 		s.stopping = true
 		s.cut = s.inflight > 0
 	}
+	p.changedLocked()
 	p.mu.Unlock()
 	p.cancel()
 	var wg sync.WaitGroup

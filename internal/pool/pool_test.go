@@ -18,6 +18,7 @@ import (
 type fakeInstance struct {
 	id      string
 	entered chan struct{} // an invocation arrived
+	ids     chan string   // the ids of the invocations that arrived, in order
 	answer  chan error    // what the invocation returns
 	done    chan struct{}
 	stopped chan struct{}
@@ -29,13 +30,14 @@ type fakeInstance struct {
 }
 
 func newFake(id string) *fakeInstance {
-	return &fakeInstance{id: id, entered: make(chan struct{}, 16), answer: make(chan error, 16),
+	return &fakeInstance{id: id, entered: make(chan struct{}, 16), ids: make(chan string, 16), answer: make(chan error, 16),
 		done: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 func (f *fakeInstance) ID() string { return f.id }
 func (f *fakeInstance) Pid() int   { return 1 }
-func (f *fakeInstance) Invoke(ctx context.Context, _ *invoke.Request) (*invoke.Result, error) {
+func (f *fakeInstance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result, error) {
+	f.ids <- req.ID
 	f.entered <- struct{}{}
 	select {
 	case err := <-f.answer:
@@ -83,6 +85,8 @@ func (f *fakeInstance) Stop(context.Context) {
 	f.observe()
 	f.stopOnce.Do(func() { close(f.stopped) })
 }
+
+var _ Instance = (*fakeInstance)(nil)
 
 // countingObserver records what the pool reports.
 type countingObserver struct {
@@ -137,6 +141,9 @@ func newTestPool(t *testing.T, o Options) (*Pool, chan *fakeInstance, *countingO
 	}
 	if o.Max == 0 {
 		o.Max = 1
+	}
+	if o.Idle == 0 {
+		o.Idle = time.Hour // the reaper stays out of tests that do not ask for it
 	}
 	if o.Start == nil {
 		o.Start = func(_ context.Context, id string) (Instance, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/polyfn/polyfn/internal/buildinfo"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
 )
@@ -68,6 +69,9 @@ type Options struct {
 	// (Dir is given to that user).
 	Isolation worker.Isolation
 }
+
+// Instance is what the pool runs invocations on.
+var _ pool.Instance = (*Instance)(nil)
 
 // Instance is one running stream-protocol worker.
 type Instance struct {
@@ -508,9 +512,12 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	if tp, ts := tracing.TraceParent(ctx); tp != "" {
 		ir.TraceContext = &rpc.RpcTraceContext{TraceParent: tp, TraceState: ts}
 	}
-	if req.Stream != nil {
-		ir.FunctionId = req.Stream.FunctionID
-		ir.InputData, ir.TriggerMetadata = req.Stream.Build(i.caps)
+	var appFn *azure.Function
+	if req.App != "" {
+		var err error
+		if appFn, err = i.appInput(ir, req); err != nil {
+			return nil, err
+		}
 	} else {
 		ir.FunctionId = req.Function
 		msg.bytes.Bytes = req.Payload
@@ -531,8 +538,8 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 	out := resp.GetInvocationResponse()
 	switch r := out.GetResult(); r.GetStatus() {
 	case rpc.StatusResult_Success:
-		if req.Stream != nil {
-			return &invoke.Result{Stream: out}, nil
+		if appFn != nil {
+			return appResult(appFn, out)
 		}
 		if h := out.GetReturnValue().GetHttp(); h != nil {
 			return httpResult(h)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +23,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	rpc "github.com/polyfn/polyfn/api/azure"
-	"github.com/polyfn/polyfn/internal/azure"
-	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
@@ -44,10 +42,30 @@ type Invoker interface {
 }
 
 // AppRouter finds the Azure Functions app function serving a request under
-// /api/; *host.Host implements it.
+// its app's route prefix; *host.Host implements it.
 type AppRouter interface {
 	HasApps() bool
-	RouteApp(ctx context.Context, method, path string) (*host.AppRoute, error)
+	// RouteApp sets req's App, Function and route parameters from
+	// req.HTTPRequest; the Invoker then runs it.
+	RouteApp(ctx context.Context, req *invoke.Request) error
+}
+
+// WorkerGuarder tells connections from worker processes apart, so that the
+// admin endpoints refuse them; *host.Host implements it.
+type WorkerGuarder interface {
+	WorkerGuard() peer.Guard
+}
+
+// MetricsSource has the metrics GET /metrics serves; *host.Host implements
+// it.
+type MetricsSource interface {
+	Metrics() *metrics.Metrics
+}
+
+// AdminReporter gives the document GET /admin/functions serves;
+// *host.Host implements it.
+type AdminReporter interface {
+	AdminDocument() any
 }
 
 // Handler serves the HTTP trigger's routes for one configuration.
@@ -81,22 +99,22 @@ func NewHandler(inv Invoker, srv *Server, maxBody int64, log *slog.Logger) *Hand
 	})
 	h.mux.HandleFunc("/", notFound)
 	guard := func(next http.Handler) http.Handler { return next }
-	if g, ok := inv.(interface{ WorkerGuard() peer.Guard }); ok {
+	if g, ok := inv.(WorkerGuarder); ok {
 		guard = func(next http.Handler) http.Handler { return h.refuseWorkers(g.WorkerGuard(), next) }
 	}
-	if m, ok := inv.(interface{ Metrics() *metrics.Metrics }); ok {
+	if m, ok := inv.(MetricsSource); ok {
 		var listener []prometheus.Gatherer
 		if srv != nil {
 			listener = append(listener, srv.Metrics())
 		}
 		h.mux.Handle("GET /metrics", guard(m.Metrics().Handler(listener...)))
 	}
-	if a, ok := inv.(interface{ Admin() host.AdminStatus }); ok {
+	if a, ok := inv.(AdminReporter); ok {
 		h.mux.Handle("GET /admin/functions", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
-			_ = enc.Encode(a.Admin())
+			_ = enc.Encode(a.AdminDocument())
 		})))
 	}
 	return h
@@ -167,14 +185,37 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		h.writeInvokeError(w, r, err)
 		return
 	}
+	writeResult(w, res)
+}
+
+// autoLength is the size from which a response body gets its
+// Content-Length from writeResult: net/http sets it for smaller bodies,
+// which it buffers whole, and would send larger ones chunked.
+const autoLength = 2048
+
+// writeResult answers an invocation that succeeded: the function's explicit
+// HTTP response, else 200 with the result as the body. A body without a
+// Content-Type is application/json when it is valid JSON, else
+// application/octet-stream.
+func writeResult(w http.ResponseWriter, res *invoke.Result) {
 	status := http.StatusOK
 	if res.HTTP != nil {
+		h := w.Header()
 		for k, v := range res.HTTP.Headers {
 			if !strings.EqualFold(k, "Content-Length") {
-				w.Header().Set(k, v)
+				h.Set(k, v)
+			}
+		}
+		for k, vs := range res.HTTP.Header {
+			if !strings.EqualFold(k, "Content-Length") {
+				h[k] = vs
 			}
 		}
 		status = res.HTTP.Status
+	}
+	if status == http.StatusNoContent || status == http.StatusNotModified {
+		w.WriteHeader(status) // no body
+		return
 	}
 	if len(res.Payload) > 0 && w.Header().Get("Content-Type") == "" {
 		ct := "application/octet-stream"
@@ -183,13 +224,16 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", ct)
 	}
+	if len(res.Payload) >= autoLength {
+		w.Header()["Content-Length"] = []string{strconv.Itoa(len(res.Payload))}
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(res.Payload)
 }
 
-// app serves an HTTP function of an Azure Functions app: the request is
-// encoded for the worker's capabilities and its response decoded as the
-// Azure Functions host would.
+// app serves an HTTP function of an Azure Functions app: the request goes
+// to the app's worker as it came, the stream adapter encoding it for the
+// worker and decoding its response as the Azure Functions host would.
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	r, span := serverSpan(r, "app")
 	defer span.End()
@@ -202,36 +246,25 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.srv.give(held)
-	route, err := h.apps.RouteApp(r.Context(), r.Method, r.URL.EscapedPath())
-	if err != nil {
+	req := &invoke.Request{
+		ID:          id,
+		Trigger:     invoke.TriggerHTTP,
+		Payload:     body,
+		Timestamp:   time.Now(),
+		HTTPRequest: invoke.NewHTTPRequest(r, nil),
+	}
+	if err := h.apps.RouteApp(r.Context(), req); err != nil {
 		h.srv.responding(w)
 		h.writeInvokeError(w, r, err)
 		return
 	}
-	fn := route.Function
-	req := &invoke.Request{
-		ID:        id,
-		Function:  fn.Name,
-		Trigger:   invoke.TriggerHTTP,
-		Payload:   body,
-		Timestamp: time.Now(),
-		Stream: &invoke.StreamInput{FunctionID: fn.ID, Build: func(caps map[string]string) ([]*rpc.ParameterBinding, map[string]*rpc.TypedData) {
-			rh := azure.BuildHTTP(r, body, route.Params, azure.Capabilities(caps))
-			return azure.InvocationInput(fn, rh, azure.Capabilities(caps))
-		}},
-	}
-	res, err := route.Invoke(r.Context(), req)
+	res, err := h.inv.Invoke(r.Context(), req)
 	h.srv.responding(w)
 	if err != nil {
 		h.writeInvokeError(w, r, err)
 		return
 	}
-	resp, err := azure.DecodeResponse(fn, res.Stream)
-	if err != nil {
-		writeError(w, http.StatusBadGateway, "InvalidResponse", fmt.Sprintf("function %s answered with an HTTP response the host cannot send: %v", fn.Name, err))
-		return
-	}
-	_ = resp.Write(w)
+	writeResult(w, res)
 }
 
 // firstChunk is the largest buffer a request body starts in. The buffer
@@ -385,7 +418,7 @@ func Status(k invoke.Kind) int {
 		return http.StatusRequestEntityTooLarge
 	case invoke.KindOverloaded:
 		return http.StatusTooManyRequests
-	case invoke.KindWorkerCrashed, invoke.KindWorkerStart:
+	case invoke.KindWorkerCrashed, invoke.KindWorkerStart, invoke.KindInvalidResponse:
 		return http.StatusBadGateway
 	case invoke.KindTimeout:
 		return http.StatusGatewayTimeout
