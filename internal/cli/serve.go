@@ -162,13 +162,17 @@ func serveCmd() *cobra.Command {
 
 func validateCmd() *cobra.Command {
 	var file string
-	var index bool
+	var index, load bool
 	cmd := &cobra.Command{
-		Use:   "validate -c FILE [--index]",
+		Use:   "validate -c FILE [--index] [--load=false]",
 		Short: "Check a config file and print every problem with file:line and key",
 		Long: "Check a config file and print every problem with file:line and key.\n" +
 			"With --index, also start one worker of each Azure Functions app, list the\n" +
-			"functions it finds and report every function that fails to index or load.",
+			"functions it finds and report every function that fails to index or load.\n" +
+			"Unless --load=false, also build each function's dependencies (cached, as serve\n" +
+			"does) and load it without serving: import each Python handler's module and check\n" +
+			"the attribute, load each Node.js module and export, compile each Go function;\n" +
+			"problems are reported with file:line.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(file)
@@ -177,6 +181,11 @@ func validateCmd() *cobra.Command {
 			}
 			if err := host.CheckIsolation(cfg); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
+			}
+			if load {
+				if err := loadFunctions(cmd, cfg); err != nil {
+					return err
+				}
 			}
 			noun := "functions"
 			if len(cfg.Functions) == 1 {
@@ -191,6 +200,7 @@ func validateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().BoolVar(&index, "index", false, "start each app's worker once and report its functions")
+	cmd.Flags().BoolVar(&load, "load", true, "build each function and load its handler without serving it")
 	return cmd
 }
 

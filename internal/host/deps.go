@@ -1,8 +1,6 @@
 package host
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/build"
@@ -32,13 +30,7 @@ func (h *Host) buildAll() {
 		}
 		if r.Err != nil {
 			failed++
-			var be *build.Error
-			cmd := ""
-			if errors.As(r.Err, &be) {
-				cmd = be.Command
-			}
-			f.broken = &invoke.Error{Kind: invoke.KindWorkerStart, Type: TypeBuildFailed,
-				Message: fmt.Sprintf("function %s is broken: its build failed: %s", r.Function, cmd), Err: r.Err}
+			f.broken = &invoke.Error{Kind: invoke.KindWorkerStart, Type: TypeBuildFailed, Message: r.Err.Error(), Err: r.Err}
 			f.brokenCause = r.Err.Error()
 			continue
 		}
