@@ -60,28 +60,40 @@ var nodeVersions = struct {
 	m map[string]string
 }{m: map[string]string{}}
 
-// nodeVersion returns node's version, architecture and module ABI.
-func nodeVersion(ctx context.Context) (string, error) {
+// nodeVersion returns node's version, architecture and module ABI,
+// remembered in memory and on disk under the node binary's identity, so
+// that an unchanged function costs no node start.
+func (b *Builder) nodeVersion(ctx context.Context) (string, error) {
 	node, err := tool("node")
+	if err != nil {
+		return "", err
+	}
+	id, err := identity(node)
 	if err != nil {
 		return "", err
 	}
 	nodeVersions.Lock()
 	defer nodeVersions.Unlock()
-	if v, ok := nodeVersions.m[node]; ok {
+	if v, ok := nodeVersions.m[id]; ok {
 		return v, nil
+	}
+	memo := filepath.Join(b.o.Dir, "probe", "node-"+id)
+	if data, err := os.ReadFile(memo); err == nil && len(data) > 0 {
+		nodeVersions.m[id] = string(data)
+		return string(data), nil
 	}
 	out, err := exec.CommandContext(ctx, node, "-p", "process.version+' '+process.arch+' '+process.versions.modules").Output()
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", node, err)
 	}
 	v := strings.TrimSpace(string(out))
-	nodeVersions.m[node] = v
+	nodeVersions.m[id] = v
+	writeMemo(memo, []byte(v))
 	return v, nil
 }
 
 func (b *Builder) node(ctx context.Context, sp Spec) (string, bool, error) {
-	version, err := nodeVersion(ctx)
+	version, err := b.nodeVersion(ctx)
 	if err != nil {
 		return "", false, err
 	}

@@ -85,20 +85,10 @@ var probes = struct {
 // and on disk (under the interpreter file's identity), so that an unchanged
 // function costs no interpreter start.
 func (b *Builder) probePython(ctx context.Context, interp string) (*pyProbe, error) {
-	real, err := filepath.EvalSymlinks(interp)
+	id, err := identity(interp)
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(real)
-	if err != nil {
-		return nil, err
-	}
-	var ino uint64
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		ino = sys.Ino
-	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\n%s\n%d %d %d", interp, real, st.Size(), st.ModTime().UnixNano(), ino))
-	id := hex.EncodeToString(sum[:16])
 	probes.Lock()
 	p := probes.m[id]
 	probes.Unlock()
@@ -129,16 +119,43 @@ func (b *Builder) probePython(ctx context.Context, interp string) (*pyProbe, err
 			p.Stamps[d] = st.ModTime().UnixNano()
 		}
 	}
-	if data, err := json.Marshal(p); err == nil && os.MkdirAll(filepath.Dir(memo), 0o755) == nil {
-		tmp := memo + ".tmp"
-		if os.WriteFile(tmp, data, 0o644) == nil {
-			_ = os.Rename(tmp, memo)
-		}
+	if data, err := json.Marshal(p); err == nil {
+		writeMemo(memo, data)
 	}
 	probes.Lock()
 	probes.m[id] = p
 	probes.Unlock()
 	return p, nil
+}
+
+// identity names an executable file as found at path: path, the file it
+// resolves to and that file's size, modification time and inode.
+func identity(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	var ino uint64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		ino = sys.Ino
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\n%s\n%d %d %d", path, real, st.Size(), st.ModTime().UnixNano(), ino))
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+// writeMemo writes a memo file whole (or not at all).
+func writeMemo(path string, data []byte) {
+	if os.MkdirAll(filepath.Dir(path), 0o755) != nil {
+		return
+	}
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 // fresh reports whether the directories on the interpreter's path are as
@@ -258,7 +275,7 @@ func conflicts(text string, constraints []string) string {
 	var hit []string
 	for _, c := range constraints {
 		name := strings.SplitN(c, "==", 2)[0]
-		if regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(name) + `\b`).MatchString(norm) {
+		if regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(name) + `\s*([=<>!~;\[@,]|$)`).MatchString(norm) {
 			hit = append(hit, c)
 		}
 	}
