@@ -1,6 +1,10 @@
 package host
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/build"
@@ -34,9 +38,47 @@ func (h *Host) buildAll() {
 			f.brokenCause = r.Err.Error()
 			continue
 		}
+		if err := h.reachable(f, r); err != nil {
+			failed++
+			f.broken = &invoke.Error{Kind: invoke.KindWorkerStart, Type: TypeBuildFailed, Message: err.Error(), Err: err}
+			f.brokenCause = err.Error()
+			h.log.Error("function build unreachable; the function is broken", "function", r.Function, "error", err)
+			continue
+		}
 		f.attach(r)
 	}
 	h.log.Info("function builds done", "functions", len(specs), "failed", failed, "installers_run", b.Installs(), "duration", time.Since(began).Round(time.Millisecond))
+}
+
+// reachable makes a Python or Node.js build result reachable by the user
+// f's workers run as, when that is another user: directories in the state
+// directory get search permission for others (0o001; listing stays theirs,
+// the MQTT store's files stay 0600); a directory above it that others
+// cannot search is an error naming it. (A Go binary is linked into each
+// instance's directory instead.)
+func (h *Host) reachable(f *function, r build.Result) error {
+	iso := h.iso[f.cfg.Name]
+	if r.Kind == build.KindGo || r.Path == "" || iso.Users == nil && !iso.OtherUser() {
+		return nil
+	}
+	state := filepath.Clean(h.cfg.StateDir)
+	for d := r.Path; ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if state == "" || d != state && !strings.HasPrefix(d, state+string(filepath.Separator)) {
+				return fmt.Errorf("function %s: its dependencies in %s cannot be reached by the user its workers run as: %s is mode %04o; set state_dir to a directory other users may enter", f.cfg.Name, r.Path, d, st.Mode().Perm())
+			}
+			if err := os.Chmod(d, st.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("function %s: its dependencies: %w", f.cfg.Name, err)
+			}
+		}
+		if filepath.Dir(d) == d {
+			return nil
+		}
+	}
 }
 
 // attach gives f (and the pool that serves it) its build's result.
