@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -193,3 +194,32 @@ func writeFileAll(t *testing.T, path, text string) {
 	}
 	writeFile(t, path, text)
 }
+
+// polyfn build builds ahead of time, says what it did per function, finds
+// everything in the cache the second time and exits 1 if a build failed.
+func TestBuildCommand(t *testing.T) {
+	requirePython(t)
+	dir := tempDir(t)
+	writeFileAll(t, filepath.Join(dir, "py", "requirements.txt"), "six==1.16.0\n")
+	writeFileAll(t, filepath.Join(dir, "py", "main.py"), "import six\n\n\ndef handler(event, context):\n    return 1\n")
+	writeFileAll(t, filepath.Join(dir, "nd", "package.json"), `{"dependencies": {`)
+	writeFileAll(t, filepath.Join(dir, "nd", "index.js"), "exports.handler = async () => 1;\n")
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, "state_dir: state\nfunctions:\n  - {name: py, runtime: python3, handler: main.handler, codedir: py}\n")
+	code, out, errOut := runCLI("build", "-c", good)
+	if code != 0 || !regexpMatch(`(?m)^py +python +built in `, out) {
+		t.Fatalf("first build: exit %d, %q %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI("build", "-c", good)
+	if code != 0 || !regexpMatch(`(?m)^py +python +cached$`, out) {
+		t.Fatalf("second build: exit %d, %q %q; want py cached", code, out, errOut)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "state_dir: state\nfunctions:\n  - {name: py, runtime: python3, handler: main.handler, codedir: py}\n  - {name: nd, runtime: node, handler: index.handler, codedir: nd}\n")
+	code, out, errOut = runCLI("build", "-c", bad)
+	if code != 1 || !regexpMatch(`(?m)^nd +node +FAILED`, out) || !strings.Contains(errOut, "function nd: build failed: read "+filepath.Join(dir, "nd", "package.json")+": package.json is not valid JSON") {
+		t.Fatalf("build with a broken package.json: exit %d, %q %q", code, out, errOut)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
