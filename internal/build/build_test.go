@@ -80,18 +80,21 @@ func TestConflicts(t *testing.T) {
 	}
 }
 
-// BenchmarkUnchanged is what an unchanged Python and Node.js function with
-// dependencies add to a start: planning and finding both builds in the
+// BenchmarkUnchanged is what an unchanged Python, Node.js and Go function
+// with dependencies add to a start: planning and finding both builds in the
 // cache, as a new process does (nothing remembered in memory).
 func BenchmarkUnchanged(b *testing.B) {
 	dir := b.TempDir()
 	write(b, filepath.Join(dir, "py", "requirements.txt"), "six==1.16.0\n")
 	write(b, filepath.Join(dir, "nd", "package.json"), `{"dependencies": {"is-odd": "3.0.1"}}`)
+	write(b, filepath.Join(dir, "gofn", "go.mod"), "module example.com/gofn\n\ngo 1.22\n")
+	write(b, filepath.Join(dir, "gofn", "main.go"), "package main\n\nfunc main() {}\n")
 	cfg := load(b, dir, `
 state_dir: state
 functions:
   - {name: py, runtime: python3, handler: a.h, codedir: py}
   - {name: nd, runtime: node, handler: a.h, codedir: nd}
+  - {name: gofn, runtime: go, codedir: gofn}
 `)
 	for _, r := range New(Options{Dir: Dir(cfg)}).Run(context.Background(), Plan(cfg)) {
 		if r.Err != nil {
