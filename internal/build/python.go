@@ -228,7 +228,7 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 		}
 		var args []string
 		if uv := uvFor(interp); uv != "" {
-			args = []string{uv, "pip", "install", "--no-progress", "--python", interp, "--target", filepath.Join(tmp, "site")}
+			args = []string{uv, "pip", "install", "--no-progress", "--compile-bytecode", "--python", interp, "--target", filepath.Join(tmp, "site")}
 		} else {
 			args = []string{interp, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--no-warn-script-location", "--target", filepath.Join(tmp, "site")}
 		}
