@@ -153,7 +153,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
 	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store lives under it (overrides state_dir)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store and the functions' build cache live under it (overrides state_dir)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
