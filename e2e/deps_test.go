@@ -60,6 +60,7 @@ func main() {
 	hosttest.Reachable(t, gofn)
 	return `
   - {name: py, runtime: python3, handler: main.handler, codedir: ` + filepath.Join(dir, "py") + `}
+  - {name: py-call, runtime: python3, protocol: call, handler: main.handler, codedir: ` + filepath.Join(dir, "py") + `}
   - {name: esm, runtime: node, handler: index.handler, codedir: ` + filepath.Join(dir, "esm") + `}
   - {name: cjs, runtime: node, handler: index.handler, codedir: ` + filepath.Join(dir, "cjs") + `}
   - {name: gofn, runtime: go, codedir: ` + gofn + `}
@@ -134,10 +135,11 @@ func TestFunctionDependencies(t *testing.T) {
 func checkDeps(t *testing.T, th *hosttest.Host) {
 	t.Helper()
 	for fn, want := range map[string]string{
-		"py":   `{"six": "1.16.0"}`,
-		"esm":  `{"odd": true}`,
-		"cjs":  `{"odd": true}`,
-		"gofn": `["a", "b c"]`,
+		"py":      `{"six": "1.16.0"}`,
+		"py-call": `{"six": "1.16.0"}`,
+		"esm":     `{"odd": true}`,
+		"cjs":     `{"odd": true}`,
+		"gofn":    `["a", "b c"]`,
 	} {
 		if r := th.Call(t, fn, `{"n": 3}`); r.Status != 200 || !sameJSON(r.Body, []byte(want)) {
 			t.Errorf("%s: got %d %s %+v; want %s", fn, r.Status, r.Body, r.Err, want)
