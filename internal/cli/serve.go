@@ -163,6 +163,7 @@ func serveCmd() *cobra.Command {
 func validateCmd() *cobra.Command {
 	var file string
 	var index, load bool
+	var stateDir string
 	cmd := &cobra.Command{
 		Use:   "validate -c FILE [--index] [--load=false]",
 		Short: "Check a config file and print every problem with file:line and key",
@@ -181,6 +182,11 @@ func validateCmd() *cobra.Command {
 			}
 			if err := host.CheckIsolation(cfg); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
+			}
+			if stateDir != "" {
+				if cfg.StateDir, err = filepath.Abs(stateDir); err != nil {
+					return &exitError{code: 2, err: err}
+				}
 			}
 			if load {
 				if err := loadFunctions(cmd, cfg); err != nil {
@@ -201,6 +207,7 @@ func validateCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().BoolVar(&index, "index", false, "start each app's worker once and report its functions")
 	cmd.Flags().BoolVar(&load, "load", true, "build each function and load its handler without serving it")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory whose build cache the loading uses (overrides state_dir)")
 	return cmd
 }
 
