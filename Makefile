@@ -41,7 +41,7 @@ $(VENV)/.stamp: runtimes/python/pyproject.toml $(VENV)/.python
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e 'runtimes/python[test]'
+	$(VPY) -m pip install -q -e 'runtimes/python[test,build]'
 	readlink -f "$$(command -v $(PYTHON))" > $(VENV)/.python
 	touch $@
 

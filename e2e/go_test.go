@@ -10,8 +10,8 @@ import (
 	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
-// A Go function that does not compile fails its invocations with the
-// compiler's output; the host keeps serving the others.
+// A Go function that does not compile is broken: its invocations fail with
+// BuildFailed and the compiler's output; the host keeps serving the others.
 func TestGoCompileErrorIsReported(t *testing.T) {
 	dir := tempDir(t)
 	writeFile(t, filepath.Join(dir, "go.mod"), "module example.com/broken\n\ngo 1.22\n")
@@ -22,8 +22,8 @@ functions:
   - {name: echo, runtime: go, codedir: functions/go-kinds}
 `)
 	r := th.Call(t, "broken", "")
-	if r.Status != http.StatusBadGateway || r.Err.Error.Type != "WorkerStartFailed" || !strings.Contains(r.Err.Error.Message, "undefined: nope") || !strings.Contains(r.Err.Error.Message, "main.go:3") {
-		t.Fatalf("got %d %+v, want 502 WorkerStartFailed with the compiler's message", r.Status, r.Err)
+	if r.Status != http.StatusBadGateway || r.Err.Error.Type != "BuildFailed" || !strings.Contains(r.Err.Error.Message, "undefined: nope") || !strings.Contains(r.Err.Error.Message, "main.go:3") {
+		t.Fatalf("got %d %+v, want 502 BuildFailed with the compiler's message", r.Status, r.Err)
 	}
 	if r := th.Call(t, "echo", `{"ok": true}`); r.Status != 200 || !sameJSON(r.Body, []byte(`{"ok": true}`)) {
 		t.Fatalf("echo: got %d %s", r.Status, r.Body)

@@ -118,6 +118,9 @@ type runtimeFunction struct {
 	Name    string `yaml:"name"`
 	Handler string `yaml:"handler"`
 	Codedir string `yaml:"codedir"`
+	// Dependencies is the directory of the function's built dependencies
+	// (polyfn's runtimes add it to their module search path).
+	Dependencies string `yaml:"dependencies,omitempty"`
 }
 
 // Start starts the worker and waits until it accepts connections, it exits,
@@ -144,7 +147,7 @@ func start(ctx context.Context, o Options) (*Instance, error) {
 	cfgPath := filepath.Join(o.Dir, "service.yml")
 	rc := runtimeConfig{Name: o.ID}
 	for _, f := range o.Functions {
-		rc.Functions = append(rc.Functions, runtimeFunction{Name: f.Name, Handler: f.Handler, Codedir: f.Codedir})
+		rc.Functions = append(rc.Functions, runtimeFunction{Name: f.Name, Handler: f.Handler, Codedir: f.Codedir, Dependencies: f.Dependencies})
 	}
 	data, err := yaml.Marshal(rc)
 	if err != nil {

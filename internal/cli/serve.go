@@ -63,7 +63,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
 	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store lives under it (overrides state_dir)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store and the functions' build cache live under it (overrides state_dir)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -72,13 +72,18 @@ func serveCmd() *cobra.Command {
 
 func validateCmd() *cobra.Command {
 	var file string
-	var index bool
+	var index, load bool
+	var stateDir string
 	cmd := &cobra.Command{
-		Use:   "validate -c FILE [--index]",
+		Use:   "validate -c FILE [--index] [--load=false]",
 		Short: "Check a config file and print every problem with file:line and key",
 		Long: "Check a config file and print every problem with file:line and key.\n" +
 			"With --index, also start one worker of each Azure Functions app, list the\n" +
-			"functions it finds and report every function that fails to index or load.",
+			"functions it finds and report every function that fails to index or load.\n" +
+			"Unless --load=false, also build each function's dependencies (cached, as serve\n" +
+			"does) and load it without serving: import each Python handler's module and check\n" +
+			"the attribute, load each Node.js module and export, compile each Go function;\n" +
+			"problems are reported with file:line.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(file)
@@ -87,6 +92,16 @@ func validateCmd() *cobra.Command {
 			}
 			if err := host.CheckIsolation(cfg); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
+			}
+			if stateDir != "" {
+				if cfg.StateDir, err = filepath.Abs(stateDir); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			if load {
+				if err := loadFunctions(cmd, cfg); err != nil {
+					return err
+				}
 			}
 			noun := "functions"
 			if len(cfg.Functions) == 1 {
@@ -101,6 +116,8 @@ func validateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().BoolVar(&index, "index", false, "start each app's worker once and report its functions")
+	cmd.Flags().BoolVar(&load, "load", true, "build each function and load its handler without serving it")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory whose build cache the loading uses (overrides state_dir)")
 	return cmd
 }
 

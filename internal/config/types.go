@@ -220,6 +220,10 @@ type Function struct {
 	// Codedir holds the function's code. Relative to the config file's
 	// directory; made absolute by Load. Required, and it must exist.
 	Codedir string `yaml:"codedir"`
+	// Dependencies is not read from the file: the host sets it to the
+	// directory of the function's built dependencies (internal/build), which
+	// polyfn's runtimes add to their module search path after their own.
+	Dependencies string `yaml:"-"`
 	// Env is added to the worker's scrubbed environment (after the runtime's).
 	Env map[string]string `yaml:"env"`
 	// Timeout bounds each invocation, queueing included. Zero means DefaultTimeout.

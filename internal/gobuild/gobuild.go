@@ -247,9 +247,9 @@ var digests = struct {
 func (b *Builder) ownKey(codedir string) (string, error) {
 	h := sha256.New()
 	b.toolchainOnce.Do(func() {
-		b.toolchain, b.toolchainErr = exec.Command("go", "env", "GOVERSION", "GOOS", "GOARCH").Output()
+		b.toolchain, b.toolchainErr = b.goEnv("GOVERSION", "GOOS", "GOARCH")
 		if b.toolchainErr == nil {
-			b.modcache, _ = exec.Command("go", "env", "GOMODCACHE").Output()
+			b.modcache, _ = b.goEnv("GOMODCACHE")
 		}
 	})
 	if b.toolchainErr != nil {
@@ -291,6 +291,42 @@ func (b *Builder) ownKey(codedir string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// goEnv returns the output of `go env vars...`, remembered on disk (under
+// Dir/env) by the identity of the go binary and the environment variables
+// that change the answer: a go command takes tens of milliseconds to
+// start, which an unchanged function should not cost.
+func (b *Builder) goEnv(vars ...string) ([]byte, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%q\n", goBin, vars)
+	if real, err := filepath.EvalSymlinks(goBin); err == nil {
+		if st, err := os.Stat(real); err == nil {
+			fmt.Fprintf(h, "%s %d %d\n", real, st.Size(), st.ModTime().UnixNano())
+		}
+	}
+	for _, v := range []string{"GOTOOLCHAIN", "GOROOT", "GOPATH", "GOMODCACHE", "GOOS", "GOARCH", "GOENV", "HOME", "XDG_CONFIG_HOME"} {
+		fmt.Fprintf(h, "%s=%s\n", v, os.Getenv(v))
+	}
+	memo := filepath.Join(b.Dir, "env", hex.EncodeToString(h.Sum(nil))[:32])
+	if data, err := os.ReadFile(memo); err == nil && len(data) > 0 {
+		return data, nil
+	}
+	out, err := exec.Command(goBin, append([]string{"env"}, vars...)...).Output()
+	if err != nil {
+		return nil, err
+	}
+	if os.MkdirAll(filepath.Dir(memo), 0o755) == nil {
+		tmp := memo + ".tmp"
+		if os.WriteFile(tmp, out, 0o644) == nil {
+			_ = os.Rename(tmp, memo)
+		}
+	}
+	return out, nil
 }
 
 // moduleRoot returns the directory of the go.mod governing dir, or "".

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/polyfn/polyfn/internal/build"
 	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
@@ -49,6 +50,7 @@ type Host struct {
 	dir         *runDir // runDir and its lock
 	fns         map[string]*function
 	pools       []*pool.Pool
+	specs       []*poolSpec // of the functions' pools (not apps')
 	apps        []*app
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
@@ -72,6 +74,13 @@ type function struct {
 	pool    *pool.Pool
 	// timeout names the function's timeout when it ends an invocation.
 	timeout *invoke.TimeoutCause
+	// spec is the pool spec serving the function.
+	spec *poolSpec
+	// broken is set (before Start returns, never after) when the
+	// function's build failed: every invocation fails with it.
+	// brokenCause is the build's error with the tool's output.
+	broken      *invoke.Error
+	brokenCause string
 }
 
 // timeoutCause names the timeout of the i-th function of the config.
@@ -89,6 +98,8 @@ type poolSpec struct {
 	queue     int
 	instances config.Instances
 	pool      *pool.Pool
+	// bin is a Go function's binary, built before Start returns.
+	bin string
 }
 
 // New prepares a host for cfg, with metrics of its own; Start brings it
@@ -110,7 +121,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	h := &Host{cfg: cfg, log: log, runDir: dir.path, dir: dir, fns: map[string]*function{}, builder: gobuild.New(gobuild.DefaultDir()), standbys: map[string]*standby{},
+	h := &Host{cfg: cfg, log: log, runDir: dir.path, dir: dir, fns: map[string]*function{}, builder: gobuild.New(filepath.Join(build.Dir(cfg), "go")), standbys: map[string]*standby{},
 		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = m
@@ -170,7 +181,9 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 		h.pools = append(h.pools, p)
 		for _, fc := range spec.functions {
 			h.fns[fc.Name].pool = p
+			h.fns[fc.Name].spec = spec
 		}
+		h.specs = append(h.specs, spec)
 	}
 	h.describeIsolation()
 	return h, nil
@@ -267,7 +280,9 @@ func (h *Host) prepare(ctx context.Context, spec *poolSpec) (config.Runtime, err
 	}
 	fc := spec.functions[0]
 	bin := fc.Handler
-	if bin != "" {
+	if spec.bin != "" {
+		bin = spec.bin
+	} else if bin != "" {
 		if !filepath.IsAbs(bin) {
 			bin = filepath.Join(fc.Codedir, bin)
 		}
@@ -287,10 +302,19 @@ func (h *Host) prepare(ctx context.Context, spec *poolSpec) (config.Runtime, err
 	return rt, nil
 }
 
-// Start starts every function's minimum instances in the background.
+// Start builds the functions' dependencies (blocking: internal/build,
+// cached across restarts), then starts every function's minimum instances
+// in the background. A function whose build failed is broken and starts
+// nothing.
 func (h *Host) Start() {
-	for _, p := range h.pools {
-		p.Start()
+	h.buildAll()
+	for _, spec := range h.specs {
+		if h.servable(spec) {
+			spec.pool.Start()
+		}
+	}
+	for _, a := range h.apps {
+		a.pool.Start()
 	}
 	for _, a := range h.apps {
 		a.pool.Prestart(1) // index the app now: its routes must be known
@@ -299,16 +323,6 @@ func (h *Host) Start() {
 		sb.mu.Lock()
 		sb.fillLocked()
 		sb.mu.Unlock()
-	}
-	// Build Go functions now, so the first invocation does not wait for it.
-	for _, f := range h.fns {
-		if f.runtime.Build == "go" && f.cfg.Handler == "" {
-			go func() {
-				if _, err := h.builder.Build(h.buildCtx, f.cfg.Codedir); err != nil && h.buildCtx.Err() == nil {
-					h.log.Error("go function does not build", "function", f.cfg.Name, "error", err)
-				}
-			}()
-		}
 	}
 }
 
@@ -397,6 +411,10 @@ func (h *Host) target(req *invoke.Request) (*pool.Pool, *invoke.TimeoutCause, er
 	f, ok := h.fns[req.Function]
 	if !ok {
 		return nil, nil, invoke.Errorf(invoke.KindNotFound, "function %q is not configured", req.Function)
+	}
+	if f.broken != nil {
+		// Its build failed: it has no pool that could serve.
+		return nil, nil, f.broken
 	}
 	return f.pool, f.timeout, nil
 }
@@ -501,7 +519,11 @@ func (h *Host) Admin() AdminStatus {
 func (h *Host) Status() []FunctionStatus {
 	out := make([]FunctionStatus, 0, len(h.fns))
 	for _, f := range h.fns {
-		out = append(out, FunctionStatus{Name: f.cfg.Name, Runtime: f.runtime.Name, Protocol: string(f.runtime.Protocol), App: f.cfg.App, Stats: f.pool.Stats()})
+		st := FunctionStatus{Name: f.cfg.Name, Runtime: f.runtime.Name, Protocol: string(f.runtime.Protocol), App: f.cfg.App, Stats: f.pool.Stats()}
+		if f.broken != nil {
+			st.State, st.LastError = "broken", f.brokenCause
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

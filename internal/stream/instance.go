@@ -37,6 +37,11 @@ const (
 // the worker's failure and the instance is replaced (docs/protocols.md).
 const TypeWorkerUnavailable = "WorkerUnavailable"
 
+// PropDependencies is the FunctionLoadRequest metadata property naming the
+// directory of a function's built dependencies, which polyfn's runtimes add
+// to their module search path after their own (docs/protocols.md).
+const PropDependencies = "polyfn.dependencies"
+
 // cancelGrace is the grace period sent with InvocationCancel.
 const cancelGrace = time.Second
 
@@ -390,6 +395,10 @@ func (i *Instance) load(ctx context.Context, req *rpc.FunctionLoadRequest) error
 // loadRequest is how the host tells a worker to load a function of
 // polyfn.yaml (docs/protocols.md, "polyfn functions over the stream").
 func loadRequest(f config.Function, language string) *rpc.FunctionLoadRequest {
+	props := map[string]string{"polyfn": "1"}
+	if f.Dependencies != "" {
+		props[PropDependencies] = f.Dependencies
+	}
 	return &rpc.FunctionLoadRequest{
 		FunctionId: f.Name,
 		Metadata: &rpc.RpcFunctionMetadata{
@@ -402,7 +411,7 @@ func loadRequest(f config.Function, language string) *rpc.FunctionLoadRequest {
 				"event":   {Type: "polyfn", Direction: rpc.BindingInfo_in, DataType: rpc.BindingInfo_binary},
 				"$return": {Type: "polyfn", Direction: rpc.BindingInfo_out, DataType: rpc.BindingInfo_binary},
 			},
-			Properties: map[string]string{"polyfn": "1"},
+			Properties: props,
 		},
 	}
 }

@@ -49,6 +49,9 @@ class FunctionConfig:
     name: str
     handler: str
     codedir: str
+    # The directory of the function's built dependencies ("" when none): added to
+    # sys.path after the runtime's own entries.
+    dependencies: str = ""
 
     @property
     def module(self) -> str:
@@ -132,7 +135,8 @@ def _functions(raw: Any) -> tuple[FunctionConfig, ...]:
         if not valid_handler(handler):
             raise ConfigError(f"{where}.handler: expected 'module.function', got {handler!r}")
         codedir = _optional_str(item, "codedir", f"{where}.codedir") or "."
-        functions.append(FunctionConfig(name=name, handler=handler, codedir=codedir))
+        dependencies = _optional_str(item, "dependencies", f"{where}.dependencies") or ""
+        functions.append(FunctionConfig(name=name, handler=handler, codedir=codedir, dependencies=dependencies))
     return tuple(functions)
 
 

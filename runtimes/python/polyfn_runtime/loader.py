@@ -14,6 +14,12 @@ The codedir is put at the front of ``sys.path`` while the function loads, and
 stays on it afterwards (as in Baetyl) so that imports done lazily inside a
 handler keep working.
 
+A function with built dependencies (``dependencies``: the directory the host
+installed its requirements into) gets that directory added to ``sys.path``
+with ``site.addsitedir`` -- after the runtime's own entries, so the runtime's
+packages (grpcio, protobuf) are the ones imported; the host resolves a
+function's requirements against those same versions.
+
 Limitation: modules a function imports by absolute name (``import helper``)
 are cached in ``sys.modules`` under that name. When two functions served by
 ONE worker each have a ``helper.py`` in their codedir, both get the one loaded
@@ -29,6 +35,7 @@ import importlib.util
 import inspect
 import logging
 import re
+import site
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +75,9 @@ class HandlerLoader:
         module_path = function.module
         location = _module_file(codedir, module_path)
         package = self._package(function.name, codedir)
+
+        if function.dependencies and function.dependencies not in sys.path:
+            site.addsitedir(function.dependencies)
 
         scope = logs.Scope(function.name)
         token = logs.current_scope.set(scope)

@@ -81,6 +81,8 @@ CAPABILITIES = {
     "polyfn": "1",
 }
 EVENT_BINDING = "event"
+# The FunctionLoadRequest metadata property naming the function's built dependencies.
+DEPENDENCIES_PROPERTY = "polyfn.dependencies"
 # RpcLog.category of the runtime's own messages that name no function.
 RUNTIME_CATEGORY = "polyfn_runtime"
 # After closing its side of the stream, how long to wait for the host to close its own.
@@ -441,6 +443,7 @@ class StreamWorker:
             name=metadata.name or function_id,
             handler=metadata.entry_point,
             codedir=metadata.directory or ".",
+            dependencies=metadata.properties.get(DEPENDENCIES_PROPERTY, ""),
         )
         loaded: asyncio.Future[LoadedFunction | rpc.RpcException]
         try:

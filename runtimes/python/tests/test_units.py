@@ -180,3 +180,33 @@ def test_tagged_writer_buffers_lines_per_invocation() -> None:
         ("1", "ae"),
     ]
     assert records[0] == {"level": "info", "msg": "b", "function": "f", "invocation_id": "2", "source": "user"}
+
+
+def test_dependencies_are_imported_after_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function's built dependencies come after the runtime's own packages on sys.path."""
+    import sys
+
+    from polyfn_runtime.config import FunctionConfig
+    from polyfn_runtime.loader import HandlerLoader
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    deps = tmp_path / "site"
+    (deps / "grpc").mkdir(parents=True)
+    (deps / "grpc" / "__init__.py").write_text("raise ImportError('the function shadowed grpc')\n")
+    (deps / "polyfn_test_dep.py").write_text("VALUE = 42\n")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main.py").write_text("import grpc\nimport polyfn_test_dep\n\ndef handler(event, context):\n    return polyfn_test_dep.VALUE\n")
+    loaded = HandlerLoader().load(
+        FunctionConfig(name="deps", handler="main.handler", codedir=str(code), dependencies=str(deps))
+    )
+    assert loaded.handler(None, None) == 42
+    assert sys.path.index(str(deps)) > sys.path.index(str(Path(sys.modules["grpc"].__file__).parent.parent))
+    sys.modules.pop("polyfn_test_dep", None)
+
+
+def test_config_dependencies_key() -> None:
+    config = parse_config(
+        {"functions": [{"name": "f", "handler": "m.h", "codedir": "/c", "dependencies": "/d"}]}
+    )
+    assert config.functions[0].dependencies == "/d"
