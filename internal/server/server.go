@@ -286,3 +286,6 @@ func stopAll(ctx context.Context, ts []trigger.Trigger) {
 	}
 	wg.Wait()
 }
+
+// The host gives the triggers what they ask of it.
+var _ trigger.Host = (*host.Host)(nil)
