@@ -4,12 +4,6 @@
 // polyfn's Node.js runtime: `polyfn-node -c FILE` (call mode) or
 // `polyfn-node --host H --port P --workerId W ...` (stream mode). See README.md.
 
-const { main } = require('../lib/main');
+const { fatal, main } = require('../lib/main');
 
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (err) => {
-    process.stderr.write(`polyfn-node: ${err?.stack ?? err}\n`);
-    process.exit(1);
-  },
-);
+main(process.argv.slice(2)).then((status) => process.exit(status), fatal);
