@@ -43,7 +43,7 @@ import threading
 import traceback
 import warnings
 from contextvars import ContextVar
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, TextIO
 
 Level = Literal["debug", "info", "warning", "error"]
 Source = Literal["user", "runtime"]
@@ -368,7 +368,7 @@ def show_warning(
     category: type[Warning],
     filename: str,
     lineno: int,
-    file: io.TextIOBase | None = None,
+    file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
     """``warnings.showwarning`` after :func:`install`: one ``warning`` record, its source by where it points."""
