@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,21 +51,7 @@ func statusCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "FUNCTION\tRUNTIME\tPROTOCOL\tSTATE\tINSTANCES\tIN-FLIGHT\tQUEUED\tLAST ERROR")
-			for _, f := range st.Functions {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Name, f.Runtime, f.Protocol, stateText(f.State, f.BackoffUntil),
-					instances(f.Instances, f.Starting), f.InFlight, f.Queued, oneLine(f.LastError))
-			}
-			for _, a := range st.Apps {
-				state := a.State
-				if a.Error != "" {
-					state = "broken"
-				}
-				fmt.Fprintf(tw, "%s (app: %s)\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", a.Name, strings.Join(a.Functions, ","), a.Runtime, "stream", stateText(state, a.BackoffUntil),
-					instances(a.Instances, a.Starting), a.InFlight, a.Queued, oneLine(firstNonEmpty(a.Error, a.LastError)))
-			}
-			return tw.Flush()
+			return writeStatusTable(out, st)
 		},
 	}
 	t.httpFlags(cmd)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,20 @@ var brokenConfigs = []struct {
 		[]string{`2:13: http.max_body: invalid size "lots"`}, 0},
 	{"bad listen address", "http:\n  listen: localhost\n",
 		[]string{`2:11: http.listen: invalid address "localhost"`}, 0},
+	{"stream.listen without a port", "stream:\n  listen: 127.0.0.1\n",
+		[]string{`2:11: stream.listen: invalid address "127.0.0.1": want HOST:PORT or HOST:LO-HI`}, 0},
+	{"stream.listen host name", "stream:\n  listen: example.com:7000\n",
+		[]string{`2:11: stream.listen: invalid address "example.com:7000": host "example.com" is not an IP address or localhost`}, 0},
+	{"stream.listen reversed range", "stream:\n  listen: 127.0.0.1:7099-7000\n",
+		[]string{`2:11: stream.listen: invalid address "127.0.0.1:7099-7000": port range "7099-7000": want 0 < LO <= HI`}, 0},
+	{"stream.listen range from 0", "stream:\n  listen: 127.0.0.1:0-10\n",
+		[]string{`2:11: stream.listen: invalid address "127.0.0.1:0-10": port range "0-10"`}, 0},
+	{"stream.listen port too large", "stream:\n  listen: 127.0.0.1:70000\n",
+		[]string{`2:11: stream.listen: invalid address "127.0.0.1:70000": port "70000" is not a number`}, 0},
+	{"stream.listen not loopback", "stream:\n  listen: 0.0.0.0:7000\n",
+		[]string{`2:11: stream.listen: 0.0.0.0 is not a loopback address: set stream.allow_remote: true`}, 0},
+	{"stream.listen not loopback, allow_remote false", "stream:\n  listen: \"[::]:7000-7010\"\n  allow_remote: false\n",
+		[]string{`2:11: stream.listen: :: is not a loopback address`}, 0},
 	{"duplicate function name", "functions:\n  - {name: a, handler: a.h, codedir: fn}\n  - {name: a, handler: a.h, codedir: fn}\n",
 		[]string{`3:12: functions[1].name: duplicate function name "a" (first defined at line 2)`}, 0},
 	{"missing handler", "functions:\n  - name: a\n    codedir: fn\n",
@@ -345,5 +360,27 @@ func TestStateDir(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", "relative")
 	if d := DefaultStateDir(); d == "relative/polyfn" || os.Geteuid() == 0 && d != "/var/lib/polyfn" {
 		t.Errorf("with a relative XDG_STATE_HOME (ignored), as uid %d: the default is %q", os.Geteuid(), d)
+	}
+}
+
+func TestStreamListen(t *testing.T) {
+	for _, tt := range []struct {
+		text string
+		want StreamListen
+	}{
+		{"http: {}\n", StreamListen{Addr: netip.MustParseAddr("127.0.0.1")}},
+		{"stream: {listen: \"127.0.0.1:7000\"}\n", StreamListen{Addr: netip.MustParseAddr("127.0.0.1"), Lo: 7000, Hi: 7000}},
+		{"stream: {listen: \"localhost:7000-7099\"}\n", StreamListen{Addr: netip.MustParseAddr("127.0.0.1"), Lo: 7000, Hi: 7099}},
+		{"stream: {listen: \"[::1]:7000\"}\n", StreamListen{Addr: netip.MustParseAddr("::1"), Lo: 7000, Hi: 7000}},
+		{"stream: {listen: \"0.0.0.0:7000\", allow_remote: true}\n", StreamListen{Addr: netip.MustParseAddr("0.0.0.0"), Lo: 7000, Hi: 7000}},
+	} {
+		c, err := Parse(filepath.Join(t.TempDir(), "polyfn.yaml"), []byte(tt.text))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.text, err)
+		}
+		got, err := ParseStreamListen(c.Stream.Listen)
+		if err != nil || got != tt.want {
+			t.Errorf("%q: got %+v, %v; want %+v", tt.text, got, err, tt.want)
+		}
 	}
 }

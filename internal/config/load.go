@@ -117,6 +117,7 @@ func validate(c *Config, d *decoder) {
 		d.errorf(d.at("http.listen"), "http.listen", "invalid address %q: %v, such as 127.0.0.1:8080", c.HTTP.Listen, err)
 	}
 	validateHTTP(c.HTTP, d)
+	validateStream(c.Stream, d)
 	for name, rt := range c.Runtimes {
 		if rt.BuiltIn {
 			continue

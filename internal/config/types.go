@@ -36,6 +36,8 @@ type Config struct {
 	// Isolation says which users workers run as when a function (or app)
 	// does not name one.
 	Isolation Isolation `yaml:"isolation"`
+	// Stream configures the stream protocol's server.
+	Stream Stream `yaml:"stream"`
 }
 
 // The values of Isolation.User with a meaning of their own.

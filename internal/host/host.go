@@ -134,7 +134,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 	for i, fc := range cfg.Functions {
 		rt := cfg.Effective(fc)
 		if rt.Protocol == config.ProtocolStream && h.stream == nil {
-			if h.stream, err = stream.NewServer(log, h.metrics); err != nil {
+			if err = h.openStream(log); err != nil {
 				dir.remove()
 				h.releaseLimits()
 				return nil, err
@@ -545,9 +545,7 @@ func (h *Host) Close(ctx context.Context) {
 			go func() { defer wg.Done(); p.Close(ctx) }()
 		}
 		wg.Wait()
-		if h.stream != nil {
-			h.stream.Close()
-		}
+		h.closeStream()
 		h.dir.remove()
 		h.releaseLimits()
 	})

@@ -92,6 +92,11 @@ func NewServer(log *slog.Logger, refusals peer.RefusalCounter) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("stream protocol listener: %w", err)
 	}
+	return serve(lis, log, refusals), nil
+}
+
+// serve serves the FunctionRpc service on lis in the background.
+func serve(lis net.Listener, log *slog.Logger, refusals peer.RefusalCounter) *Server {
 	s := &Server{log: log, lis: lis, refusals: refusals, expected: map[string]*expectation{}}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize),
 		// Fixed flow-control windows, as large as the dynamic ones may grow:
@@ -101,11 +106,12 @@ func NewServer(log *slog.Logger, refusals peer.RefusalCounter) (*Server, error) 
 		grpc.InitialWindowSize(WindowSize), grpc.InitialConnWindowSize(WindowSize))
 	rpc.RegisterFunctionRpcServer(s.grpc, s)
 	go func() { _ = s.grpc.Serve(lis) }()
-	return s, nil
+	return s
 }
 
-// Addr returns the host:port workers dial.
-func (s *Server) Addr() string { return s.lis.Addr().String() }
+// Addr returns the host:port workers dial: the listener's address, loopback
+// when it listens on every address.
+func (s *Server) Addr() string { return dialAddr(s.lis.Addr()) }
 
 // Close stops the server and ends every stream.
 func (s *Server) Close() { s.grpc.Stop() }

@@ -30,18 +30,41 @@ type runtimeLine struct {
 	Exception    string  `json:"exception"`
 }
 
+// The values of a record's source: who wrote the line.
+const (
+	// SourceUser is the function's output (print, console.log, its logger).
+	SourceUser = "user"
+	// SourceRuntime is the worker's own: polyfn's runtimes' log records, an
+	// Azure Functions worker's console lines and System logs.
+	SourceRuntime = "runtime"
+)
+
+// azureConsolePrefix starts the console lines the Azure Functions language
+// workers write for themselves (the Azure Functions host reads them the same
+// way): "LanguageWorkerConsoleLog INFO: ..." from the Python worker,
+// "LanguageWorkerConsoleLog[error] ..." from the Node.js worker.
+const azureConsolePrefix = "LanguageWorkerConsoleLog"
+
+// parseLine reads one line of worker output. A JSON record (polyfn's
+// runtimes' format) is believed only on stderr, where the runtimes write
+// them: on stdout the same text is the function's. Its source is "runtime"
+// only when it says so.
 func parseLine(line, stream string) record {
 	if !utf8.ValidString(line) {
 		line = strings.ToValidUTF8(line, "\uFFFD")
 	}
-	if strings.HasPrefix(line, "{") {
+	if stream == "stderr" && strings.HasPrefix(line, "{") {
 		var rl runtimeLine
 		if json.Unmarshal([]byte(line), &rl) == nil && rl.Msg != nil {
+			source := SourceUser
+			if rl.Source == SourceRuntime {
+				source = SourceRuntime
+			}
 			return record{
 				level:      parseLevel(rl.Level),
 				msg:        *rl.Msg,
 				invocation: rl.InvocationID,
-				source:     rl.Source,
+				source:     source,
 				function:   rl.Function,
 				logger:     rl.Logger,
 				exception:  rl.Exception,
@@ -52,7 +75,29 @@ func parseLine(line, stream string) record {
 	if stream == "stderr" {
 		lvl = slog.LevelWarn
 	}
-	return record{level: lvl, msg: line, source: "user"}
+	if rest, ok := strings.CutPrefix(line, azureConsolePrefix); ok {
+		return parseAzureConsole(rest, lvl)
+	}
+	return record{level: lvl, msg: line, source: SourceUser}
+}
+
+// parseAzureConsole reads the rest of an Azure worker's console line: the
+// Node.js worker's "[error] " or "[warn] ", the Python worker's " LEVEL: ".
+func parseAzureConsole(rest string, lvl slog.Level) record {
+	switch {
+	case strings.HasPrefix(rest, "[error] "):
+		return record{level: slog.LevelError, msg: rest[len("[error] "):], source: SourceRuntime}
+	case strings.HasPrefix(rest, "[warn] "):
+		return record{level: slog.LevelWarn, msg: rest[len("[warn] "):], source: SourceRuntime}
+	}
+	rest = strings.TrimPrefix(rest, " ")
+	if name, msg, ok := strings.Cut(rest, ": "); ok {
+		switch name {
+		case "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL":
+			return record{level: parseLevel(name), msg: msg, source: SourceRuntime}
+		}
+	}
+	return record{level: lvl, msg: rest, source: SourceRuntime}
 }
 
 func parseLevel(s string) slog.Level {

@@ -9,12 +9,6 @@
 // semi-space, which a burst of invocations grows it to and which is not
 // given back). Run `node [flags] polyfn-node.js` to choose other flags.
 
-const { main } = require('../lib/main');
+const { fatal, main } = require('../lib/main');
 
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (err) => {
-    process.stderr.write(`polyfn-node: ${err?.stack ?? err}\n`);
-    process.exit(1);
-  },
-);
+main(process.argv.slice(2)).then((status) => process.exit(status), fatal);

@@ -61,4 +61,13 @@ async function main(argv) {
   }
 }
 
-module.exports = { EXIT_USAGE, main };
+/**
+ * Report an error main() did not handle (a bug of the runtime) as one of the
+ * runtime's own error records on stderr, and exit with status 1.
+ */
+function fatal(err) {
+  logs.stderrSink.emit('error', `polyfn-node: ${err?.stack ?? err}`, { source: 'runtime' });
+  process.exit(1);
+}
+
+module.exports = { EXIT_USAGE, fatal, main };

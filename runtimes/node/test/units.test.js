@@ -237,3 +237,38 @@ test('parseDeadline', () => {
   assert.equal(parseDeadline('tomorrow'), null);
   assert.equal(parseDeadline(5), null);
 });
+
+describe('log sources', () => {
+  // In a child process: fatal() exits, and logs.install() changes the whole process.
+  const { spawnSync } = require('node:child_process');
+  const path = require('node:path');
+  const lib = path.join(__dirname, '..', 'lib');
+
+  test("an error main() did not handle is one of the runtime's records", () => {
+    const script = `require(${JSON.stringify(path.join(lib, 'main'))}).fatal(new Error('boom'))`;
+    const done = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(done.status, 1);
+    const records = done.stderr.trim().split('\n').map((line) => JSON.parse(line));
+    assert.equal(records.length, 1);
+    assert.equal(records[0].source, 'runtime');
+    assert.equal(records[0].level, 'error');
+    assert.match(records[0].msg, /^polyfn-node: Error: boom\n/);
+  });
+
+  test("the function's console and stdout are the user's, the runtime's own log the runtime's", () => {
+    const script = `
+      const logs = require(${JSON.stringify(path.join(lib, 'logs'))});
+      logs.install();
+      console.log('from console');
+      process.stdout.write('from stdout\\n');
+      logs.log.info('from the runtime');
+    `;
+    const done = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(done.status, 0, done.stderr);
+    assert.equal(done.stdout, '');
+    const bySource = Object.fromEntries(
+      done.stderr.trim().split('\n').map((line) => JSON.parse(line)).map((r) => [r.msg, r.source]),
+    );
+    assert.deepEqual(bySource, { 'from console': 'user', 'from stdout': 'user', 'from the runtime': 'runtime' });
+  });
+});

@@ -16,8 +16,9 @@ After :func:`install`:
   line waits for its newline, or for the end of the invocation that wrote it.
 * the root logger has one handler that writes records in the same format; its
   level is ``INFO`` (a function may change it).
-* warnings go through ``logging`` and uncaught exceptions in threads become one
-  ``error`` record each.
+* warnings become ``warning`` records: ``runtime`` when the code they point at
+  is the runtime's (polyfn_runtime, grpc, protobuf, asyncio), ``user``
+  otherwise; uncaught exceptions in threads become one ``error`` record each.
 
 Records go to a :class:`Sink`. By default that is :class:`LogSink`, JSON lines
 on the process's stderr; :func:`set_sink` routes every record elsewhere (stream
@@ -36,11 +37,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import traceback
+import warnings
 from contextvars import ContextVar
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, TextIO
 
 Level = Literal["debug", "info", "warning", "error"]
 Source = Literal["user", "runtime"]
@@ -341,6 +344,41 @@ def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
     emit("error", f"exception in thread {thread}:\n{text.rstrip()}", source="user")
 
 
+# Modules whose files are the runtime's own, for warnings that point into them.
+_RUNTIME_MODULES = ("polyfn_runtime", "grpc", "google.protobuf", "asyncio")
+
+
+def _runtime_dirs() -> tuple[str, ...]:
+    dirs = []
+    for name in _RUNTIME_MODULES:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return tuple(dirs)
+
+
+def is_runtime_file(filename: str) -> bool:
+    """Whether ``filename`` is part of the runtime or the libraries it runs on."""
+    return os.path.abspath(filename).startswith(_runtime_dirs())
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` after :func:`install`: one ``warning`` record, its source by where it points."""
+    text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+    if file is not None:
+        file.write(text + "\n")
+        return
+    emit("warning", text, source="runtime" if is_runtime_file(filename) else "user")
+
+
 def install() -> None:
     """Route stdout, stderr, ``logging``, warnings and thread errors to the sink (once per process)."""
     global _installed
@@ -357,5 +395,5 @@ def install() -> None:
     root.setLevel(logging.INFO)
     # The runtime's own messages do not depend on the level a function sets.
     logging.getLogger("polyfn_runtime").setLevel(logging.INFO)
-    logging.captureWarnings(True)
+    warnings.showwarning = show_warning
     threading.excepthook = _thread_excepthook

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +212,25 @@ def test_config_dependencies_key() -> None:
         {"functions": [{"name": "f", "handler": "m.h", "codedir": "/c", "dependencies": "/d"}]}
     )
     assert config.functions[0].dependencies == "/d"
+
+
+def test_warnings_are_tagged_by_where_they_point(tmp_path: Path) -> None:
+    # install() changes the whole process: run it in a child of its own.
+    user = tmp_path / "userfn.py"
+    user.write_text("import warnings\n\ndef f():\n    warnings.warn('user warns', UserWarning)\n")
+    script = (
+        "import sys, warnings\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from polyfn_runtime import logs\n"
+        "logs.install()\n"
+        "warnings.simplefilter('always')\n"
+        "import userfn; userfn.f()\n"
+        "warnings.warn_explicit('runtime warns', DeprecationWarning, logs.__file__, 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, timeout=60)
+    records = [json.loads(line) for line in done.stderr.decode().splitlines()]
+    by_msg = {r["msg"].splitlines()[0].rsplit(": ", 1)[-1]: r for r in records}
+    assert by_msg["user warns"]["source"] == "user"
+    assert by_msg["user warns"]["level"] == "warning"
+    assert by_msg["runtime warns"]["source"] == "runtime"
+    assert done.stdout == b""
