@@ -68,13 +68,18 @@ RUNTIME_PATH := PATH="$(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$$PATH"
 run: build runtimes
 	$(RUNTIME_PATH) bin/polyfn serve -c examples/polyfn.yaml
 
+# The modules of their own: the Go SDK and the protocol code it requires.
+SUBMODULES := sdk/go api
+
 vet:
 	$(GO) vet ./...
+	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 test: build runtimes test-go test-python test-node
 
 test-go: runtimes
 	$(RUNTIME_PATH) $(GO) test -count=1 ./...
+	cd sdk/go && $(GO) test -count=1 ./...
 
 test-python: venv
 	$(VPY) -m pytest -q runtimes/python/tests
@@ -103,7 +108,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "== $$name ($$pkg), $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZPARALLEL) $$pkg; \
+		(cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZPARALLEL) .) || exit 1; \
 	done
 
 tools:

@@ -178,6 +178,9 @@ func validateCmd() *cobra.Command {
 			if err := host.CheckIsolation(cfg); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
 			}
+			if errs := host.CheckRuntimes(cfg); len(errs) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, errors.Join(errs...))}
+			}
 			noun := "functions"
 			if len(cfg.Functions) == 1 {
 				noun = "function"

@@ -162,6 +162,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Host, error) {
 	}
 	h.timers = timer.New(timer.Options{Functions: cfg.Functions, Invoker: h, Observer: h.metrics, Log: log})
 	h.describeIsolation()
+	h.reportRuntimes()
 	return h, nil
 }
 
