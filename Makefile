@@ -5,6 +5,8 @@
 #   make test   every test in every language (the fuzz targets' seed corpora included)
 #   make fuzz   each Go fuzz target in turn, FUZZTIME each (docs/security.md, "Fuzzing")
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
+#   make install          PREFIX/bin/polyfn and its runtimes in PREFIX/lib/polyfn
+#                         (PREFIX=/usr/local; DESTDIR for staging); make uninstall
 
 SHELL := /bin/bash
 GO ?= go
@@ -25,7 +27,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench fuzz
+.PHONY: install uninstall all build venv node-runtime runtimes run test test-go test-python test-node gen tools vet fmt clean bench fuzz
 
 all: build
 
@@ -86,6 +88,38 @@ test-python: venv
 
 test-node: node-runtime
 	cd $(NODE_RT) && npm test
+
+# make install: the binary in PREFIX/bin and, in PREFIX/lib/polyfn, what it finds relative to
+# itself (internal/runtimes): python/, a virtualenv made from $(PYTHON) holding the Python
+# runtime; node/, the Node.js runtime with its packages; go/sdk and go/api, the Go SDK's source
+# and the protocol module it requires, which the host supplies to Go functions. Everything is
+# left readable by other users: workers run as users of their own when the host runs as root.
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIB := $(DESTDIR)$(PREFIX)/lib/polyfn
+
+install: build node-runtime
+	install -d $(DESTDIR)$(PREFIX)/bin $(LIB)
+	rm -rf $(LIB)/python $(LIB)/node $(LIB)/go
+	$(PYTHON) -m venv $(LIB)/python
+	$(LIB)/python/bin/python -m pip install -q --disable-pip-version-check --no-warn-script-location ./runtimes/python
+	install -d $(LIB)/node
+	cp -R $(NODE_RT)/bin $(NODE_RT)/lib $(NODE_RT)/protos $(NODE_RT)/node_modules \
+		$(NODE_RT)/package.json $(NODE_RT)/package-lock.json $(LIB)/node/
+	rm -f $(LIB)/node/node_modules/.stamp
+	install -d $(LIB)/go/sdk $(LIB)/go/api/azure $(LIB)/go/api/baetyl
+	cp sdk/go/go.mod sdk/go/go.sum sdk/go/README.md $(LIB)/go/sdk/
+	for f in sdk/go/*.go; do case $$f in *_test.go) ;; *) cp $$f $(LIB)/go/sdk/;; esac; done
+	$(GO) mod edit -replace=github.com/polyfn/polyfn/api=../api $(LIB)/go/sdk/go.mod
+	cp api/go.mod api/go.sum $(LIB)/go/api/
+	cp api/azure/*.go api/azure/*.proto $(LIB)/go/api/azure/
+	cp api/baetyl/*.go api/baetyl/*.proto $(LIB)/go/api/baetyl/
+	install -m 0755 bin/polyfn $(DESTDIR)$(PREFIX)/bin/polyfn
+	chmod -R a+rX $(LIB)
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/polyfn; check it with: $(DESTDIR)$(PREFIX)/bin/polyfn version"
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/bin/polyfn $(LIB)
 
 # Go fuzz targets (package:target), run one after the other: FUZZTIME is a duration for each
 # (60s) or a count of executions (1000000x); FUZZPARALLEL workers each (the machine is shared).

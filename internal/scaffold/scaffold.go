@@ -45,7 +45,7 @@ type Template struct {
 	// Files are the files written into the codedir.
 	Files []string
 	// Test is how to run the template's test in the codedir.
-	Test string
+	Test  string
 	About string
 }
 
