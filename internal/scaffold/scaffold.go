@@ -34,6 +34,9 @@ var templates embed.FS
 // directory (it may fetch the SDK's dependencies through the module proxy).
 const GoModTimeout = 5 * time.Minute
 
+// locate finds the Go SDK's copy a new Go function's go.mod points at.
+var locate = runtimes.Locate
+
 // ConfigFile is the name Init writes and New edits by default.
 const ConfigFile = "polyfn.yaml"
 
@@ -186,7 +189,7 @@ func New(ctx context.Context, o Options) (*Result, error) {
 			os.Remove(filepath.Join(dir, f))
 		}
 	}()
-	sdk, api := runtimes.Locate().GoSDK()
+	sdk, api := locate().GoSDK()
 	data := map[string]string{
 		"Name": o.Name, "Trigger": o.Trigger, "SDK": sdk, "API": api,
 		"Package": strings.ToLower(o.Name),
