@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -248,18 +249,18 @@ type Info struct {
 	Where string
 }
 
-// probePython prints the versions and where polyfn_runtime is, without
-// importing it (which is slower); it exits 3 when it is not installed.
-const probePython = `import sys, json, importlib.util as u, importlib.metadata as m
+// probePython prints the interpreter's version and where polyfn_runtime
+// is, without importing it (which is slower); it exits 3 when it is not
+// installed. The runtime's version is read from its __init__.py.
+const probePython = `import sys, importlib.util as u
 s = u.find_spec("polyfn_runtime")
 if s is None:
     sys.exit(3)
-try:
-    v = m.version("polyfn-runtime")
-except m.PackageNotFoundError:
-    v = "unknown"
-print(json.dumps({"version": v, "python": sys.version.split()[0], "where": list(s.submodule_search_locations or [s.origin])[0]}))
+print(sys.version.split()[0])
+print(list(s.submodule_search_locations or [s.origin])[0])
 `
+
+var pyVersionRE = regexp.MustCompile(`(?m)^__version__\s*=\s*["']([^"']+)["']`)
 
 // Probe starts r's interpreter once to check that the runtime is there and
 // reads its versions. The error names the fix.
@@ -279,11 +280,17 @@ func Probe(ctx context.Context, r Runtime) (Info, error) {
 		case err != nil:
 			return Info{}, r.problem(fmt.Errorf("%s does not start: %w%s", r.Interpreter, err, stderrOf(err)))
 		}
-		var p struct{ Version, Python, Where string }
-		if err := json.Unmarshal(out, &p); err != nil {
+		f := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(f) != 2 {
 			return Info{}, r.problem(fmt.Errorf("%s: unexpected answer %q", r.Interpreter, out))
 		}
-		return Info{Version: p.Version, Interpreter: "Python " + p.Python, Where: p.Where}, nil
+		info := Info{Version: "unknown", Interpreter: "Python " + f[0], Where: f[1]}
+		if data, err := os.ReadFile(filepath.Join(info.Where, "__init__.py")); err == nil {
+			if m := pyVersionRE.FindSubmatch(data); m != nil {
+				info.Version = string(m[1])
+			}
+		}
+		return info, nil
 	case Node:
 		node := r.Interpreter
 		out, err := exec.CommandContext(ctx, node, "--version").Output()
