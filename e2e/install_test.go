@@ -53,6 +53,9 @@ func TestInstalledLayout(t *testing.T) {
 	}
 	prefix := filepath.Join(tempDir(t), "prefix")
 	run(t, repo, os.Environ(), "make", "--no-print-directory", "install", "PREFIX="+prefix)
+	// The SDK's third-party dependencies come through the environment's
+	// module proxy, before it is switched off for the rest.
+	run(t, filepath.Join(repo, "sdk", "go"), os.Environ(), runtimes.GoTool(), "mod", "download")
 	bin := filepath.Join(prefix, "bin", "polyfn")
 	env := systemEnv("GOPROXY=off")
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -30,9 +31,27 @@ func main() {
 }
 `
 
+// warmSDK puts the Go SDK's third-party dependencies in the module cache
+// (through the environment's module proxy: on a fresh machine they are not
+// there), so that the tests can switch the proxy off to prove nothing of
+// polyfn's own is fetched.
+var warmSDK = sync.OnceValues(func() ([]byte, error) {
+	cmd := exec.Command("go", "mod", "download")
+	cmd.Dir = "../../sdk/go"
+	return cmd.CombinedOutput()
+})
+
+func warmSDKDeps(t *testing.T) {
+	t.Helper()
+	if out, err := warmSDK(); err != nil {
+		t.Fatalf("go mod download in sdk/go: %v\n%s", err, out)
+	}
+}
+
 // repoBuilder returns a builder carrying this repository's SDK.
 func repoBuilder(t *testing.T) *Builder {
 	t.Helper()
+	warmSDKDeps(t)
 	b := New(t.TempDir())
 	sdk, err := filepath.Abs("../../sdk/go")
 	if err != nil {

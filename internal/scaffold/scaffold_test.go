@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/polyfn/polyfn/internal/config"
@@ -135,6 +136,23 @@ func TestNewRefuses(t *testing.T) {
 	}
 }
 
+// warmSDK puts the Go SDK's third-party dependencies in the module cache
+// (through the environment's module proxy: on a fresh machine they are not
+// there), so that the tests can switch the proxy off to prove nothing of
+// polyfn's own is fetched.
+var warmSDK = sync.OnceValues(func() ([]byte, error) {
+	cmd := exec.Command(runtimes.GoTool(), "mod", "download")
+	cmd.Dir = "../../sdk/go"
+	return cmd.CombinedOutput()
+})
+
+func warmSDKDeps(t *testing.T) {
+	t.Helper()
+	if out, err := warmSDK(); err != nil {
+		t.Fatalf("go mod download in sdk/go: %v\n%s", err, out)
+	}
+}
+
 // Every template, with every trigger, writes a test that passes in the
 // language's own framework (pytest, node --test, go test): run here with
 // the checkout's Go SDK and .venv (which has pytest).
@@ -143,6 +161,7 @@ func TestGeneratedTestsPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	warmSDKDeps(t)
 	locate = func() runtimes.Home { return runtimes.At(root) }
 	t.Cleanup(func() { locate = runtimes.Locate })
 	py := filepath.Join(root, ".venv", "bin", "python")
