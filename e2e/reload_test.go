@@ -46,19 +46,12 @@ func buildPolyfn(t *testing.T) string {
 // serveBinary is serve with a binary buildPolyfn built.
 func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 	t.Helper()
-	return serveBinaryEnv(t, bin, cfg, nil, args...)
-}
-
-// serveBinaryEnv is serveBinary with the environment env (nil: the test's).
-func serveBinaryEnv(t *testing.T, bin, cfg string, env []string, args ...string) *served {
-	t.Helper()
 	addr := freeAddr(t)
 	// The embedded MQTT broker (on unless the config turns it off) listens
 	// on a free port and keeps its store in a directory of the test's (args
 	// may name others): tests run in parallel with each other and with make
 	// run.
 	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
-	cmd.Env = env
 	s := &served{base: "http://" + addr, cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

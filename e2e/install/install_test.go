@@ -1,14 +1,87 @@
-package e2e
+// Package install tests the installed layout end to end: make install into
+// a temporary PREFIX, then the installed polyfn with a PATH of system
+// directories only. It is a package of its own so that its minute of make
+// install runs beside the other end-to-end tests, not within their time.
+package install
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/polyfn/polyfn/internal/hosttest"
 	"github.com/polyfn/polyfn/internal/runtimes"
 )
+
+// tempDir is a temporary directory the workers' users can reach.
+func tempDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	hosttest.Reachable(t, d)
+	return d
+}
+
+// serveEnv runs `bin serve -c cfg` with env until the test ends, and
+// returns its base URL once it answers /healthz.
+func serveEnv(t *testing.T, bin, cfg string, env []string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir())
+	logs := &hosttest.SyncBuffer{}
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // anything left in its group
+		if t.Failed() {
+			t.Logf("polyfn output:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	hosttest.WaitFor(t, 60*time.Second, "polyfn to answer /healthz", func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return base
+}
+
+// post invokes fn with body and returns the status and the body.
+func post(base, fn, body string) (int, string, error) {
+	resp, err := http.Post(base+"/function/"+fn, "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
 
 // systemEnv is the test's environment with a PATH of system directories
 // only: none of the Makefile's (bin/, .venv/bin), nor the go command's.
@@ -43,11 +116,10 @@ func run(t *testing.T, dir string, env []string, argv ...string) string {
 // it serves. Last, a runtime taken away is reported by validate with the
 // command that puts it back.
 func TestInstalledLayout(t *testing.T) {
-	requirePython(t)
 	if testing.Short() {
 		t.Skip("make install takes a minute")
 	}
-	repo, err := filepath.Abs("..")
+	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +145,9 @@ func TestInstalledLayout(t *testing.T) {
 	}
 
 	t.Run("examples", func(t *testing.T) {
-		s := serveBinaryEnv(t, bin, filepath.Join(repo, "examples", "polyfn.yaml"), env)
+		base := serveEnv(t, bin, filepath.Join(repo, "examples", "polyfn.yaml"), env)
 		for _, fn := range []string{"sayhi", "hello-node", "hello-go"} {
-			status, body, err := post(s.base, fn, `{"name":"polyfn"}`)
+			status, body, err := post(base, fn, `{"name":"polyfn"}`)
 			if err != nil || status != 200 || !strings.Contains(body, "Hello, polyfn!") {
 				t.Errorf("%s: got %d %s (%v)", fn, status, body, err)
 			}
@@ -97,9 +169,9 @@ func TestInstalledLayout(t *testing.T) {
 			run(t, filepath.Join(proj, "functions", name), env, test...)
 		}
 		run(t, proj, env, bin, "validate")
-		s := serveBinaryEnv(t, bin, filepath.Join(proj, "polyfn.yaml"), env)
+		base := serveEnv(t, bin, filepath.Join(proj, "polyfn.yaml"), env)
 		for _, fn := range []string{"hello-python", "hello-node", "hello-go"} {
-			status, body, err := post(s.base, fn, `{"name":"polyfn"}`)
+			status, body, err := post(base, fn, `{"name":"polyfn"}`)
 			if err != nil || status != 200 || !strings.Contains(body, `Hello, polyfn!`) {
 				t.Errorf("%s: got %d %s (%v)", fn, status, body, err)
 			}
