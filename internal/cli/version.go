@@ -59,9 +59,11 @@ func versionCmd() *cobra.Command {
 			}
 			sdk, _ := home.GoSDK()
 			if sdk == "" {
-				sdk = "none carried: functions outside polyfn's repository cannot use it"
+				sdk = "no SDK carried: Go functions outside polyfn's repository cannot use it"
+			} else {
+				sdk = "SDK at " + sdk
 			}
-			fmt.Fprintf(out, "go: %s, SDK at %s\n", gover, sdk)
+			fmt.Fprintf(out, "go: %s, %s\n", gover, sdk)
 			if failed > 0 {
 				return &exitError{code: 1}
 			}

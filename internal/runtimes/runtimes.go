@@ -138,10 +138,9 @@ func (h Home) Python() Runtime {
 	case Checkout:
 		r.Dir = filepath.Join(h.Root, ".venv")
 	default:
+		// Looked up when a worker (or Probe) starts: locating stays a few
+		// stats, cheap enough for every config load.
 		r.Interpreter = "python3"
-		if _, err := exec.LookPath(r.Interpreter); err != nil {
-			r.Err = fmt.Errorf("no python3 on PATH: %w", err)
-		}
 	}
 	if r.Dir != "" {
 		r.Interpreter = filepath.Join(r.Dir, "bin", "python")
@@ -167,11 +166,6 @@ func (h Home) Node() Runtime {
 		r.Interpreter = "node"
 		r.Command = []string{"polyfn-node"}
 		r.CallCommand = []string{"polyfn-node", "-c", "{config}"}
-		if p, err := exec.LookPath("polyfn-node"); err != nil {
-			r.Err = fmt.Errorf("no polyfn-node on PATH: %w", err)
-		} else if real, err := filepath.EvalSymlinks(p); err == nil {
-			r.Dir = filepath.Dir(filepath.Dir(real))
-		}
 		return r
 	}
 	r.Interpreter = findProgram("node", "/usr/local/bin/node", "/usr/bin/node")
@@ -292,6 +286,15 @@ func Probe(ctx context.Context, r Runtime) (Info, error) {
 		}
 		return info, nil
 	case Node:
+		if r.Layout == PathOnly {
+			p, err := exec.LookPath("polyfn-node")
+			if err != nil {
+				return Info{}, r.problem(fmt.Errorf("no polyfn-node on PATH: %w", err))
+			}
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				r.Dir = filepath.Dir(filepath.Dir(real))
+			}
+		}
 		node := r.Interpreter
 		out, err := exec.CommandContext(ctx, node, "--version").Output()
 		if err != nil {
