@@ -9,6 +9,8 @@
 #               Node.js runtime
 #   make fuzz   each Go fuzz target in turn, FUZZTIME each (docs/security.md, "Fuzzing")
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
+#   make install          PREFIX/bin/polyfn and its runtimes in PREFIX/lib/polyfn
+#                         (PREFIX=/usr/local; DESTDIR for staging); make uninstall
 
 SHELL := /bin/bash
 GO ?= go
@@ -29,7 +31,7 @@ GRPCIO_TOOLS_VERSION := 1.85.1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: all build venv node-runtime runtimes run test test-go test-python test-node lint lint-python lint-node gen tools vet fmt clean bench fuzz
+.PHONY: install uninstall all build venv node-runtime runtimes run test test-go test-python test-node lint lint-python lint-node gen tools vet fmt clean bench fuzz
 
 all: build
 
@@ -87,8 +89,12 @@ define each
 	[ $${#failed[@]} -eq 0 ]
 endef
 
+# The modules of their own: the Go SDK and the protocol code it requires.
+SUBMODULES := sdk/go api
+
 vet:
 	$(GO) vet ./...
+	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 TEST_SUITES := test-go test-python test-node
 
@@ -97,6 +103,7 @@ test: build runtimes
 
 test-go: runtimes
 	$(RUNTIME_PATH) $(GO) test -count=1 ./...
+	cd sdk/go && $(GO) test -count=1 ./...
 
 test-python: venv
 	$(VPY) -m pytest -q runtimes/python/tests
@@ -123,6 +130,38 @@ lint-python: $(VENV)/.lint-stamp
 lint-node: node-runtime
 	cd $(NODE_RT) && npm run --silent lint
 
+# make install: the binary in PREFIX/bin and, in PREFIX/lib/polyfn, what it finds relative to
+# itself (internal/runtimes): python/, a virtualenv made from $(PYTHON) holding the Python
+# runtime; node/, the Node.js runtime with its packages; go/sdk and go/api, the Go SDK's source
+# and the protocol module it requires, which the host supplies to Go functions. Everything is
+# left readable by other users: workers run as users of their own when the host runs as root.
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIB := $(DESTDIR)$(PREFIX)/lib/polyfn
+
+install: build node-runtime
+	install -d $(DESTDIR)$(PREFIX)/bin $(LIB)
+	rm -rf $(LIB)/python $(LIB)/node $(LIB)/go
+	$(PYTHON) -m venv $(LIB)/python
+	$(LIB)/python/bin/python -m pip install -q --disable-pip-version-check --no-warn-script-location ./runtimes/python
+	install -d $(LIB)/node
+	cp -R $(NODE_RT)/bin $(NODE_RT)/lib $(NODE_RT)/protos $(NODE_RT)/node_modules \
+		$(NODE_RT)/package.json $(NODE_RT)/package-lock.json $(LIB)/node/
+	rm -f $(LIB)/node/node_modules/.stamp
+	install -d $(LIB)/go/sdk $(LIB)/go/api/azure $(LIB)/go/api/baetyl
+	cp sdk/go/go.mod sdk/go/go.sum sdk/go/README.md $(LIB)/go/sdk/
+	for f in sdk/go/*.go; do case $$f in *_test.go) ;; *) cp $$f $(LIB)/go/sdk/;; esac; done
+	$(GO) mod edit -replace=github.com/polyfn/polyfn/api=../api $(LIB)/go/sdk/go.mod
+	cp api/go.mod api/go.sum $(LIB)/go/api/
+	cp api/azure/*.go api/azure/*.proto $(LIB)/go/api/azure/
+	cp api/baetyl/*.go api/baetyl/*.proto $(LIB)/go/api/baetyl/
+	install -m 0755 bin/polyfn $(DESTDIR)$(PREFIX)/bin/polyfn
+	chmod -R a+rX $(LIB)
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/polyfn; check it with: $(DESTDIR)$(PREFIX)/bin/polyfn version"
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/bin/polyfn $(LIB)
+
 # Go fuzz targets (package:target), run one after the other: FUZZTIME is a duration for each
 # (60s) or a count of executions (1000000x); FUZZPARALLEL workers each (the machine is shared).
 # A crash stops the run and leaves its input in the package's testdata/fuzz/TARGET: fix the
@@ -144,7 +183,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "== $$name ($$pkg), $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZPARALLEL) $$pkg; \
+		(cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -parallel=$(FUZZPARALLEL) .) || exit 1; \
 	done
 
 tools:

@@ -6,6 +6,8 @@ require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/eclipse/paho.golang v0.23.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
+	github.com/polyfn/polyfn/api v0.0.0
+	github.com/polyfn/polyfn/sdk/go v0.0.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.74.0
@@ -50,4 +52,12 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
+)
+
+// The protocol code and the Go SDK are modules of their own (a function
+// requires the SDK without the host's dependencies); the host builds with
+// the copies in this repository.
+replace (
+	github.com/polyfn/polyfn/api => ./api
+	github.com/polyfn/polyfn/sdk/go => ./sdk/go
 )

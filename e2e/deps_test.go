@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -30,13 +29,10 @@ func depsFunctions(t *testing.T, dir string) string {
 	writeFileAll(t, filepath.Join(dir, "cjs", "package.json"), pkg)
 	writeFileAll(t, filepath.Join(dir, "cjs", "index.js"), "const isOdd = require('is-odd');\nexports.handler = async (event) => ({ odd: isOdd(event.n) });\n")
 	// Go: a third-party module through the module proxy, in a module of
-	// its own outside this repository.
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// its own outside this repository, requiring the SDK the host carries
+	// (no replace: the host supplies it when it builds).
 	gofn := filepath.Join(dir, "gofn")
-	writeFileAll(t, filepath.Join(gofn, "go.mod"), "module example.com/gofn\n\ngo 1.22\n\nrequire github.com/polyfn/polyfn v0.0.0\n\nreplace github.com/polyfn/polyfn => "+repo+"\n")
+	writeFileAll(t, filepath.Join(gofn, "go.mod"), "module example.com/gofn\n\ngo 1.26\n\nrequire (\n\tgithub.com/google/shlex v0.0.0-20191202100458-e7afc7fbc510\n\tgithub.com/polyfn/polyfn/sdk/go v0.0.0\n)\n")
 	writeFileAll(t, filepath.Join(gofn, "main.go"), `package main
 
 import (
@@ -52,11 +48,6 @@ func main() {
 	})
 }
 `)
-	tidy := exec.Command("go", "mod", "tidy")
-	tidy.Dir = gofn
-	if out, err := tidy.CombinedOutput(); err != nil {
-		t.Fatalf("go mod tidy: %v\n%s", err, out)
-	}
 	hosttest.Reachable(t, gofn)
 	return `
   - {name: py, runtime: python3, handler: main.handler, codedir: ` + filepath.Join(dir, "py") + `}

@@ -25,6 +25,11 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	binDir = d
+	// The binary is not in the checkout's bin/: it finds the checkout's
+	// runtimes and Go SDK through POLYFN_HOME, as the checkout's would.
+	if root, err := filepath.Abs(".."); err == nil {
+		os.Setenv("POLYFN_HOME", root)
+	}
 	code := m.Run()
 	_ = os.RemoveAll(d)
 	os.Exit(code)

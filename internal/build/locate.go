@@ -10,9 +10,9 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 )
 
-// The one place that says where the tools a build needs are found. Today
-// they are found the way the host starts workers: the runtime's command on
-// PATH.
+// The one place that says where the tools a build needs are found: from
+// the runtime's command, as internal/runtimes made it for the built-in
+// runtimes (or a config names it), the way the host starts workers.
 
 // PythonInterpreter returns the interpreter that runs rt's workers: the
 // first word of its command, looked up on PATH.
@@ -28,13 +28,22 @@ func PythonInterpreter(rt config.Runtime) (string, error) {
 }
 
 // NodeRuntimeLoader returns the loader module of polyfn's Node.js runtime
-// that runs rt's workers (polyfn-node on PATH, a link to
-// runtimes/node/bin/polyfn-node.js).
+// that runs rt's workers, from the runtime's script in its command: the
+// command itself (polyfn-node on PATH, a link to
+// runtimes/node/bin/polyfn-node.js) or an argument of node's
+// (node DIR/bin/polyfn-node.js, as internal/runtimes starts it).
 func NodeRuntimeLoader(rt config.Runtime) (string, error) {
 	if len(rt.Command) == 0 {
 		return "", errors.New("the runtime has no command")
 	}
-	p, err := exec.LookPath(rt.Command[0])
+	script := rt.Command[0]
+	for _, w := range rt.Command {
+		if b := filepath.Base(w); b == "polyfn-node" || b == "polyfn-node.js" {
+			script = w
+			break
+		}
+	}
+	p, err := exec.LookPath(script)
 	if err != nil {
 		return "", fmt.Errorf("node runtime: %w", err)
 	}

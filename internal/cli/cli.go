@@ -9,8 +9,6 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
-
-	"github.com/polyfn/polyfn/internal/buildinfo"
 )
 
 // exitError carries a process exit code out of a command.
@@ -32,12 +30,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(serveCmd(), invokeCmd(), validateCmd(), statusCmd(), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "polyfn", buildinfo.Version) },
-	})
+	root.AddCommand(serveCmd(), invokeCmd(), validateCmd(), statusCmd(), versionCmd())
+	root.AddCommand(initCmd(), newCmd())
 	root.AddCommand(benchCmd(), buildCmd())
 	err := root.Execute()
 	if err == nil {

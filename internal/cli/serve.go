@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -92,6 +93,9 @@ func validateCmd() *cobra.Command {
 			}
 			if err := host.CheckIsolation(cfg); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, err)}
+			}
+			if errs := host.CheckRuntimes(cfg); len(errs) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%s: %w", cfg.File, errors.Join(errs...))}
 			}
 			if stateDir != "" {
 				if cfg.StateDir, err = filepath.Abs(stateDir); err != nil {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/polyfn/polyfn/internal/runtimes"
 )
 
 // Defaults. docs/config.md documents each of them; keep the two in step.
@@ -45,15 +47,21 @@ const (
 
 // BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
 // the config under the same name replaces the built-in one.
+//
+// The Python and Node.js runtimes are the ones installed with polyfn, found
+// relative to its executable (internal/runtimes); without them, python3
+// and polyfn-node on PATH.
 func BuiltinRuntimes() map[string]Runtime {
+	home := runtimes.Locate()
+	py, node := home.Python(), home.Node()
 	return map[string]Runtime{
 		"python3": {
 			Name:     "python3",
 			Protocol: ProtocolStream,
-			// polyfn's Python runtime, from the python3 found on PATH
-			// (make run puts .venv/bin first).
-			Command:     []string{"python3", "-m", "polyfn_runtime"},
-			CallCommand: []string{"python3", "-m", "polyfn_runtime", "-c", "{config}"},
+			// polyfn's Python runtime: python -m polyfn_runtime in the
+			// virtualenv installed with polyfn.
+			Command:     py.Command,
+			CallCommand: py.CallCommand,
 			Discovery:   DiscoveryConfig,
 			Env:         map[string]string{"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "FUNCTIONS_WORKER_RUNTIME": "python"},
 			Address:     "unix",
@@ -62,10 +70,10 @@ func BuiltinRuntimes() map[string]Runtime {
 		"node": {
 			Name:     "node",
 			Protocol: ProtocolStream,
-			// polyfn's Node.js runtime: the polyfn-node command on PATH
-			// (make run links it into bin/; npm install -g runtimes/node does too).
-			Command:     []string{"polyfn-node"},
-			CallCommand: []string{"polyfn-node", "-c", "{config}"},
+			// polyfn's Node.js runtime: node running the runtime's
+			// bin/polyfn-node.js installed with polyfn.
+			Command:     node.Command,
+			CallCommand: node.CallCommand,
 			Discovery:   DiscoveryConfig,
 			Env:         map[string]string{"FUNCTIONS_WORKER_RUNTIME": "node"},
 			Address:     "unix",

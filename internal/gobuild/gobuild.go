@@ -36,10 +36,22 @@ type Builder struct {
 	toolchainErr  error
 	// modcache is `go env GOMODCACHE`: packages there never change.
 	modcache []byte
+
+	// Go is the go command (runtimes.GoTool). SDK and API are the
+	// directories of the Go SDK's module and of the protocol module it
+	// requires, added to the builds of functions outside polyfn's own
+	// module (sdk.go); empty when polyfn carries none.
+	Go, SDK, API string
 }
 
 // New returns a builder caching under dir.
-func New(dir string) *Builder { return &Builder{Dir: dir, locks: map[string]*sync.Mutex{}} }
+// It builds with the go command and the Go SDK found where polyfn runs
+// (internal/runtimes).
+func New(dir string) *Builder {
+	b := &Builder{Dir: dir, locks: map[string]*sync.Mutex{}}
+	b.locate()
+	return b
+}
 
 // DefaultDir is the user's cache directory for polyfn's Go builds.
 func DefaultDir() string {
@@ -63,7 +75,7 @@ func (e *CompileError) Error() string {
 // codedir, building it if no binary for the current source is cached.
 // Cancelling ctx stops a build in progress.
 func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
-	key, err := b.key(ctx, codedir)
+	key, modArgs, err := b.key(ctx, codedir)
 	if err != nil {
 		return "", err
 	}
@@ -78,8 +90,7 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 		return "", err
 	}
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, ".")
-	cmd.Dir = codedir
+	cmd := b.command(ctx, codedir, modArgs, "build", "-o", tmp, ".")
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
@@ -115,14 +126,19 @@ func (b *Builder) lock(key string) *sync.Mutex {
 // skipped), the go.mod and go.sum of the module holding it, and the files
 // of the packages it imports from outside the module cache (the module's
 // other packages, local replace targets), which can change too.
-func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
+// It returns the go command's module flags too (sdkArgs).
+func (b *Builder) key(ctx context.Context, codedir string) (string, []string, error) {
 	own, err := b.ownKey(codedir)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	deps, err := b.localDeps(ctx, codedir, own)
+	modArgs, err := b.sdkArgs(ctx, codedir, own)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	deps, err := b.localDeps(ctx, codedir, own, modArgs)
+	if err != nil {
+		return "", nil, err
 	}
 	h := sha256.New()
 	h.Write([]byte(own))
@@ -137,18 +153,18 @@ func (b *Builder) key(ctx context.Context, codedir string) (string, error) {
 				continue
 			}
 			if err := hashFile(h, filepath.Join(dir, e.Name())); err != nil {
-				return "", err
+				return "", nil, err
 			}
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:32], nil
+	return hex.EncodeToString(h.Sum(nil))[:32], modArgs, nil
 }
 
 // localDeps returns the directories of the packages codedir's build uses
 // that lie outside codedir, the standard library and the module cache. The
 // go command is slow to ask, and the answer only changes with codedir's own
 // files or go.mod, so it is kept on disk under own (the key of those).
-func (b *Builder) localDeps(ctx context.Context, codedir, own string) ([]string, error) {
+func (b *Builder) localDeps(ctx context.Context, codedir, own string, modArgs []string) ([]string, error) {
 	memo := filepath.Join(b.Dir, "deps", own)
 	if data, err := os.ReadFile(memo); err == nil {
 		return strings.Fields(string(data)), nil
@@ -157,8 +173,7 @@ func (b *Builder) localDeps(ctx context.Context, codedir, own string) ([]string,
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "go", "list", "-e", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
-	cmd.Dir = abs
+	cmd := b.command(ctx, abs, modArgs, "list", "-e", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
 	out, err := cmd.Output()
 	if err != nil {
 		// The build reports what is wrong; without the list the key is
@@ -261,6 +276,7 @@ func (b *Builder) ownKey(codedir string) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(h, "dir %s\n", abs)
+	fmt.Fprintf(h, "sdk %s %s\n", b.SDK, b.API)
 	var files []string
 	err = filepath.WalkDir(abs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -298,7 +314,7 @@ func (b *Builder) ownKey(codedir string) (string, error) {
 // that change the answer: a go command takes tens of milliseconds to
 // start, which an unchanged function should not cost.
 func (b *Builder) goEnv(vars ...string) ([]byte, error) {
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath(b.goTool())
 	if err != nil {
 		return nil, err
 	}

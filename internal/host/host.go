@@ -186,6 +186,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 		h.specs = append(h.specs, spec)
 	}
 	h.describeIsolation()
+	h.reportRuntimes()
 	return h, nil
 }
 
