@@ -42,6 +42,11 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			stopLeader, err := startLeaderElection(cfg.LeaderElection, log)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			defer stopLeader()
 			shutdownTracing, err := tracing.Setup(context.Background())
 			if err != nil {
 				return &exitError{code: 2, err: err}

@@ -93,6 +93,11 @@ func validateLeaderElection(c *Config, d *decoder) {
 			d.errorf(d.at(p+"."+k), p+"."+k, "must be above zero (leave it out for the default)")
 		}
 	}
+	if le.LeaseDuration%Duration(time.Second) != 0 {
+		// The Lease holds whole seconds; a fraction would be cut off
+		// and the lease held shorter than the leader believes.
+		d.errorf(d.at(p+".lease_duration"), p+".lease_duration", "%s is not a whole number of seconds (the Lease holds seconds)", le.LeaseDuration)
+	}
 	if le.RenewDeadline >= le.LeaseDuration {
 		d.errorf(d.at(p+".renew_deadline"), p+".renew_deadline",
 			"%s is not below lease_duration (%s): a leader must give up before another replica may take the lease", le.RenewDeadline, le.LeaseDuration)

@@ -268,3 +268,14 @@ func unquote(v string) string {
 	}
 	return v
 }
+
+// ReadEnvSource reads an env_from source (a file of KEY=VALUE lines or a
+// directory of files) as Load does.
+func ReadEnvSource(path string) (map[string]string, error) { return readEnvSource(path) }
+
+// ReadSecretFile reads a ${file:PATH} file as Load does (bounded, one
+// trailing line break removed).
+func ReadSecretFile(path string) (string, error) {
+	data, err := readSecretFile(path)
+	return trimLineBreak(string(data)), err
+}

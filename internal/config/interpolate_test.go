@@ -161,8 +161,15 @@ func TestLeaderElectionConfig(t *testing.T) {
 	if le := c.LeaderElection; le.Mode != LeaderAuto || le.Lease != DefaultLeaseName || le.LeaseDuration.D() != DefaultLeaseDuration {
 		t.Errorf("defaults = %+v", le)
 	}
-	_, err = Load(writeConfig(t, "leader_election:\n  mode: sometimes\n  lease_duration: 5s\n  renew_deadline: 5s\n"))
-	for _, w := range []string{`2:9: leader_election.mode: unknown mode "sometimes"`, "4:19: leader_election.renew_deadline: 5s is not below lease_duration"} {
+	_, err = Load(writeConfig(t, "leader_election:\n  mode: sometimes\n  lease_duration: 5s\n  renew_deadline: 5s\n  retry_period: 4.5s\n"))
+	for _, w := range []string{`2:9: leader_election.mode: unknown mode "sometimes"`, "4:19: leader_election.renew_deadline: 5s is not below lease_duration",
+		"5:17: leader_election.retry_period: 4.5s is too long"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("err = %v\nwant it to contain %q", err, w)
+		}
+	}
+	_, err = Load(writeConfig(t, "leader_election:\n  lease_duration: 1500ms\n  renew_deadline: 1s\n  retry_period: 100ms\n"))
+	for _, w := range []string{"2:19: leader_election.lease_duration: 1.5s is not a whole number of seconds"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("err = %v\nwant it to contain %q", err, w)
 		}

@@ -49,6 +49,8 @@ type Options struct {
 	// Observer, when set, counts skipped ticks.
 	Observer Observer
 	Log      *slog.Logger
+	// Leader, when set, gates every tick (else the one of SetLeader does).
+	Leader Leader
 }
 
 // Scheduler runs the timers of one host.
@@ -56,6 +58,7 @@ type Scheduler struct {
 	inv     Invoker
 	obs     Observer
 	log     *slog.Logger
+	leader  Leader
 	now     func() time.Time // the wall clock; tests move it
 	entries []*entry
 
@@ -111,7 +114,7 @@ func stateOf(function, spec string, payload []byte) *state {
 // A schedule that does not parse is logged and left out (config validation
 // reports it with its position before a host is built).
 func New(o Options) *Scheduler {
-	s := &Scheduler{inv: o.Invoker, obs: o.Observer, log: o.Log, now: time.Now}
+	s := &Scheduler{inv: o.Invoker, obs: o.Observer, log: o.Log, leader: o.Leader, now: time.Now}
 	for _, f := range o.Functions {
 		for _, t := range f.Triggers.Timer {
 			sched, err := Parse(t.Schedule)
@@ -201,6 +204,10 @@ func (s *Scheduler) loop(ctx context.Context, e *entry, next time.Time) {
 // tick takes the tick at: it runs the function, or skips the tick when a
 // run of the schedule is still going and overlap is off.
 func (s *Scheduler) tick(e *entry, at time.Time) {
+	if !s.leads() {
+		s.log.Debug("timer tick not fired: another replica leads", "function", e.function, "schedule", e.spec, "scheduled", at)
+		return
+	}
 	st := e.state
 	st.mu.Lock()
 	// Taken already: by another configuration of a reload, or before the

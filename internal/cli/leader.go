@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/leader"
+	"github.com/polyfn/polyfn/internal/trigger/timer"
+)
+
+// startLeaderElection campaigns for the timers' Lease when le asks for it
+// (mode always, or auto in a pod) and makes the timers of this process fire
+// only while this replica leads. The returned stop releases the Lease.
+// leader_election takes effect on start; a reload does not change it.
+func startLeaderElection(le config.LeaderElection, log *slog.Logger) (stop func(), err error) {
+	inCluster := leader.InCluster()
+	if le.Mode == config.LeaderNever || le.Mode == config.LeaderAuto && !inCluster {
+		return func() {}, nil
+	}
+	var rc *rest.Config
+	if inCluster {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if le.Kubeconfig != "" {
+			rules.ExplicitPath = le.Kubeconfig
+		}
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	ns := le.Namespace
+	if ns == "" {
+		ns = leader.PodNamespace()
+	}
+	id := le.Identity
+	if id == "" {
+		if id, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("leader election: identity: %w", err)
+		}
+	}
+	el, err := leader.New(leader.Options{Client: client, Namespace: ns, Name: le.Lease, Identity: id,
+		LeaseDuration: le.LeaseDuration.D(), RenewDeadline: le.RenewDeadline.D(), RetryPeriod: le.RetryPeriod.D(), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	klog.SetSlogLogger(log) // client-go's own messages go to the host's log
+	timer.SetLeader(el)
+	log.Info("leader election: timers fire only on the replica holding the lease", "lease", ns+"/"+le.Lease, "identity", id)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = el.Run(ctx) }()
+	return func() { cancel(); <-done; timer.SetLeader(nil) }, nil
+}
