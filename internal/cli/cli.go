@@ -39,7 +39,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "polyfn", buildinfo.Version) },
 	})
-	root.AddCommand(benchCmd())
+	root.AddCommand(benchCmd(), kubeCmd())
 	err := root.Execute()
 	if err == nil {
 		return 0

@@ -1,0 +1,15 @@
+package cli
+
+import (
+	"testing"
+
+	"github.com/polyfn/polyfn/internal/kube"
+)
+
+// The rendered pod's grace period is computed from kube.HostDrain; it must
+// be the drain serve really does.
+func TestKubeHostDrainIsServeDrain(t *testing.T) {
+	if kube.HostDrain != shutdownTimeout {
+		t.Fatalf("kube.HostDrain = %s, serve drains for %s", kube.HostDrain, shutdownTimeout)
+	}
+}
