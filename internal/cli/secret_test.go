@@ -2,10 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/polyfn/polyfn/internal/config"
 )
 
 // validate prints no secret value, in its errors or its success line.
@@ -38,6 +41,36 @@ func TestValidateRedactsSecrets(t *testing.T) {
 		}
 		if !strings.Contains(all, tc.want) {
 			t.Errorf("validate output:\n%s\nwant it to contain %q", all, tc.want)
+		}
+	}
+}
+
+// The host's log masks every secret value of the configs this process
+// loaded, in both log formats.
+func TestLogRedactsSecrets(t *testing.T) {
+	const pw = "log-secret-8675309"
+	t.Setenv("PF_LOG_SECRET", pw)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "fn"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "polyfn.yaml")
+	text := "isolation: {user: host}\nfunctions:\n  - {name: a, handler: a.h, codedir: fn, env: {K: '${PF_LOG_SECRET}'}}\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(file); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"text", "json"} {
+		var buf bytes.Buffer
+		log, err := newLogger(&buf, format, "debug")
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Error("worker exited: KeyError "+pw, "stderr", "token="+pw, "error", errors.New(pw))
+		if strings.Contains(buf.String(), pw) || !strings.Contains(buf.String(), "[redacted]") {
+			t.Errorf("%s log:\n%s", format, buf.String())
 		}
 	}
 }
