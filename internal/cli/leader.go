@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"os"
 
-	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -38,7 +38,7 @@ func startLeaderElection(le config.LeaderElection, log *slog.Logger) (stop func(
 	if err != nil {
 		return nil, fmt.Errorf("leader election: %w", err)
 	}
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := coordinationv1client.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("leader election: %w", err)
 	}

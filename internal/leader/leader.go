@@ -21,15 +21,18 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // Options configure an Elector.
 type Options struct {
-	// Client reaches the API server holding the Lease.
-	Client kubernetes.Interface
+	// Client reaches the API server holding the Lease (only the
+	// coordination API: the whole clientset would add every API type to
+	// the binary).
+	Client coordinationv1client.LeasesGetter
 	// Lock, when set, is used instead of a Lease lock through Client
 	// (tests wrap one to cut a replica off).
 	Lock resourcelock.Interface
@@ -71,12 +74,8 @@ func New(o Options) (*Elector, error) {
 		if o.Client == nil {
 			return nil, errors.New("leader election: no client")
 		}
-		var err error
-		lock, err = resourcelock.New(resourcelock.LeasesResourceLock, o.Namespace, o.Name,
-			o.Client.CoreV1(), o.Client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: o.Identity})
-		if err != nil {
-			return nil, fmt.Errorf("leader election: %w", err)
-		}
+		lock = &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: o.Name},
+			Client: o.Client, LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity}}
 	}
 	e.lock = &trackingLock{Interface: lock, e: e}
 	return e, nil
