@@ -9,6 +9,8 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
+
+	"github.com/polyfn/polyfn/internal/secret"
 )
 
 // exitError carries a process exit code out of a command.
@@ -32,7 +34,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.AddCommand(serveCmd(), invokeCmd(), validateCmd(), statusCmd(), versionCmd())
 	root.AddCommand(initCmd(), newCmd())
-	root.AddCommand(benchCmd(), buildCmd())
+	root.AddCommand(benchCmd(), buildCmd(), kubeCmd())
 	err := root.Execute()
 	if err == nil {
 		return 0
@@ -54,11 +56,12 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	// Every log line is masked of the config's secret values.
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(secret.NewHandler(slog.NewTextHandler(w, opts), secret.Process)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(secret.NewHandler(slog.NewJSONHandler(w, opts), secret.Process)), nil
 	}
 	return nil, fmt.Errorf("--log-format: unknown format %q (text or json)", format)
 }

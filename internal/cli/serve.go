@@ -39,6 +39,12 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			el, stopLeader, err := startLeaderElection(cfg.LeaderElection, log)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			defer stopLeader()
+			o.Leader = el
 			shutdownTracing, err := tracing.Setup(context.Background())
 			if err != nil {
 				return &exitError{code: 2, err: err}

@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/polyfn/polyfn/internal/secret"
 )
 
 // Error is one problem in a config file, with its position.
@@ -68,6 +70,8 @@ type decoder struct {
 	pos map[string]*yaml.Node
 	// failed holds the keys that failed to decode; later checks skip them.
 	failed map[string]bool
+	// secrets collects the values taken from the environment and files.
+	secrets *secret.Set
 }
 
 func (d *decoder) errorf(n *yaml.Node, key, format string, args ...any) {
@@ -95,6 +99,9 @@ func kindName(n *yaml.Node) string {
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if n = d.interpolate(n, v, path); n == nil {
+		return
 	}
 	d.pos[path] = n
 	if p, ok := v.Addr().Interface().(scalarParser); ok {

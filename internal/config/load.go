@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/polyfn/polyfn/internal/secret"
 )
 
 // Load reads, decodes, defaults and validates the config file at path.
@@ -32,13 +34,15 @@ func Load(path string) (*Config, error) {
 // Parse decodes, defaults and validates config text. file names it in errors
 // and anchors relative paths.
 func Parse(file string, data []byte) (*Config, error) {
-	d := &decoder{file: file, pos: map[string]*yaml.Node{}}
+	d := &decoder{file: file, pos: map[string]*yaml.Node{}, secrets: &secret.Set{}}
 	doc, perr := parseYAML(file, data)
 	if perr != nil {
 		return nil, Errors{perr}
 	}
-	c := &Config{File: file, Dir: filepath.Dir(file)}
+	c := &Config{File: file, Dir: filepath.Dir(file), Secrets: d.secrets}
 	d.decode(doc, reflect.ValueOf(c).Elem(), "")
+	loadEnvFrom(c, d)
+	secret.Process.AddAll(d.secrets)
 	// Validate even after decoding errors, so that one run reports every
 	// problem; keys that already failed to decode are not reported twice.
 	d.failed = map[string]bool{}
@@ -46,12 +50,17 @@ func Parse(file string, data []byte) (*Config, error) {
 		d.failed[e.Key] = true
 	}
 	applyDefaults(c)
+	applyLeaderDefaults(c)
 	validate(c, d)
+	validateLeaderElection(c, d)
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool {
 			a, b := d.errs[i], d.errs[j]
 			return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
 		})
+		for _, e := range d.errs {
+			e.Msg = d.secrets.Redact(e.Msg)
+		}
 		return nil, d.errs
 	}
 	return c, nil
@@ -235,7 +244,7 @@ func validate(c *Config, d *decoder) {
 			}
 		}
 		if f.App != "" {
-			for _, k := range []string{"env", "concurrency", "queue", "instances", "limits", "user", "group"} {
+			for _, k := range []string{"env", "env_from", "concurrency", "queue", "instances", "limits", "user", "group"} {
 				if d.present(p + "." + k) {
 					d.errorf(d.at(p+"."+k), p+"."+k, "belongs to the app: set it under apps.%s", f.App)
 				}

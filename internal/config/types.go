@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/polyfn/polyfn/internal/secret"
 )
 
 // Config is a whole configuration file after defaults were applied.
@@ -38,6 +40,13 @@ type Config struct {
 	Isolation Isolation `yaml:"isolation"`
 	// Stream configures the stream protocol's server.
 	Stream Stream `yaml:"stream"`
+	// LeaderElection says whether the timers of this host fire only while
+	// it holds a Kubernetes Lease, so that N replicas fire each tick once.
+	LeaderElection LeaderElection `yaml:"leader_election"`
+
+	// Secrets holds the values taken from the environment and from files
+	// (${VAR}, ${file:PATH}, env_from); whatever prints the config masks them.
+	Secrets *secret.Set `yaml:"-"`
 }
 
 // The values of Isolation.User with a meaning of their own.
@@ -228,6 +237,11 @@ type Function struct {
 	Dependencies string `yaml:"-"`
 	// Env is added to the worker's scrubbed environment (after the runtime's).
 	Env map[string]string `yaml:"env"`
+	// EnvFrom lists files of KEY=VALUE lines and directories of files (a
+	// mounted Kubernetes Secret) whose variables are added to Env; a key
+	// written in Env wins. Relative to the config file's directory. The
+	// values are secret.
+	EnvFrom []string `yaml:"env_from"`
 	// Timeout bounds each invocation, queueing included. Zero means DefaultTimeout.
 	Timeout Duration `yaml:"timeout"`
 	// Concurrency is the number of invocations one instance runs at once.
@@ -260,6 +274,7 @@ type App struct {
 	// Name is the key the app is declared under.
 	Name        string            `yaml:"-"`
 	Env         map[string]string `yaml:"env"`
+	EnvFrom     []string          `yaml:"env_from"`
 	Concurrency int               `yaml:"concurrency"`
 	Queue       int               `yaml:"queue"`
 	Instances   Instances         `yaml:"instances"`

@@ -59,6 +59,10 @@ func runFakeWorker(mode string) {
 	case "exit":
 		fmt.Fprintln(os.Stderr, "fatal: cannot load handler module nope")
 		os.Exit(3)
+	case "exit-secret":
+		// Quotes its environment, as a crashing worker may.
+		fmt.Fprintln(os.Stderr, "fatal: cannot connect with token", os.Getenv("API_TOKEN"))
+		os.Exit(3)
 	case "ok-gated":
 		// Listens once the test opens its gate.
 		waitGate(os.Getenv("BAETYL_SERVICE_INSTANCE_ADDRESS"))

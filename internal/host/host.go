@@ -31,6 +31,7 @@ import (
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
 	"github.com/polyfn/polyfn/internal/pool"
+	"github.com/polyfn/polyfn/internal/secret"
 	"github.com/polyfn/polyfn/internal/stream"
 	"github.com/polyfn/polyfn/internal/tracing"
 	"github.com/polyfn/polyfn/internal/worker"
@@ -512,8 +513,12 @@ type AdminStatus struct {
 }
 
 // Admin returns every function's and app's state.
+// Secret values of the config (a worker's error may quote its environment)
+// are masked.
 func (h *Host) Admin() AdminStatus {
-	return AdminStatus{Functions: h.Status(), Apps: h.AppStatus(), Standby: h.Standbys()}
+	st := AdminStatus{Functions: h.Status(), Apps: h.AppStatus(), Standby: h.Standbys()}
+	secret.Process.RedactAll(&st)
+	return st
 }
 
 // Status returns every function's state, sorted by name.

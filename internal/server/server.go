@@ -55,6 +55,9 @@ type Options struct {
 	// Watch reloads when the config file or a function's code changes.
 	Watch bool
 	Log   *slog.Logger
+	// Leader, when set, gates the timers: they fire only while this
+	// replica leads (leader election, internal/leader).
+	Leader timer.Leader
 }
 
 // generation is one running configuration.
@@ -141,7 +144,7 @@ func Start(cfg *config.Config, o Options) (_ *Server, err error) {
 	if s.mqttTrig != nil {
 		s.triggers = append(s.triggers, s.mqttTrig)
 	}
-	s.triggers = append(s.triggers, timer.New(s.metrics, s.log), s.httpTrig)
+	s.triggers = append(s.triggers, timer.New(s.metrics, s.o.Leader, s.log), s.httpTrig)
 	for i, t := range s.triggers {
 		if err := t.Start(g.trigger()); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)

@@ -114,7 +114,7 @@ func startHost(t *testing.T, records string, functions ...string) *hosttest.Host
 // the test ends.
 func startTimers(t *testing.T, th *hosttest.Host) *timer.Trigger {
 	t.Helper()
-	tr := timer.New(th.Metrics(), slog.New(slog.NewTextHandler(th.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	tr := timer.New(th.Metrics(), nil, slog.New(slog.NewTextHandler(th.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err := tr.Start(trigger.Generation{Config: th.Config, Host: th.Host}); err != nil {
 		t.Fatal(err)
 	}

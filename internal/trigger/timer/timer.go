@@ -52,6 +52,8 @@ type Options struct {
 	// States is shared by the schedulers of successive configurations;
 	// nil gives the scheduler states of its own.
 	States *States
+	// Leader, when set, gates every tick: it fires only while Leader leads.
+	Leader Leader
 }
 
 // Scheduler runs the timers of one host.
@@ -59,6 +61,7 @@ type Scheduler struct {
 	inv     Invoker
 	obs     Observer
 	log     *slog.Logger
+	leader  Leader
 	now     func() time.Time // the wall clock; tests move it
 	entries []*entry
 
@@ -136,7 +139,7 @@ func (ss *States) keep(entries []*entry) {
 // A schedule that does not parse is logged and left out (config validation
 // reports it with its position before a host is built).
 func NewScheduler(o Options) *Scheduler {
-	s := &Scheduler{inv: o.Invoker, obs: o.Observer, log: o.Log, now: time.Now}
+	s := &Scheduler{inv: o.Invoker, obs: o.Observer, log: o.Log, leader: o.Leader, now: time.Now}
 	if o.States == nil {
 		o.States = &States{}
 	}
@@ -229,6 +232,10 @@ func (s *Scheduler) loop(ctx context.Context, e *entry, next time.Time) {
 // tick takes the tick at: it runs the function, or skips the tick when a
 // run of the schedule is still going and overlap is off.
 func (s *Scheduler) tick(e *entry, at time.Time) {
+	if !s.leads() {
+		s.log.Debug("timer tick not fired: another replica leads", "function", e.function, "schedule", e.spec, "scheduled", at)
+		return
+	}
 	st := e.state
 	st.mu.Lock()
 	// Taken already: by another configuration of a reload, or before the

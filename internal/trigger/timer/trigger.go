@@ -17,6 +17,7 @@ var _ trigger.Trigger = (*Trigger)(nil)
 type Trigger struct {
 	obs    Observer
 	log    *slog.Logger
+	leader Leader
 	states States
 
 	mu      sync.Mutex
@@ -24,9 +25,11 @@ type Trigger struct {
 	stopped bool
 }
 
-// New returns a timer trigger; obs, when not nil, counts skipped ticks.
-func New(obs Observer, log *slog.Logger) *Trigger {
-	return &Trigger{obs: obs, log: log}
+// New returns a timer trigger; obs, when not nil, counts skipped ticks;
+// leader, when not nil, gates every tick (leader election: with several
+// replicas, the one holding the lease fires).
+func New(obs Observer, leader Leader, log *slog.Logger) *Trigger {
+	return &Trigger{obs: obs, leader: leader, log: log}
 }
 
 // Start starts ticking the schedules of g.
@@ -44,7 +47,7 @@ func (t *Trigger) Apply(g trigger.Generation) {
 	if t.stopped {
 		return
 	}
-	s := NewScheduler(Options{Functions: g.Config.Functions, Invoker: g.Host, Observer: t.obs, Log: t.log, States: &t.states})
+	s := NewScheduler(Options{Functions: g.Config.Functions, Invoker: g.Host, Observer: t.obs, Log: t.log, States: &t.states, Leader: t.leader})
 	s.Start()
 	if t.current != nil {
 		t.current.Stop()
