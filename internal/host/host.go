@@ -394,6 +394,13 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	res, err := p.Invoke(ctx, req)
 	if err != nil {
 		err = h.invocationFailed(req, err)
+		// The message reaches the caller: every secret of the
+		// configuration is masked (a worker's last stderr lines, in a
+		// crash's message, may print its environment).
+		var ie *invoke.Error
+		if errors.As(err, &ie) {
+			ie.Message = secret.Process.Redact(ie.Message)
+		}
 	}
 	h.observe(req, res, err, began)
 	endSpan(span, err)

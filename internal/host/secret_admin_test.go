@@ -10,8 +10,8 @@ import (
 )
 
 // A worker that prints its secret environment when it fails: the failure
-// shows in /admin/functions (and so in polyfn status) with the secret
-// masked.
+// shows in the caller's error and in /admin/functions (and so in polyfn
+// status) with the secret masked.
 func TestAdminMasksSecrets(t *testing.T) {
 	const pw = "admin-secret-4242"
 	t.Setenv("PF_ADMIN_SECRET", pw)
@@ -28,7 +28,10 @@ functions:
     codedir: "{codedir}"
     env: {API_TOKEN: "${PF_ADMIN_SECRET}"}
 `)
-	th.Call(t, "leaky", "x")
+	// The caller's error names the failure, not the secret.
+	if r := th.Call(t, "leaky", "x"); r.Status != http.StatusBadGateway || strings.Contains(string(r.Body), pw) || !strings.Contains(r.Err.Error.Message, "[redacted]") {
+		t.Fatalf("the invocation's error: %d %s", r.Status, r.Body)
+	}
 	var body string
 	hosttest.WaitFor(t, 10*time.Second, "the failure in /admin/functions", func() bool {
 		r := th.Do(t, http.MethodGet, "/admin/functions", nil, nil)
