@@ -198,7 +198,9 @@ def test_dependencies_are_imported_after_the_runtime(tmp_path: Path, monkeypatch
     (deps / "polyfn_test_dep.py").write_text("VALUE = 42\n")
     code = tmp_path / "code"
     code.mkdir()
-    (code / "main.py").write_text("import grpc\nimport polyfn_test_dep\n\ndef handler(event, context):\n    return polyfn_test_dep.VALUE\n")
+    (code / "main.py").write_text(
+        "import grpc\nimport polyfn_test_dep\n\ndef handler(event, context):\n    return polyfn_test_dep.VALUE\n"
+    )
     loaded = HandlerLoader().load(
         FunctionConfig(name="deps", handler="main.handler", codedir=str(code), dependencies=str(deps))
     )
@@ -208,9 +210,7 @@ def test_dependencies_are_imported_after_the_runtime(tmp_path: Path, monkeypatch
 
 
 def test_config_dependencies_key() -> None:
-    config = parse_config(
-        {"functions": [{"name": "f", "handler": "m.h", "codedir": "/c", "dependencies": "/d"}]}
-    )
+    config = parse_config({"functions": [{"name": "f", "handler": "m.h", "codedir": "/c", "dependencies": "/d"}]})
     assert config.functions[0].dependencies == "/d"
 
 
