@@ -17,7 +17,7 @@ var errNoKubernetes = errors.New("this polyfn was built without Kubernetes suppo
 func kubeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "kube -c FILE [--image IMG] [--replicas N] [--keda]",
-		Short: "Print the Kubernetes manifests that run a config (built with TAGS=kubernetes)",
+		Short: "Print the Kubernetes manifests that run a config (docs/deploy.md)",
 		RunE: func(*cobra.Command, []string) error {
 			return &exitError{code: 2, err: errNoKubernetes}
 		},
