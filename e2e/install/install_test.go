@@ -146,6 +146,11 @@ func TestInstalledLayout(t *testing.T) {
 	run(t, filepath.Join(repo, "sdk", "go"), os.Environ(), runtimes.GoTool(), "mod", "download")
 	bin := filepath.Join(prefix, "bin", "polyfn")
 	env := systemEnv("GOPROXY=off")
+	// Functions' Python dependencies are installed with the uv installed
+	// beside the runtime's interpreter (pip, several times slower, without).
+	if _, err := os.Stat(filepath.Join(prefix, "lib", "polyfn", "python", "bin", "uv")); err != nil {
+		t.Errorf("make install left out uv: %v", err)
+	}
 
 	out := run(t, "/", env, bin, "version")
 	for _, want := range []string{
