@@ -150,7 +150,7 @@ install: build node-runtime
 	install -d $(DESTDIR)$(PREFIX)/bin $(LIB)
 	rm -rf $(LIB)/python $(LIB)/node $(LIB)/go
 	$(PYTHON) -m venv $(LIB)/python
-	$(LIB)/python/bin/python -m pip install -q --disable-pip-version-check --no-warn-script-location ./runtimes/python
+	$(LIB)/python/bin/python -m pip install -q --disable-pip-version-check --no-warn-script-location './runtimes/python[build]'
 	install -d $(LIB)/node
 	cp -R $(NODE_RT)/bin $(NODE_RT)/lib $(NODE_RT)/protos $(NODE_RT)/node_modules \
 		$(NODE_RT)/package.json $(NODE_RT)/package-lock.json $(LIB)/node/

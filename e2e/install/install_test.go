@@ -38,7 +38,7 @@ func serveEnv(t *testing.T, bin, cfg string, env []string) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	cmd := exec.Command(bin, "serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir())
+	cmd := exec.Command(bin, "serve", "-c", cfg, "--listen", addr, "--mqtt-listen", "127.0.0.1:0", "--state-dir", tempDir(t)) // workers of other users read the builds
 	logs := &hosttest.SyncBuffer{}
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -95,6 +95,22 @@ func systemEnv(extra ...string) []string {
 	return append(append(env, "PATH=/usr/bin:/bin"), extra...)
 }
 
+// goProxy is the test's GOPROXY setting, if it has one.
+func goProxy() []string {
+	if p, ok := os.LookupEnv("GOPROXY"); ok {
+		return []string{"GOPROXY=" + p}
+	}
+	return nil
+}
+
+// write writes a file of the test's project.
+func write(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // run runs argv in dir with env and fails the test unless it exits 0.
 func run(t *testing.T, dir string, env []string, argv ...string) string {
 	t.Helper()
@@ -130,6 +146,11 @@ func TestInstalledLayout(t *testing.T) {
 	run(t, filepath.Join(repo, "sdk", "go"), os.Environ(), runtimes.GoTool(), "mod", "download")
 	bin := filepath.Join(prefix, "bin", "polyfn")
 	env := systemEnv("GOPROXY=off")
+	// Functions' Python dependencies are installed with the uv installed
+	// beside the runtime's interpreter (pip, several times slower, without).
+	if _, err := os.Stat(filepath.Join(prefix, "lib", "polyfn", "python", "bin", "uv")); err != nil {
+		t.Errorf("make install left out uv: %v", err)
+	}
 
 	out := run(t, "/", env, bin, "version")
 	for _, want := range []string{
@@ -174,6 +195,71 @@ func TestInstalledLayout(t *testing.T) {
 			status, body, err := post(base, fn, `{"name":"polyfn"}`)
 			if err != nil || status != 200 || !strings.Contains(body, `Hello, polyfn!`) {
 				t.Errorf("%s: got %d %s (%v)", fn, status, body, err)
+			}
+		}
+	})
+
+	// The project's functions, each given a third-party dependency the way
+	// docs/functions.md says: requests in requirements.txt, an npm package
+	// in package.json, a module imported by the Go function. The installed
+	// polyfn builds them (PyPI, npm and the environment's Go module proxy)
+	// and serves them, each using its dependency.
+	t.Run("dependencies", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(proj, "functions", "hello-go", "go.mod")); err != nil {
+			t.Skip("no project: init and new failed")
+		}
+		fns := filepath.Join(proj, "functions")
+		write(t, filepath.Join(fns, "hello-python", "requirements.txt"), "requests\n")
+		write(t, filepath.Join(fns, "hello-python", "main.py"), `import requests
+
+
+def handler(event, context):
+    req = requests.Request("GET", "http://example.invalid/greet", params={"name": event["name"]}).prepare()
+    return {"url": req.url, "requests": requests.__version__}
+`)
+		pkg := filepath.Join(fns, "hello-node", "package.json")
+		b, err := os.ReadFile(pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, pkg, strings.Replace(string(b), `"dependencies": {}`, `"dependencies": {"ms": "2.1.3"}`, 1))
+		write(t, filepath.Join(fns, "hello-node", "index.js"), `'use strict';
+const ms = require('ms');
+
+exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name });
+`)
+		write(t, filepath.Join(fns, "hello-go", "main.go"), `package main
+
+import (
+	"context"
+
+	"github.com/google/shlex"
+	polyfn "github.com/polyfn/polyfn/sdk/go"
+)
+
+func main() { polyfn.Start(handle) }
+
+func handle(ctx context.Context, event polyfn.Event) (any, error) {
+	var in struct{ Cmd string }
+	if err := event.Decode(&in); err != nil {
+		return nil, err
+	}
+	return shlex.Split(in.Cmd)
+}
+`)
+		// The Go function's module gets the new requirement as a user's
+		// would; the SDK still comes from the installed tree.
+		denv := systemEnv(goProxy()...)
+		run(t, filepath.Join(fns, "hello-go"), denv, runtimes.GoTool(), "mod", "tidy")
+		base := serveEnv(t, bin, filepath.Join(proj, "polyfn.yaml"), denv)
+		for _, c := range []struct{ fn, body, want string }{
+			{"hello-python", `{"name":"polyfn"}`, `"url": "http://example.invalid/greet?name=polyfn"`},
+			{"hello-node", `{"name":"polyfn"}`, `{"twoDays":172800000,"name":"polyfn"}`},
+			{"hello-go", `{"cmd":"ls -l 'a b'"}`, `["ls","-l","a b"]`},
+		} {
+			status, body, err := post(base, c.fn, c.body)
+			if err != nil || status != 200 || !strings.Contains(body, c.want) {
+				t.Errorf("%s: got %d %s (%v), want a body with %s", c.fn, status, body, err, c.want)
 			}
 		}
 	})

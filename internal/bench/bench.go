@@ -72,20 +72,22 @@ type Options struct {
 
 // params are the sample counts and durations of a run.
 type params struct {
-	warmup     int           // untimed invocations per path before the latency rounds
-	rounds     int           // latency rounds; each measures floor, HTTP and Host.Invoke in turn
-	perRound   int           // samples per path per round
-	roundCap   time.Duration // time cap per path per round
-	loadWarm   time.Duration // untimed load before each throughput point
-	loadDur    time.Duration // measured load per point
-	conc       []int         // throughput points
-	cold       int           // cold start samples
-	coldSettle time.Duration // pause between starting a fresh host and its first request
-	idleSettle time.Duration // pause before reading an idle host's RSS
-	idleFns    int           // functions in the idle-memory config
-	sizes      []int         // payload sizes
-	sizeN      []int         // samples per payload size
-	sizeCap    time.Duration // time cap per payload size
+	warmup      int           // untimed invocations per path before the latency rounds
+	rounds      int           // latency rounds; each measures floor, HTTP and Host.Invoke in turn
+	perRound    int           // samples per path per round
+	roundCap    time.Duration // time cap per path per round
+	loadWarm    time.Duration // untimed load before each throughput point
+	loadDur     time.Duration // measured load per point
+	conc        []int         // throughput points
+	cold        int           // cold start samples
+	coldSettle  time.Duration // pause between starting a fresh host and its first request
+	idleSettle  time.Duration // pause before reading an idle host's RSS
+	idleFns     int           // functions in the idle-memory config
+	sizes       []int         // payload sizes
+	sizeN       []int         // samples per payload size
+	sizeCap     time.Duration // time cap per payload size
+	buildFirst  int           // first builds per function, each into an empty cache
+	buildCached int           // cached builds per function (an unchanged function at host start)
 }
 
 func paramsFor(quick bool) params {
@@ -94,12 +96,14 @@ func paramsFor(quick bool) params {
 		loadWarm: time.Second, loadDur: 3 * time.Second, conc: []int{1, 16, 64},
 		cold: 20, coldSettle: 100 * time.Millisecond, idleSettle: 2 * time.Second, idleFns: 100,
 		sizes: []int{1 << 10, 64 << 10, 1 << 20, 16 << 20}, sizeN: []int{300, 100, 30, 8}, sizeCap: 5 * time.Second,
+		buildFirst: 3, buildCached: 20,
 	}
 	if quick {
 		p.warmup, p.rounds, p.perRound, p.roundCap = 30, 1, 200, 500*time.Millisecond
 		p.loadWarm, p.loadDur = 100*time.Millisecond, 300*time.Millisecond
 		p.cold, p.coldSettle, p.idleSettle = 3, 20*time.Millisecond, 300*time.Millisecond
 		p.sizeN, p.sizeCap = []int{20, 10, 3, 2}, time.Second
+		p.buildFirst, p.buildCached = 1, 5
 	}
 	return p
 }
@@ -158,6 +162,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	r.rep = &Report{Version: 1, Command: o.Command, Config: cfg.File, Quick: o.Quick, Started: r.began, Machine: machine(), Settings: r.settings()}
 
+	r.builds(ctx)
 	var echoes []config.Function
 	for _, fc := range cfg.Functions {
 		if err := ctx.Err(); err != nil {
@@ -209,7 +214,7 @@ func (r *runner) settings() Settings {
 	return Settings{
 		LatencyRounds: r.p.rounds, LatencyPerRound: r.p.perRound,
 		LoadWarmupS: r.p.loadWarm.Seconds(), LoadDurationS: r.p.loadDur.Seconds(), Concurrency: r.p.conc,
-		ColdSamples: r.p.cold, IdleFunctions: r.p.idleFns, PayloadSizes: r.p.sizes, PayloadSamples: r.p.sizeN,
+		ColdSamples: r.p.cold, BuildFirst: r.p.buildFirst, BuildCached: r.p.buildCached, IdleFunctions: r.p.idleFns, PayloadSizes: r.p.sizes, PayloadSamples: r.p.sizeN,
 		LoadGenerator: "in process: one goroutine per connection, HTTP/1.1 keep-alive, requests written by hand, responses parsed by net/http; " +
 			"the measured window starts after the warm-up once the pool has no instance starting",
 		FloorClient: "the host's protocol client on a worker of its own (internal/call unary call, or one internal/stream stream), same request as Host.Invoke",

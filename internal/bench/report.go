@@ -27,6 +27,7 @@ const (
 )
 
 var sectionTitles = []struct{ id, title string }{
+	{SectionBuild, "BUILD: a function's dependencies (internal/build), one function at a time; the installers' download caches as they are"},
 	{SectionFloor, "FLOOR: the same worker called directly with the host's protocol client (no HTTP, no pool), sequential"},
 	{SectionWarm, "WARM LATENCY: no-op, one instance, sequential"},
 	{SectionHostAdded, "HOST-ADDED LATENCY: HTTP trigger end to end minus the floor"},
@@ -79,6 +80,8 @@ type Settings struct {
 	LoadDurationS    float64 `json:"load_duration_s"`
 	Concurrency      []int   `json:"concurrency"`
 	ColdSamples      int     `json:"cold_samples"`
+	BuildFirst       int     `json:"build_first_samples"`
+	BuildCached      int     `json:"build_cached_samples"`
 	IdleFunctions    int     `json:"idle_functions"`
 	PayloadSizes     []int   `json:"payload_sizes"`
 	PayloadSamples   []int   `json:"payload_samples"`
@@ -164,8 +167,8 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "started %s, took %.0f s, mode %s\n", r.Started.Format(time.RFC3339), r.DurationS, mode)
 	s := r.Settings
-	fmt.Fprintf(w, "latency: %d rounds x %d samples per path (floor, HTTP, Host.Invoke bare and with HTTP context, /healthz, in turn); load: %.1f s warm-up + %.1f s per point; cold start: %d samples\n",
-		s.LatencyRounds, s.LatencyPerRound, s.LoadWarmupS, s.LoadDurationS, s.ColdSamples)
+	fmt.Fprintf(w, "latency: %d rounds x %d samples per path (floor, HTTP, Host.Invoke bare and with HTTP context, /healthz, in turn); load: %.1f s warm-up + %.1f s per point; cold start: %d samples; build: %d first, %d cached per function\n",
+		s.LatencyRounds, s.LatencyPerRound, s.LoadWarmupS, s.LoadDurationS, s.ColdSamples, s.BuildFirst, s.BuildCached)
 
 	fw, lw := len("function"), len("what")
 	for _, row := range r.Rows {

@@ -105,7 +105,8 @@ func Check(ctx context.Context, cfg *config.Config, results map[string]Result, p
 		}
 		r, built := results[fc.Name]
 		if built && r.Err != nil {
-			p := Problem{Function: fc.Name, Message: r.Err.Error()}
+			// The error names the function; the problem's line does already.
+			p := Problem{Function: fc.Name, Message: strings.TrimPrefix(r.Err.Error(), "function "+fc.Name+": ")}
 			var be *Error
 			if errors.As(r.Err, &be) && r.Kind == KindGo {
 				p.Message = "does not compile:\n" + be.Output

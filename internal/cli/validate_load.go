@@ -30,7 +30,11 @@ func loadFunctions(cmd *cobra.Command, cfg *config.Config) error {
 		cmd.PrintErrln(p.String())
 	}
 	if len(problems) > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%s: %d functions do not load", cfg.File, len(problems))}
+		what := fmt.Sprintf("%d functions do not load", len(problems))
+		if len(problems) == 1 {
+			what = "1 function does not load"
+		}
+		return &exitError{code: 1, err: fmt.Errorf("%s: %s", cfg.File, what)}
 	}
 	return nil
 }
