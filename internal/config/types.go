@@ -38,6 +38,10 @@ type Config struct {
 	Isolation Isolation `yaml:"isolation"`
 	// Stream configures the stream protocol's server.
 	Stream Stream `yaml:"stream"`
+	// Auth says which requests need a key, and holds the keys (auth.go).
+	Auth Auth `yaml:"auth"`
+	// Admin configures the admin listener (auth.go).
+	Admin Admin `yaml:"admin"`
 }
 
 // The values of Isolation.User with a meaning of their own.
@@ -253,6 +257,9 @@ type Function struct {
 	Group string `yaml:"group"`
 	// Triggers lists the MQTT rules and timers that invoke the function.
 	Triggers Triggers `yaml:"triggers"`
+	// Auth is the function's auth level over HTTP: anonymous, function or
+	// admin. Empty means Config.DefaultLevel; auth.level wins over it.
+	Auth string `yaml:"auth"`
 }
 
 // App holds the pool settings of functions that share workers.

@@ -22,11 +22,23 @@ type Trigger struct {
 	log     *slog.Logger
 	handler atomic.Pointer[Handler]
 	errc    chan error
+	// admin makes it the admin listener; health is shared by both.
+	admin  bool
+	health *Health
 }
 
-// NewTrigger returns the trigger that serves on ln, behind srv.
-func NewTrigger(srv *Server, ln net.Listener, log *slog.Logger) *Trigger {
-	return &Trigger{srv: srv, ln: ln, log: log, errc: make(chan error, 1)}
+// NewTrigger returns the trigger that serves on ln, behind srv. health,
+// which may be nil, says when the server drains.
+func NewTrigger(srv *Server, ln net.Listener, log *slog.Logger, health *Health) *Trigger {
+	return &Trigger{srv: srv, ln: ln, log: log, errc: make(chan error, 1), health: health}
+}
+
+// NewAdminTrigger returns the admin listener on ln: /admin/*, /metrics and
+// the health endpoints of the configuration that serves, without a key.
+func NewAdminTrigger(srv *Server, ln net.Listener, log *slog.Logger, health *Health) *Trigger {
+	t := NewTrigger(srv, ln, log, health)
+	t.admin = true
+	return t
 }
 
 // Start serves g's functions on the listener.
@@ -45,7 +57,7 @@ func (t *Trigger) Start(g trigger.Generation) error {
 // Apply makes g's handler serve the requests that come from now on;
 // requests in flight finish on the one before.
 func (t *Trigger) Apply(g trigger.Generation) {
-	t.handler.Store(NewHandler(g.Host, t.srv, g.Host.MaxBody(), t.log))
+	t.handler.Store(NewHandlerWith(g.Host, t.srv, g.Host.MaxBody(), t.log, HandlerOptions{Config: g.Config, Admin: t.admin, Health: t.health}))
 }
 
 // Stop stops accepting connections and waits, until ctx is done, for the
