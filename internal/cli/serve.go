@@ -65,7 +65,6 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
 	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
 	cmd.Flags().StringVar(&adminListen, "admin-listen", "", "admin listener's address: /admin/*, /metrics, /healthz without a key (overrides admin.listen; off: none)")
-	cmd.Flags().StringVar(&adminListen, "admin-listen", "", "admin listener's address: /admin/*, /metrics, /healthz without a key (overrides admin.listen; off: none)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store and the functions' build cache live under it (overrides state_dir)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -235,6 +235,7 @@ func readKeys(c *Config, d *decoder, p string, s *KeySource) {
 			return
 		}
 		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+		bad := false
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), ".") {
 				continue // a Kubernetes Secret's ..data and its timestamped directories
@@ -246,11 +247,12 @@ func readKeys(c *Config, d *decoder, p string, s *KeySource) {
 			v, err := readKeyFile(path)
 			if err != nil {
 				d.errorf(d.at(p+".dir"), p+".dir", "%v", err)
+				bad = true
 				continue
 			}
 			s.Keys = append(s.Keys, Key{Name: e.Name(), Value: Secret(v)})
 		}
-		if len(s.Keys) == 0 {
+		if len(s.Keys) == 0 && !bad {
 			d.errorf(d.at(p+".dir"), p+".dir", "directory %s holds no key files", dir)
 		}
 	}

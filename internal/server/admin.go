@@ -23,7 +23,7 @@ func (s *Server) adminAddress(cfg *config.Config) (addr string, isDefault bool) 
 // startAdmin opens the admin listener, unless it is off. When the default
 // address is taken (another polyfn on this machine), it runs without one,
 // saying so; an address that was set must be free.
-func (s *Server) startAdmin(cfg *config.Config) error {
+func (s *Server) startAdmin(cfg *config.Config, public *httptrigger.Server) error {
 	addr, isDefault := s.adminAddress(cfg)
 	s.startedAdmin = addr
 	if addr == "" {
@@ -37,7 +37,7 @@ func (s *Server) startAdmin(cfg *config.Config) error {
 		}
 		return fmt.Errorf("admin.listen: %w", err)
 	}
-	s.adminTrig = httptrigger.NewAdminTrigger(httptrigger.NewServer(cfg.HTTP, s.log), ln, s.log, s.health)
+	s.adminTrig = httptrigger.NewAdminTrigger(httptrigger.NewServer(cfg.HTTP, s.log), ln, s.log, s.health, public)
 	return nil
 }
 

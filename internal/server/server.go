@@ -141,7 +141,8 @@ func Start(cfg *config.Config, o Options) (_ *Server, err error) {
 		h.Close(context.Background())
 		return nil, err
 	}
-	if err := s.startAdmin(cfg); err != nil {
+	public := httptrigger.NewServer(cfg.HTTP, s.log)
+	if err := s.startAdmin(cfg, public); err != nil {
 		ln.Close()
 		h.Close(context.Background())
 		return nil, err
@@ -150,7 +151,7 @@ func Start(cfg *config.Config, o Options) (_ *Server, err error) {
 	g := &generation{cfg: cfg, h: h}
 	s.metrics.SetPools(h.PoolStats)
 	s.current.Store(g)
-	s.httpTrig = httptrigger.NewTrigger(httptrigger.NewServer(cfg.HTTP, s.log), ln, s.log, s.health)
+	s.httpTrig = httptrigger.NewTrigger(public, ln, s.log, s.health)
 	if s.mqttTrig != nil {
 		s.triggers = append(s.triggers, s.mqttTrig)
 	}

@@ -106,6 +106,9 @@ type HandlerOptions struct {
 	Admin bool
 	// Health says whether the server is draining; nil: never.
 	Health *Health
+	// Listener, when set, is the listener whose metrics /metrics serves
+	// (the public one, on the admin listener) instead of srv's.
+	Listener prometheus.Gatherer
 }
 
 // NewHandler returns the trigger's handler, asking for no key. maxBody
@@ -154,7 +157,10 @@ func NewHandlerWith(inv Invoker, srv *Server, maxBody int64, log *slog.Logger, o
 	}
 	if m, ok := inv.(MetricsSource); ok {
 		var listener []prometheus.Gatherer
-		if srv != nil {
+		switch {
+		case o.Listener != nil:
+			listener = append(listener, o.Listener)
+		case srv != nil:
 			listener = append(listener, srv.Metrics())
 		}
 		h.mux.Handle("GET /metrics", guard(h.requireAdmin(m.Metrics().Handler(listener...))))
