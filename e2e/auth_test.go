@@ -194,8 +194,24 @@ func TestFunctionKeys(t *testing.T) {
 		_, outS, errS := runCLI("status", "--url", admin)
 		_, outJ, _ := runCLI("status", "--url", admin, "--json")
 		_, adminDoc := send(t, http.MethodGet, admin+"/admin/functions", "", "")
+		// The client commands send --key, else $POLYFN_KEY.
+		code, outI, errI := runCLI("invoke", "fn", "--url", s.base)
+		if code == 0 || !strings.Contains(errI, "Unauthorized") {
+			t.Errorf("invoke without a key: exit %d, %s%s; want Unauthorized", code, outI, errI)
+		}
+		t.Setenv("POLYFN_KEY", rotated)
+		if code, out, errOut := runCLI("invoke", "fn", "--url", s.base); code != 0 || !strings.Contains(out, "ok") {
+			t.Errorf("invoke with $POLYFN_KEY: exit %d, %s%s", code, out, errOut)
+		}
+		if code, _, errOut := runCLI("status", "--url", s.base); code == 0 || !strings.Contains(errOut, "401") {
+			t.Errorf("status on the public listener with a function key: exit %d, %s; want 401", code, errOut)
+		}
+		code, outK, errK := runCLI("status", "--url", s.base, "--key", adminKey)
+		if code != 0 {
+			t.Errorf("status on the public listener with --key: exit %d, %s", code, errK)
+		}
 		for what, text := range map[string]string{"the log": s.logs.String(), "validate": outV + errV,
-			"status": outS + errS + outJ, "/admin/functions": adminDoc} {
+			"status": outS + errS + outJ + outK + errK, "/admin/functions": adminDoc, "invoke": outI + errI} {
 			for _, k := range secrets {
 				if strings.Contains(text, k) {
 					t.Errorf("%s holds the key %s:\n%s", what, k, text)
