@@ -90,6 +90,8 @@ type Admin struct {
 	// DefaultAdminListen, which, when its port is taken, is skipped with a
 	// warning (an address that is set must be free).
 	Listen string `yaml:"listen"`
+	// TLS, when set, makes the admin listener serve HTTPS (tls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // AdminListenDefault reports whether admin.listen was left to its default.
@@ -169,6 +171,8 @@ func validateAuth(c *Config, d *decoder) {
 			d.errorf(d.at("admin.listen"), "admin.listen", "invalid address %q: %v, such as %s (or off)", l, err, DefaultAdminListen)
 		}
 	}
+	validateServerTLS(c, d, "http.tls", &c.HTTP.TLS)
+	validateServerTLS(c, d, "admin.tls", &c.Admin.TLS)
 	names := map[string]string{}
 	for _, list := range []struct {
 		key  string

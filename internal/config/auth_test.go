@@ -2,13 +2,20 @@ package config
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -83,4 +90,55 @@ func TestDefaultLevelFollowsTheListener(t *testing.T) {
 			t.Errorf("listen %s: auth.level admin over anonymous gave %s", addr, got)
 		}
 	}
+}
+
+// A certificate that does not match its key, and a client CA that holds no
+// certificate, are config errors with their position.
+func TestServerTLSErrors(t *testing.T) {
+	path := writeConfig(t, `http:
+  tls: {cert: a.crt, key: b.key, client_ca: ca.pem}
+admin:
+  tls: {key: b.key}
+`)
+	dir := filepath.Dir(path)
+	// The certificate of one pair and the key of another.
+	cert, _ := selfSigned(t)
+	_, key := selfSigned(t)
+	for name, text := range map[string]string{"a.crt": string(cert), "b.key": string(key), "ca.pem": "nothing"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Load(path)
+	if err == nil {
+		t.Fatal("Load accepted the files")
+	}
+	for _, want := range []string{
+		"polyfn.yaml:2:15: http.tls.cert: load certificate " + filepath.Join(dir, "a.crt") + " and key " + filepath.Join(dir, "b.key") + ": tls: private key does not match public key",
+		"polyfn.yaml:2:45: http.tls.client_ca: client CA " + filepath.Join(dir, "ca.pem") + " holds no PEM certificate",
+		"polyfn.yaml:4:8: admin.tls.cert: missing: set the certificate file with the key file",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}
+
+// selfSigned returns a PEM certificate and its key.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }

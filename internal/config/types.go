@@ -127,6 +127,8 @@ type HTTP struct {
 	// IdleTimeout bounds how long a keep-alive connection may wait for its
 	// next request. Zero means DefaultIdleTimeout.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TLS, when set, makes the listener serve HTTPS (tls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Protocol names a worker protocol.

@@ -37,7 +37,9 @@ func (s *Server) startAdmin(cfg *config.Config, public *httptrigger.Server) erro
 		}
 		return fmt.Errorf("admin.listen: %w", err)
 	}
-	s.adminTrig = httptrigger.NewAdminTrigger(httptrigger.NewServer(cfg.HTTP, s.log), ln, s.log, s.health, public)
+	settings := cfg.HTTP
+	settings.TLS = cfg.Admin.TLS
+	s.adminTrig = httptrigger.NewAdminTrigger(httptrigger.NewServer(settings, s.log), ln, s.log, s.health, public)
 	return nil
 }
 

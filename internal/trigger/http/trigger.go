@@ -63,6 +63,7 @@ func (t *Trigger) Start(g trigger.Generation) error {
 // Apply makes g's handler serve the requests that come from now on;
 // requests in flight finish on the one before.
 func (t *Trigger) Apply(g trigger.Generation) {
+	t.srv.ReloadTLS()
 	t.handler.Store(NewHandlerWith(g.Host, t.srv, g.Host.MaxBody(), t.log, HandlerOptions{Config: g.Config, Admin: t.admin, Health: t.health, Listener: t.public}))
 }
 
