@@ -22,10 +22,6 @@ const (
 	LevelAdmin = "admin"
 )
 
-// DefaultAdminListen is the admin listener's address when admin.listen is
-// not set: loopback only.
-const DefaultAdminListen = "127.0.0.1:9180"
-
 // AdminListenOff, as admin.listen, runs no admin listener.
 const AdminListenOff = "off"
 
