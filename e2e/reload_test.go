@@ -43,7 +43,7 @@ func serveBinary(t *testing.T, bin, cfg string, args ...string) *served {
 	// on a free port too and keeps its store in a directory of the test's
 	// (args may name others): tests run in parallel with each other and
 	// with make run.
-	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
+	cmd := exec.Command(bin, append([]string{"serve", "-c", cfg, "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--state-dir", t.TempDir()}, args...)...)
 	s := &served{cmd: cmd, logs: &hosttest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -66,6 +66,7 @@ func invokeCmd() *cobra.Command {
 			}
 			req.Header.Set("Content-Type", "application/octet-stream")
 			req.Header.Set(httptrigger.TriggerHeader, "invoke")
+			t.setKey(req)
 			resp, err := client.Do(req)
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("invoke %s: %w", args[0], err)}

@@ -18,7 +18,7 @@ import (
 )
 
 func serveCmd() *cobra.Command {
-	var file, listen, mqttListen, stateDir, logFormat, logLevel string
+	var file, listen, mqttListen, adminListen, stateDir, logFormat, logLevel string
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "serve -c FILE",
@@ -34,7 +34,7 @@ func serveCmd() *cobra.Command {
 					return &exitError{code: 2, err: err}
 				}
 			}
-			o := server.Options{File: file, Listen: listen, MQTTListen: mqttListen, StateDir: stateDir, Watch: watch, Log: log}
+			o := server.Options{File: file, Listen: listen, MQTTListen: mqttListen, AdminListen: adminListen, StateDir: stateDir, Watch: watch, Log: log}
 			cfg, err := server.LoadConfig(o)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -70,6 +70,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTP listen address (overrides http.listen)")
 	cmd.Flags().StringVar(&mqttListen, "mqtt-listen", "", "embedded MQTT broker's listen address (overrides mqtt.listen; port 0 picks a free one)")
+	cmd.Flags().StringVar(&adminListen, "admin-listen", "", "admin listener's address: /admin/*, /metrics, /healthz without a key (overrides admin.listen; off: none)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: the embedded MQTT broker's store and the functions' build cache live under it (overrides state_dir)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file or a function's code changes (development)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -33,11 +33,19 @@ func statusCmd() *cobra.Command {
 				return &exitError{code: 2, err: err}
 			}
 			client := &http.Client{Timeout: statusTimeout}
-			resp, err := client.Get(base + "/admin/functions")
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, base+"/admin/functions", nil)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			t.setKey(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("status: %w", err)}
 			}
 			defer resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				return &exitError{code: 1, err: fmt.Errorf("status: HTTP %s: send an admin key (--key or $%s), or ask the admin listener (--url http://ADMIN.LISTEN)", resp.Status, KeyEnv)}
+			}
 			if resp.StatusCode != http.StatusOK {
 				return &exitError{code: 1, err: fmt.Errorf("status: HTTP %s", resp.Status)}
 			}

@@ -3,12 +3,14 @@ package cli
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/polyfn/polyfn/internal/config"
+	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 	mqtttrigger "github.com/polyfn/polyfn/internal/trigger/mqtt"
 )
 
@@ -26,6 +28,23 @@ const defaultURL = "http://" + config.DefaultListen
 type target struct {
 	url, file, listen  string
 	broker, mqttListen string
+	// key is sent in x-polyfn-key: --key, else $POLYFN_KEY.
+	key string
+}
+
+// KeyEnv names the environment variable holding the key the client
+// commands send when --key is not given.
+const KeyEnv = "POLYFN_KEY"
+
+// setKey puts the key, if there is one, on req.
+func (t *target) setKey(req *http.Request) {
+	key := t.key
+	if key == "" {
+		key = os.Getenv(KeyEnv)
+	}
+	if key != "" {
+		req.Header.Set(httptrigger.KeyHeader, key)
+	}
 }
 
 // httpFlags adds the flags that locate the host's HTTP trigger.
@@ -33,6 +52,7 @@ func (t *target) httpFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&t.url, "url", "", "base URL of the host (default: from -c FILE, else $"+URLEnv+", else "+defaultURL+")")
 	cmd.Flags().StringVarP(&t.file, "config", "c", "", "the host's config file: its http.listen (and, with --topic, its broker and result topics)")
 	cmd.Flags().StringVar(&t.listen, "listen", "", "the --listen the host was started with: replaces http.listen of -c FILE")
+	cmd.Flags().StringVar(&t.key, "key", "", "the key to send in x-polyfn-key (default: $"+KeyEnv+", which keeps it out of the process list)")
 }
 
 // mqttFlags adds the flags that locate the MQTT broker of invoke --topic.

@@ -11,7 +11,9 @@ import (
 
 // Defaults. docs/config.md documents each of them; keep the two in step.
 const (
-	DefaultListen       = "127.0.0.1:8080"
+	DefaultListen = "127.0.0.1:8080"
+	// DefaultAdminListen is admin.listen's: loopback only (auth.go).
+	DefaultAdminListen  = "127.0.0.1:9180"
 	DefaultMaxBody      = 6 << 20 // 6 MiB
 	DefaultRuntime      = "python3"
 	DefaultTimeout      = 30 * time.Second

@@ -131,6 +131,7 @@ func validate(c *Config, d *decoder) {
 	}
 	validateHTTP(c.HTTP, d)
 	validateStream(c.Stream, d)
+	validateAuth(c, d)
 	for name, rt := range c.Runtimes {
 		if rt.BuiltIn {
 			continue

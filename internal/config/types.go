@@ -47,6 +47,10 @@ type Config struct {
 	// Secrets holds the values taken from the environment and from files
 	// (${VAR}, ${file:PATH}, env_from); whatever prints the config masks them.
 	Secrets *secret.Set `yaml:"-"`
+	// Auth says which requests need a key, and holds the keys (auth.go).
+	Auth Auth `yaml:"auth"`
+	// Admin configures the admin listener (auth.go).
+	Admin Admin `yaml:"admin"`
 }
 
 // The values of Isolation.User with a meaning of their own.
@@ -132,6 +136,8 @@ type HTTP struct {
 	// IdleTimeout bounds how long a keep-alive connection may wait for its
 	// next request. Zero means DefaultIdleTimeout.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TLS, when set, makes the listener serve HTTPS (tls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Protocol names a worker protocol.
@@ -267,6 +273,9 @@ type Function struct {
 	Group string `yaml:"group"`
 	// Triggers lists the MQTT rules and timers that invoke the function.
 	Triggers Triggers `yaml:"triggers"`
+	// Auth is the function's auth level over HTTP: anonymous, function or
+	// admin. Empty means Config.DefaultLevel; auth.level wins over it.
+	Auth string `yaml:"auth"`
 }
 
 // App holds the pool settings of functions that share workers.

@@ -158,6 +158,9 @@ func fakeAzureInvoke(mode string, md *rpc.RpcFunctionMetadata, req *rpc.Invocati
 		if req.InputData[0].Name != "req" || h.Headers["x-test"] != "python" || !strings.HasPrefix(h.Url, "http://") {
 			return fail(fmt.Sprintf("unexpected request: binding %s headers %v url %q", req.InputData[0].Name, h.Headers, h.Url))
 		}
+		if h.Headers["x-functions-key"] != "" || h.Headers["x-polyfn-key"] != "" || h.Query["code"] != "" {
+			return fail("a key reached the worker")
+		}
 		if d, err := time.ParseDuration(h.Query["sleep"]); err == nil {
 			time.Sleep(d)
 		}

@@ -70,7 +70,9 @@ func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 	}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	srv := httptrigger.NewServer(cfg.HTTP, log)
-	go func() { _ = srv.Serve(ln, httptrigger.NewHandler(h, srv, h.MaxBody(), log)) }()
+	go func() {
+		_ = srv.Serve(ln, httptrigger.NewHandlerWith(h, srv, h.MaxBody(), log, httptrigger.HandlerOptions{Config: cfg}))
+	}()
 	th := &Host{Host: h, URL: "http://" + ln.Addr().String(), Logs: logs, Config: cfg}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -165,8 +165,9 @@ const (
 // listener outlives configurations (a reload swaps the host behind it), so
 // they live in a registry of their own, served with the current host's.
 type HTTPListener struct {
-	Registry *prometheus.Registry
-	rejected *prometheus.CounterVec
+	Registry     *prometheus.Registry
+	rejected     *prometheus.CounterVec
+	unauthorized *prometheus.CounterVec
 }
 
 // NewHTTPListener registers the listener's metrics; open and buffered are
@@ -180,7 +181,11 @@ func NewHTTPListener(open, buffered func() int64) *HTTPListener {
 	for _, r := range []string{RejectMaxConnections, RejectMaxBodyTotal, RejectMaxBody, RejectBodyTimeout} {
 		m.rejected.WithLabelValues(r)
 	}
-	m.Registry.MustRegister(m.rejected,
+	m.unauthorized = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "polyfn_http_unauthorized_total",
+		Help: "HTTP requests answered 401 for a missing or wrong key, by function (an app function as APP/FUNCTION; admin for /admin/* and /metrics).",
+	}, []string{"function"})
+	m.Registry.MustRegister(m.rejected, m.unauthorized,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "polyfn_http_connections",
 			Help: "Open HTTP connections, idle keep-alive ones included (bounded by http.max_connections).",
@@ -194,6 +199,9 @@ func NewHTTPListener(open, buffered func() int64) *HTTPListener {
 
 // Rejected records a connection or request refused for reason.
 func (m *HTTPListener) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// Unauthorized records a request answered 401 for function.
+func (m *HTTPListener) Unauthorized(function string) { m.unauthorized.WithLabelValues(function).Inc() }
 
 // Invocation records one finished invocation.
 func (m *Metrics) Invocation(function, trigger, outcome string, d time.Duration, in, out int) {

@@ -40,6 +40,9 @@ func (s *Server) Reload() error {
 	for _, t := range s.triggers {
 		t.Apply(g.trigger())
 	}
+	if s.adminTrig != nil {
+		s.adminTrig.Apply(g.trigger())
+	}
 	s.log.Info("reloaded: the new config serves; the old one drains", "config", cfg.File, "functions", len(cfg.Functions))
 	s.old.Add(1)
 	go func() {
@@ -67,6 +70,9 @@ func (s *Server) warnRestartOnly(cfg *config.Config) {
 	}
 	if !reflect.DeepEqual(cfg.MQTT, s.mqtt) {
 		s.log.Warn("reload: the mqtt section changed; it takes effect on restart (the functions' triggers.mqtt rules are reloaded)")
+	}
+	if a, _ := s.adminAddress(cfg); a != s.startedAdmin {
+		s.log.Warn("reload: admin.listen changed; it takes effect on restart", "admin", s.startedAdmin, "config", a)
 	}
 	if cfg.StateDir != s.stateDir {
 		s.log.Warn("reload: state_dir changed; it takes effect on restart", "state_dir", s.stateDir, "config", cfg.StateDir)

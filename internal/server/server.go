@@ -52,6 +52,8 @@ type Options struct {
 	// Listen, MQTTListen and StateDir, when set, win over the config's
 	// http.listen, mqtt.listen and state_dir (the serve flags).
 	Listen, MQTTListen, StateDir string
+	// AdminListen, when set, wins over admin.listen (the serve flag).
+	AdminListen string
 	// Watch reloads when the config file or a function's code changes.
 	Watch bool
 	Log   *slog.Logger
@@ -85,6 +87,12 @@ type Server struct {
 	broker   *mqtttrigger.Broker // nil unless embedded
 	httpTrig *httptrigger.Trigger
 	mqttTrig *mqtttrigger.Trigger // nil without a broker
+	// adminTrig is the admin listener (nil when off); it stops after the
+	// other triggers drained, so that readiness reads "draining" meanwhile.
+	adminTrig *httptrigger.Trigger
+	health    *httptrigger.Health
+	// startedAdmin is the admin address as started ("" when off).
+	startedAdmin string
 	// triggers are every trigger, in the order they start.
 	triggers []trigger.Trigger
 
@@ -118,7 +126,7 @@ func LoadConfig(o Options) (*config.Config, error) {
 // Start brings cfg up (LoadConfig read it from o.File): the embedded
 // broker, the host, the HTTP listener and every trigger.
 func Start(cfg *config.Config, o Options) (_ *Server, err error) {
-	s := &Server{o: o, log: o.Log, metrics: metrics.New(), http: cfg.HTTP, mqtt: cfg.MQTT, stateDir: cfg.StateDir}
+	s := &Server{o: o, log: o.Log, metrics: metrics.New(), http: cfg.HTTP, mqtt: cfg.MQTT, stateDir: cfg.StateDir, health: &httptrigger.Health{}}
 	defer func() {
 		if err != nil && s.broker != nil {
 			s.broker.Close()
@@ -136,25 +144,44 @@ func Start(cfg *config.Config, o Options) (_ *Server, err error) {
 		h.Close(context.Background())
 		return nil, err
 	}
+	public := httptrigger.NewServer(cfg.HTTP, s.log)
+	if err := s.startAdmin(cfg, public); err != nil {
+		ln.Close()
+		h.Close(context.Background())
+		return nil, err
+	}
 	h.Start()
 	g := &generation{cfg: cfg, h: h}
 	s.metrics.SetPools(h.PoolStats)
 	s.current.Store(g)
-	s.httpTrig = httptrigger.NewTrigger(httptrigger.NewServer(cfg.HTTP, s.log), ln, s.log)
+	s.httpTrig = httptrigger.NewTrigger(public, ln, s.log, s.health)
 	if s.mqttTrig != nil {
 		s.triggers = append(s.triggers, s.mqttTrig)
 	}
 	s.triggers = append(s.triggers, timer.New(s.metrics, s.o.Leader, s.log), s.httpTrig)
+	if s.adminTrig != nil {
+		if err := s.adminTrig.Start(g.trigger()); err != nil {
+			h.Close(context.Background())
+			return nil, err
+		}
+	}
 	for i, t := range s.triggers {
 		if err := t.Start(g.trigger()); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 			defer cancel()
 			stopAll(ctx, s.triggers[:i])
+			if s.adminTrig != nil {
+				s.adminTrig.Stop(ctx)
+			}
 			h.Close(ctx)
 			return nil, err
 		}
 	}
-	s.log.Info("polyfn serving", "config", cfg.File, "listen", ln.Addr().String(), "functions", len(cfg.Functions))
+	admin := "off"
+	if a := s.AdminAddr(); a != nil {
+		admin = a.String()
+	}
+	s.log.Info("polyfn serving", "config", cfg.File, "listen", ln.Addr().String(), "admin", admin, "functions", len(cfg.Functions))
 	return s, nil
 }
 
@@ -238,6 +265,8 @@ loop:
 			break loop
 		case serveErr = <-s.httpTrig.Failed():
 			break loop
+		case serveErr = <-s.adminFailed():
+			break loop
 		case <-hups:
 			s.log.Info("reloading", "signal", "hangup")
 			_ = s.Reload()
@@ -267,11 +296,15 @@ loop:
 // until ctx is done, then stops the configurations, the running one and
 // those still draining, and the embedded broker.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.health.Drain()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	stopAll(ctx, s.triggers)
 	s.current.Load().h.Close(ctx)
 	s.old.Wait()
+	if s.adminTrig != nil {
+		s.adminTrig.Stop(ctx)
+	}
 	if s.broker != nil {
 		s.broker.Close()
 	}

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
@@ -68,6 +69,18 @@ type AdminReporter interface {
 	AdminDocument() any
 }
 
+// AppAuthLeveler gives the authLevel an Azure Functions app function
+// declares; *host.Host implements it.
+type AppAuthLeveler interface {
+	AppAuthLevel(app, function string) string
+}
+
+// Readier tells whether a configuration is fully up; *host.Host
+// implements it.
+type Readier interface {
+	Ready() bool
+}
+
 // Handler serves the HTTP trigger's routes for one configuration.
 type Handler struct {
 	inv     Invoker
@@ -76,27 +89,67 @@ type Handler struct {
 	maxBody int64
 	log     *slog.Logger
 	mux     *http.ServeMux
+	// auth checks keys (nil: none asked for); adminListener is set on the
+	// admin listener's handler.
+	auth          *auth
+	adminListener bool
+	health        *Health
 }
 
-// NewHandler returns the trigger's handler. maxBody bounds request bodies.
-// srv is the server it runs behind, whose deadlines, body budget and
-// metrics it uses; with nil (another server) it has none of them.
+// HandlerOptions are a handler's settings beyond the invoker's.
+type HandlerOptions struct {
+	// Config, when set, gives the functions' auth levels and the keys;
+	// without it no key is asked for.
+	Config *config.Config
+	// Admin makes the handler the admin listener's: /admin/*, /metrics
+	// and the health endpoints, without a key; no function.
+	Admin bool
+	// Health says whether the server is draining; nil: never.
+	Health *Health
+	// Listener, when set, is the listener whose metrics /metrics serves
+	// (the public one, on the admin listener) instead of srv's.
+	Listener prometheus.Gatherer
+}
+
+// NewHandler returns the trigger's handler, asking for no key. maxBody
+// bounds request bodies. srv is the server it runs behind, whose
+// deadlines, body budget and metrics it uses; with nil (another server) it
+// has none of them.
 func NewHandler(inv Invoker, srv *Server, maxBody int64, log *slog.Logger) *Handler {
-	h := &Handler{inv: inv, srv: srv, maxBody: maxBody, log: log, mux: http.NewServeMux()}
-	h.mux.HandleFunc("/function/{name}", h.function)
+	return NewHandlerWith(inv, srv, maxBody, log, HandlerOptions{})
+}
+
+// NewHandlerWith is NewHandler with options.
+func NewHandlerWith(inv Invoker, srv *Server, maxBody int64, log *slog.Logger, o HandlerOptions) *Handler {
+	h := &Handler{inv: inv, srv: srv, maxBody: maxBody, log: log, mux: http.NewServeMux(), adminListener: o.Admin, health: o.Health}
+	if o.Config != nil {
+		h.auth = newAuth(o.Config)
+	}
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
 	}
-	if apps, ok := inv.(AppRouter); ok && apps.HasApps() {
-		// Azure Functions apps own every other path: their routes sit under a
-		// prefix each app's host.json sets (/api/ by default, possibly none).
-		h.apps = apps
-		notFound = h.app
+	if o.Admin {
+		notFound = func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+" on the admin listener: it serves /admin/functions, /metrics and /healthz")
+		}
+	} else {
+		h.mux.HandleFunc("/function/{name}", h.function)
+		if apps, ok := inv.(AppRouter); ok && apps.HasApps() {
+			// Azure Functions apps own every other path: their routes sit under a
+			// prefix each app's host.json sets (/api/ by default, possibly none).
+			h.apps = apps
+			notFound = h.app
+		}
 	}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
+	h.mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	h.mux.HandleFunc("GET /healthz/ready", h.ready)
 	h.mux.HandleFunc("/", notFound)
 	guard := func(next http.Handler) http.Handler { return next }
 	if g, ok := inv.(WorkerGuarder); ok {
@@ -104,18 +157,21 @@ func NewHandler(inv Invoker, srv *Server, maxBody int64, log *slog.Logger) *Hand
 	}
 	if m, ok := inv.(MetricsSource); ok {
 		var listener []prometheus.Gatherer
-		if srv != nil {
+		switch {
+		case o.Listener != nil:
+			listener = append(listener, o.Listener)
+		case srv != nil:
 			listener = append(listener, srv.Metrics())
 		}
-		h.mux.Handle("GET /metrics", guard(m.Metrics().Handler(listener...)))
+		h.mux.Handle("GET /metrics", guard(h.requireAdmin(m.Metrics().Handler(listener...))))
 	}
 	if a, ok := inv.(AdminReporter); ok {
-		h.mux.Handle("GET /admin/functions", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h.mux.Handle("GET /admin/functions", guard(h.requireAdmin(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(a.AdminDocument())
-		})))
+		}))))
 	}
 	return h
 }
@@ -163,6 +219,12 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
+	name := r.PathValue("name")
+	key := takeKey(r, KeyHeader)
+	if level := h.auth.level(name); !h.auth.allows(level, key) {
+		h.unauthorized(w, name, level, KeyHeader)
+		return
+	}
 	body, held, ok := h.readBody(w, r)
 	if !ok {
 		return
@@ -170,7 +232,7 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	defer h.srv.give(held)
 	req := &invoke.Request{
 		ID:        id,
-		Function:  r.PathValue("name"),
+		Function:  name,
 		Trigger:   invoke.TriggerHTTP,
 		Payload:   body,
 		Timestamp: time.Now(),
@@ -239,6 +301,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
+	key := takeKey(r, AzureKeyHeader, KeyHeader)
 	// The body is read first, within body_timeout of the header: routing
 	// may wait for an app still being indexed.
 	body, held, ok := h.readBody(w, r)
@@ -257,6 +320,17 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		h.srv.responding(w)
 		h.writeInvokeError(w, r, err)
 		return
+	}
+	if h.auth != nil {
+		own := config.LevelAdmin
+		if l, ok := h.apps.(AppAuthLeveler); ok {
+			own = l.AppAuthLevel(req.App, req.Function)
+		}
+		if level := h.auth.appLevel(own); !h.auth.allows(level, key) {
+			h.srv.responding(w)
+			h.unauthorized(w, req.App+"/"+req.Function, level, AzureKeyHeader)
+			return
+		}
 	}
 	res, err := h.inv.Invoke(r.Context(), req)
 	h.srv.responding(w)

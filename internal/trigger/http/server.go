@@ -56,6 +56,9 @@ type Server struct {
 	// held by requests in flight.
 	open, buffered atomic.Int64
 	lastRefusalLog atomic.Int64
+	// tls holds the certificate files of a listener with http.tls; nil
+	// serves plain HTTP.
+	tls *tlsFiles
 }
 
 // NewServer returns a server with the listener settings of cfg.
@@ -72,14 +75,29 @@ func NewServer(cfg config.HTTP, log *slog.Logger) *Server {
 		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.TLS.Enabled() {
+		s.tls = newTLSFiles(cfg.TLS, log)
+		s.srv.TLSConfig = s.tls.serverConfig()
+	}
 	return s
 }
 
 // Serve serves h on the connections ln accepts, within the connection
 // bound, until Shutdown or Close; it then returns http.ErrServerClosed.
+// With TLS it serves HTTPS, HTTP/2 included.
 func (s *Server) Serve(ln net.Listener, h http.Handler) error {
 	s.handler = h
+	if s.tls != nil {
+		return s.srv.ServeTLS(&limitListener{Listener: ln, s: s}, "", "")
+	}
 	return s.srv.Serve(&limitListener{Listener: ln, s: s})
+}
+
+// ReloadTLS reads the certificate files again (a reload does).
+func (s *Server) ReloadTLS() {
+	if s != nil && s.tls != nil {
+		s.tls.refresh(false)
+	}
 }
 
 // Shutdown stops accepting connections and waits, within ctx, for the
@@ -200,6 +218,10 @@ func (s *Server) refuse(c net.Conn) {
 	if last := s.lastRefusalLog.Load(); (last == 0 || now-last >= int64(refuseLogEvery)) && s.lastRefusalLog.CompareAndSwap(last, now) {
 		s.log.Warn("http: refusing connections: the host has its maximum open (http.max_connections); polyfn_http_rejected_total counts them",
 			"max_connections", s.cfg.MaxConnections)
+	}
+	if s.tls != nil {
+		c.Close() // a 503 in plain text means nothing to a TLS client
+		return
 	}
 	select {
 	case s.refusing <- struct{}{}:

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/polyfn/polyfn/internal/trigger"
 )
 
@@ -22,11 +24,27 @@ type Trigger struct {
 	log     *slog.Logger
 	handler atomic.Pointer[Handler]
 	errc    chan error
+	// admin makes it the admin listener; health is shared by both.
+	admin  bool
+	health *Health
+	// public is the listener whose metrics the admin listener serves.
+	public prometheus.Gatherer
 }
 
-// NewTrigger returns the trigger that serves on ln, behind srv.
-func NewTrigger(srv *Server, ln net.Listener, log *slog.Logger) *Trigger {
-	return &Trigger{srv: srv, ln: ln, log: log, errc: make(chan error, 1)}
+// NewTrigger returns the trigger that serves on ln, behind srv. health,
+// which may be nil, says when the server drains.
+func NewTrigger(srv *Server, ln net.Listener, log *slog.Logger, health *Health) *Trigger {
+	return &Trigger{srv: srv, ln: ln, log: log, errc: make(chan error, 1), health: health}
+}
+
+// NewAdminTrigger returns the admin listener on ln: /admin/*, /metrics and
+// the health endpoints of the configuration that serves, without a key.
+// Its /metrics has the listener metrics of public, the HTTP trigger's
+// server.
+func NewAdminTrigger(srv *Server, ln net.Listener, log *slog.Logger, health *Health, public *Server) *Trigger {
+	t := NewTrigger(srv, ln, log, health)
+	t.admin, t.public = true, public.Metrics()
+	return t
 }
 
 // Start serves g's functions on the listener.
@@ -45,7 +63,8 @@ func (t *Trigger) Start(g trigger.Generation) error {
 // Apply makes g's handler serve the requests that come from now on;
 // requests in flight finish on the one before.
 func (t *Trigger) Apply(g trigger.Generation) {
-	t.handler.Store(NewHandler(g.Host, t.srv, g.Host.MaxBody(), t.log))
+	t.srv.ReloadTLS()
+	t.handler.Store(NewHandlerWith(g.Host, t.srv, g.Host.MaxBody(), t.log, HandlerOptions{Config: g.Config, Admin: t.admin, Health: t.health, Listener: t.public}))
 }
 
 // Stop stops accepting connections and waits, until ctx is done, for the
