@@ -10,7 +10,7 @@
 #                                 each CPython X.Y in PY_VERSIONS; the interpreter uses its own
 #   lib/polyfn/node/              the Node.js runtime and its packages (pure JavaScript)
 #   lib/polyfn/go/{sdk,api}       the Go SDK's source and the protocol module it requires
-#   README.md LICENSE CHANGELOG.md docs/ examples/
+#   README.md LICENSE CHANGELOG.md docs/ examples/ (the Go example with a go.mod of its own)
 #
 # Wheels are downloaded once per requirement set into .tools/wheels (PyPI is asked only when
 # runtimes/python/pyproject.toml's dependencies change); everything after that is offline.
@@ -121,6 +121,10 @@ for arch in $ARCHES; do
 
 	cp README.md LICENSE CHANGELOG.md "$root/"
 	git ls-files -z docs examples | xargs -0 cp --parents -t "$root"
+	# In the repository the Go example is part of polyfn's module; unpacked, it is a module
+	# of its own, as `polyfn new` writes one (polyfn supplies the SDK when it builds it).
+	printf 'module hello-go\n\ngo 1.24\n\nrequire github.com/polyfn/polyfn/sdk/go v0.0.0\n' \
+		>"$root/examples/functions/hello-go/go.mod"
 
 	chmod -R a+rX,go-w "$root"
 	# Owner, order and times fixed (the commit's time), so that the same tree gives the same
