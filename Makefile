@@ -163,8 +163,12 @@ install: build node-runtime
 
 # make dist: dist/polyfn-$(VERSION)-linux-{amd64,arm64}.tar.gz and dist/SHA256SUMS, each
 # archive the install layout with a Python runtime that needs no set-up (scripts/dist.sh).
+# ARCHES and PY_VERSIONS narrow it (docs/functions.md, "From a release archive").
+ARCHES ?= amd64 arm64
+PY_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14
 dist:
-	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' PYTHON='$(PYTHON)' bash scripts/dist.sh
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' PYTHON='$(PYTHON)' ARCHES='$(ARCHES)' \
+		PY_VERSIONS='$(PY_VERSIONS)' bash scripts/dist.sh
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/bin/polyfn $(LIB)

@@ -15,7 +15,7 @@
 # Wheels are downloaded once per requirement set into .tools/wheels (PyPI is asked only when
 # runtimes/python/pyproject.toml's dependencies change); everything after that is offline.
 #
-# Environment: VERSION, COMMIT (from the Makefile), GO, PYTHON (runs pip; 3.11+), ARCHES,
+# Environment: VERSION, COMMIT (from the Makefile), GO, PYTHON (runs pip; 3.11+, for tomllib), ARCHES,
 # PY_VERSIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
