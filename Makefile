@@ -11,6 +11,7 @@
 #   make gen    regenerate the protocol code from api/ with pinned tool versions
 #   make install          PREFIX/bin/polyfn and its runtimes in PREFIX/lib/polyfn
 #                         (PREFIX=/usr/local; DESTDIR for staging); make uninstall
+#   make dist   release archives for linux/amd64 and linux/arm64 in dist/, with SHA256SUMS
 
 SHELL := /bin/bash
 GO ?= go
@@ -29,9 +30,10 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GRPCIO_TOOLS_VERSION := 1.85.1
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/polyfn/polyfn/internal/buildinfo.Version=$(VERSION) -X github.com/polyfn/polyfn/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: install uninstall all build venv node-runtime runtimes run test test-go test-python test-node lint lint-python lint-node gen tools vet fmt clean bench fuzz
+.PHONY: dist install uninstall all build venv node-runtime runtimes run test test-go test-python test-node lint lint-python lint-node gen tools vet fmt clean bench fuzz
 
 all: build
 
@@ -165,6 +167,15 @@ install: build node-runtime
 	install -m 0755 bin/polyfn $(DESTDIR)$(PREFIX)/bin/polyfn
 	chmod -R a+rX $(LIB)
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/polyfn; check it with: $(DESTDIR)$(PREFIX)/bin/polyfn version"
+
+# make dist: dist/polyfn-$(VERSION)-linux-{amd64,arm64}.tar.gz and dist/SHA256SUMS, each
+# archive the install layout with a Python runtime that needs no set-up (scripts/dist.sh).
+# ARCHES and PY_VERSIONS narrow it (docs/functions.md, "From a release archive").
+ARCHES ?= amd64 arm64
+PY_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14
+dist:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' PYTHON='$(PYTHON)' ARCHES='$(ARCHES)' \
+		PY_VERSIONS='$(PY_VERSIONS)' bash scripts/dist.sh
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/bin/polyfn $(LIB)

@@ -25,7 +25,7 @@ func versionCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			home := runtimes.Locate()
-			fmt.Fprintf(out, "polyfn %s (%s, %s/%s)\n", buildinfo.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(out, "polyfn %s (commit %s, %s, %s/%s)\n", buildinfo.Version, buildinfo.CommitOrUnknown(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			where := home.Root
 			if where == "" {
 				where = "runtimes looked up on PATH"
