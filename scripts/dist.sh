@@ -59,7 +59,7 @@ for arch in $ARCHES; do
 		[ -f "$dir/.complete" ] && continue
 		(
 			rm -rf "$dir"
-			"$PYTHON" -m pip download -q --disable-pip-version-check --root-user-action=ignore --only-binary=:all: \
+			"$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: \
 				--platform "$plat" --implementation cp --python-version "$v" -d "$dir" "${REQS[@]}"
 			touch "$dir/.complete"
 		) &
