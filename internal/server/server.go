@@ -14,6 +14,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -142,7 +143,7 @@ func Start(cfg *config.Config, o Options) (_ *Server, err error) {
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		h.Close(context.Background())
-		return nil, err
+		return nil, fmt.Errorf("http.listen: the HTTP listener cannot listen on %s: %w (set http.listen or --listen to a free address)", cfg.HTTP.Listen, err)
 	}
 	public := httptrigger.NewServer(cfg.HTTP, s.log)
 	if err := s.startAdmin(cfg, public); err != nil {

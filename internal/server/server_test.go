@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -356,5 +357,34 @@ func samples(t *testing.T, s *Server, family string, want map[string]string, f f
 			}
 			f(m.GetCounter().GetValue())
 		}
+	}
+}
+
+// TestBusyListenNamesTheKey starts a server on an address that is taken:
+// the error names the key that set it, so the user knows what to change.
+func TestBusyListenNamesTheKey(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "polyfn.yaml")
+	text := "mqtt: {embedded: false}\nadmin: {listen: \"off\"}\nisolation: {user: host}\nruntimes:\n  fake: {protocol: call, command: [/bin/false]}\nfunctions:\n  - {name: f, runtime: fake, handler: h, codedir: .}\n"
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{File: file, Listen: busy.Addr().String(), Log: slog.New(slog.DiscardHandler)}
+	cfg, err := LoadConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(cfg, o)
+	if err == nil {
+		s.Shutdown(context.Background())
+		t.Fatal("a server started on a busy address")
+	}
+	if !strings.Contains(err.Error(), "http.listen") || !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Errorf("the error does not name http.listen and the address: %v", err)
 	}
 }
