@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,8 @@ type HTTPListener struct {
 	Registry     *prometheus.Registry
 	rejected     *prometheus.CounterVec
 	unauthorized *prometheus.CounterVec
+	// refused holds the function labels unauthorized has series of.
+	refused sync.Map
 }
 
 // NewHTTPListener registers the listener's metrics; open and buffered are
@@ -201,7 +204,22 @@ func NewHTTPListener(open, buffered func() int64) *HTTPListener {
 func (m *HTTPListener) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
 
 // Unauthorized records a request answered 401 for function.
-func (m *HTTPListener) Unauthorized(function string) { m.unauthorized.WithLabelValues(function).Inc() }
+func (m *HTTPListener) Unauthorized(function string) {
+	m.unauthorized.WithLabelValues(function).Inc()
+	m.refused.LoadOrStore(function, struct{}{})
+}
+
+// Forget deletes the 401 series of function, and those of its functions
+// when it names an app (labelled APP/FUNCTION).
+func (m *HTTPListener) Forget(function string) {
+	m.refused.Range(func(k, _ any) bool {
+		if n := k.(string); n == function || strings.HasPrefix(n, function+"/") {
+			m.unauthorized.DeleteLabelValues(n)
+			m.refused.Delete(k)
+		}
+		return true
+	})
+}
 
 // Invocation records one finished invocation.
 func (m *Metrics) Invocation(function, trigger, outcome string, d time.Duration, in, out int) {

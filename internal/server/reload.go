@@ -91,6 +91,7 @@ func (s *Server) forgetRemoved(old *config.Config) {
 	for n := range names(old) {
 		if !running[n] {
 			s.metrics.Forget(n)
+			s.httpTrig.Server().Forget(n)
 		}
 	}
 }

@@ -61,6 +61,10 @@ type Server struct {
 	tls *tlsFiles
 }
 
+// Forget deletes the listener's series of the function or app named name
+// (a reload removed it).
+func (s *Server) Forget(name string) { s.metrics.Forget(name) }
+
 // NewServer returns a server with the listener settings of cfg.
 func NewServer(cfg config.HTTP, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, refusing: make(chan struct{}, maxRefusing)}

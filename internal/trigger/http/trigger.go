@@ -77,3 +77,6 @@ func (t *Trigger) Failed() <-chan error { return t.errc }
 
 // Addr is the address the trigger listens on.
 func (t *Trigger) Addr() net.Addr { return t.ln.Addr() }
+
+// Server is the listener's server.
+func (t *Trigger) Server() *Server { return t.srv }
