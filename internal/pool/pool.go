@@ -109,6 +109,9 @@ type Pool struct {
 	// a change (Changed), is closed then.
 	state   string
 	changed chan struct{}
+	// drained, while Close waits for the invocations in flight, is closed
+	// by the release of the last one.
+	drained chan struct{}
 }
 
 // Pool states (Stats.State).
@@ -409,6 +412,10 @@ func (p *Pool) release(s *slot) {
 	}
 	s.inflight--
 	s.lastUsed = time.Now()
+	if p.drained != nil && p.inflightLocked() == 0 {
+		close(p.drained)
+		p.drained = nil
+	}
 	if s.retiring && s.inflight == 0 && !s.stopping {
 		p.stopLocked(s, "stopping retired instance")
 		p.scaleLocked()
@@ -752,18 +759,18 @@ func (p *Pool) Close(ctx context.Context) {
 	}
 	p.waiters = nil
 	p.changedLocked()
+	if p.drained == nil && p.inflightLocked() > 0 {
+		p.drained = make(chan struct{})
+	}
+	drained := p.drained
 	p.mu.Unlock()
 
-	t := time.NewTicker(10 * time.Millisecond)
-drain:
-	for p.inflight() > 0 {
+	if drained != nil {
 		select {
 		case <-ctx.Done():
-			break drain
-		case <-t.C:
+		case <-drained:
 		}
 	}
-	t.Stop()
 
 	p.mu.Lock()
 	insts := p.insts
@@ -786,9 +793,8 @@ drain:
 	p.wg.Wait()
 }
 
-func (p *Pool) inflight() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// inflightLocked is the number of invocations in flight on the instances.
+func (p *Pool) inflightLocked() int {
 	n := 0
 	for _, s := range p.insts {
 		n += s.inflight

@@ -273,3 +273,38 @@ func TestInvocationCutAtShutdownLimitIsUnavailable(t *testing.T) {
 		t.Errorf("instances counted lost at shutdown: %v", got)
 	}
 }
+
+// Close waits for the invocations in flight before it stops their
+// instances, and returns once the last one ends.
+func TestCloseWaitsForInvocationsInFlight(t *testing.T) {
+	p, started, _, _ := newTestPool(t, Options{Concurrency: 2})
+	results := make(chan error, 2)
+	for _, id := range []string{"inv-1", "inv-2"} {
+		go func() {
+			_, err := p.Invoke(context.Background(), &invoke.Request{ID: id, Function: "fn"})
+			results <- err
+		}()
+	}
+	f := <-started
+	<-f.entered
+	<-f.entered
+	closed := make(chan struct{})
+	go func() { p.Close(context.Background()); close(closed) }()
+	f.answer <- nil
+	if err := <-results; err != nil {
+		t.Fatalf("first invocation: %v", err)
+	}
+	select {
+	case <-f.stopped:
+		t.Fatal("Close stopped the instance while an invocation was in flight")
+	case <-closed:
+		t.Fatal("Close returned while an invocation was in flight")
+	default:
+	}
+	f.answer <- nil
+	if err := <-results; err != nil {
+		t.Fatalf("second invocation: %v", err)
+	}
+	<-closed
+	<-f.stopped
+}
