@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -347,5 +349,33 @@ functions:
 	}
 	if r := corsDo(t, http.MethodGet, base+"/function/keyed?code=cors-key-7f1d"); r.status != 200 || r.body != "" {
 		t.Errorf("keyed function: got %d, query %q; want 200 and no code", r.status, r.body)
+	}
+}
+
+// What CORS adds to a request from an allowed origin, and a preflight.
+func BenchmarkCORS(b *testing.B) {
+	dir := b.TempDir()
+	cfg, err := config.Parse(filepath.Join(dir, "polyfn.yaml"), []byte(`mqtt: {embedded: false}
+http: {cors: {allow_origins: ["https://app.example.com", "https://*.example.org"]}}
+functions: [{name: echo, handler: m.h, codedir: ., auth: anonymous}]
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := NewHandlerWith(echoInvoker{}, nil, 6<<20, slog.New(slog.NewTextHandler(io.Discard, nil)), HandlerOptions{Config: cfg})
+	for _, c := range []struct{ name, method, want string }{{"actual", "POST", "200"}, {"preflight", "OPTIONS", "204"}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(c.method, "/function/echo", nil)
+				r.Header.Set("Origin", "https://a.example.org")
+				r.Header.Set("Access-Control-Request-Method", "POST")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if strconv.Itoa(w.Code) != c.want || w.Header().Get("Access-Control-Allow-Origin") == "" {
+					b.Fatal(w.Code, w.Header())
+				}
+			}
+		})
 	}
 }
