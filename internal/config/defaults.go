@@ -47,6 +47,17 @@ const (
 	DefaultIdleTimeout       = 30 * time.Second
 )
 
+// The defaults of a CORS policy (cors.go) that sets allow_origins.
+const DefaultCORSMaxAge = 10 * time.Minute
+
+var (
+	// DefaultCORSMethods are the methods a preflight may ask for.
+	DefaultCORSMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
+	// DefaultCORSHeaders are the request headers a preflight may ask for:
+	// the common ones and those that carry a function key.
+	DefaultCORSHeaders = []string{"Accept", "Authorization", "Content-Type", "X-Requested-With", "X-Polyfn-Key", "X-Functions-Key"}
+)
+
 // BuiltinRuntimes returns the runtimes polyfn defines. A runtime declared in
 // the config under the same name replaces the built-in one.
 //

@@ -132,6 +132,7 @@ func validate(c *Config, d *decoder) {
 	validateHTTP(c.HTTP, d)
 	validateStream(c.Stream, d)
 	validateAuth(c, d)
+	validateCORSAll(c, d)
 	for name, rt := range c.Runtimes {
 		if rt.BuiltIn {
 			continue

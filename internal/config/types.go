@@ -138,6 +138,9 @@ type HTTP struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// TLS, when set, makes the listener serve HTTPS (tls.go).
 	TLS ServerTLS `yaml:"tls"`
+	// CORS is the host-wide CORS policy (cors.go); nil: off. Follows
+	// reloads.
+	CORS *CORS `yaml:"cors"`
 }
 
 // Protocol names a worker protocol.
@@ -276,6 +279,10 @@ type Function struct {
 	// Auth is the function's auth level over HTTP: anonymous, function or
 	// admin. Empty means Config.DefaultLevel; auth.level wins over it.
 	Auth string `yaml:"auth"`
+	// CORS, when set, is the function's CORS policy (cors.go), replacing
+	// http.cors whole; for an Azure Functions app, every HTTP function of
+	// the app's.
+	CORS *CORS `yaml:"cors"`
 }
 
 // App holds the pool settings of functions that share workers.

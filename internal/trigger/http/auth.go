@@ -89,9 +89,10 @@ func (a *auth) allows(level, key string) bool {
 	return match == 1
 }
 
-// takeKey returns the key r carries, in one of headers or the code query
-// parameter, and removes it from r, so that no function sees it.
-func takeKey(r *http.Request, headers ...string) string {
+// takeKey returns the key r carries, in one of headers or (with query)
+// the code query parameter, and removes it from r, so that no function sees
+// it. Without query the code parameter is left to the function.
+func takeKey(r *http.Request, query bool, headers ...string) string {
 	key := ""
 	for _, h := range headers {
 		if v := r.Header.Get(h); v != "" && key == "" {
@@ -99,7 +100,7 @@ func takeKey(r *http.Request, headers ...string) string {
 		}
 		r.Header.Del(h)
 	}
-	if strings.Contains(r.URL.RawQuery, KeyParam+"=") {
+	if query && strings.Contains(r.URL.RawQuery, KeyParam+"=") {
 		q := r.URL.Query()
 		if v := q.Get(KeyParam); v != "" && key == "" {
 			key = v
@@ -131,7 +132,7 @@ func (h *Handler) requireAdmin(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !h.auth.allows(config.LevelAdmin, takeKey(r, KeyHeader)) {
+		if !h.auth.allows(config.LevelAdmin, takeKey(r, true, KeyHeader)) {
 			h.unauthorized(w, "admin", config.LevelAdmin, KeyHeader)
 			return
 		}

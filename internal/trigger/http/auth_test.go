@@ -45,13 +45,13 @@ func TestAllows(t *testing.T) {
 // neither for the function.
 func TestTakeKey(t *testing.T) {
 	r := httptest.NewRequest("POST", "/function/f?a=1&code=k1&zipcode=9", nil)
-	if got := takeKey(r, KeyHeader); got != "k1" || r.URL.Query().Has("code") || r.URL.Query().Get("zipcode") != "9" || r.URL.Query().Get("a") != "1" {
+	if got := takeKey(r, true, KeyHeader); got != "k1" || r.URL.Query().Has("code") || r.URL.Query().Get("zipcode") != "9" || r.URL.Query().Get("a") != "1" {
 		t.Errorf("code: got %q, query left %q", got, r.URL.RawQuery)
 	}
 	r = httptest.NewRequest("POST", "/api/f", nil)
 	r.Header.Set(AzureKeyHeader, "k2")
 	r.Header.Set(KeyHeader, "k3")
-	if got := takeKey(r, AzureKeyHeader, KeyHeader); got != "k2" || r.Header.Get(AzureKeyHeader) != "" || r.Header.Get(KeyHeader) != "" {
+	if got := takeKey(r, true, AzureKeyHeader, KeyHeader); got != "k2" || r.Header.Get(AzureKeyHeader) != "" || r.Header.Get(KeyHeader) != "" {
 		t.Errorf("headers: got %q, left %v", got, r.Header)
 	}
 }

@@ -94,6 +94,8 @@ type Handler struct {
 	auth          *auth
 	adminListener bool
 	health        *Health
+	// cors holds the CORS policies (cors.go); nil: none.
+	cors *corsPolicies
 }
 
 // HandlerOptions are a handler's settings beyond the invoker's.
@@ -124,6 +126,7 @@ func NewHandlerWith(inv Invoker, srv *Server, maxBody int64, log *slog.Logger, o
 	h := &Handler{inv: inv, srv: srv, maxBody: maxBody, log: log, mux: http.NewServeMux(), adminListener: o.Admin, health: o.Health}
 	if o.Config != nil {
 		h.auth = newAuth(o.Config)
+		h.cors = newCORSPolicies(o.Config)
 	}
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "no route for "+r.URL.Path+"; functions are served at /function/{name}")
@@ -217,11 +220,20 @@ func serverSpan(r *http.Request, route string) (*http.Request, trace.Span) {
 func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 	r, span := serverSpan(r, "/function/{name}")
 	defer span.End()
+	name := r.PathValue("name")
+	cors := h.cors.of(name)
+	if cors != nil && isPreflight(r) {
+		cors.preflight(w, r, name)
+		return
+	}
+	cors.actual(w, r)
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	name := r.PathValue("name")
-	key := takeKey(r, KeyHeader)
-	if level := h.auth.level(name); !h.auth.allows(level, key) {
+	// The code parameter is a key only where one is asked for; an
+	// anonymous function gets its own code parameter (an OAuth redirect's).
+	level := h.auth.level(name)
+	key := takeKey(r, level != config.LevelAnonymous, KeyHeader)
+	if !h.auth.allows(level, key) {
 		h.unauthorized(w, name, level, KeyHeader)
 		return
 	}
@@ -247,7 +259,7 @@ func (h *Handler) function(w http.ResponseWriter, r *http.Request) {
 		h.writeInvokeError(w, r, err)
 		return
 	}
-	writeResult(w, res)
+	writeResult(w, res, cors != nil)
 }
 
 // autoLength is the size from which a response body gets its
@@ -258,20 +270,34 @@ const autoLength = 2048
 // writeResult answers an invocation that succeeded: the function's explicit
 // HTTP response, else 200 with the result as the body. A body without a
 // Content-Type is application/json when it is valid JSON, else
-// application/octet-stream.
-func writeResult(w http.ResponseWriter, res *invoke.Result) {
+// application/octet-stream. Under a CORS policy (cors) the function's own
+// Access-Control-* headers are dropped (the policy's stand) and its Vary
+// adds to the policy's.
+func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 	status := http.StatusOK
 	if res.HTTP != nil {
 		h := w.Header()
-		for k, v := range res.HTTP.Headers {
-			if !strings.EqualFold(k, "Content-Length") {
-				h.Set(k, v)
-			}
-		}
-		for k, vs := range res.HTTP.Header {
-			if !strings.EqualFold(k, "Content-Length") {
+		// canon: the name is canonicalised (Headers); else kept as the
+		// function wrote it (Header).
+		copyHeader := func(k string, vs []string, canon bool) {
+			switch {
+			case strings.EqualFold(k, "Content-Length"):
+			case cors && isCORSHeader(k):
+			case cors && strings.EqualFold(k, "Vary"):
+				for _, v := range vs {
+					h.Add("Vary", v)
+				}
+			case canon:
+				h.Set(k, vs[0])
+			default:
 				h[k] = vs
 			}
+		}
+		for k, v := range res.HTTP.Headers {
+			copyHeader(k, []string{v}, true)
+		}
+		for k, vs := range res.HTTP.Header {
+			copyHeader(k, vs, false)
 		}
 		status = res.HTTP.Status
 	}
@@ -299,9 +325,18 @@ func writeResult(w http.ResponseWriter, res *invoke.Result) {
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	r, span := serverSpan(r, "app")
 	defer span.End()
+	if h.cors != nil && isPreflight(r) {
+		// The policy is that of the app serving the method asked for.
+		if cors := h.appPolicy(r.Context(), r, r.Header.Get("Access-Control-Request-Method")); cors != nil {
+			cors.preflight(w, r, r.URL.Path)
+			return
+		}
+	}
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
-	key := takeKey(r, AzureKeyHeader, KeyHeader)
+	// An app function never sees a key: the headers and the code parameter
+	// are taken whatever its authLevel (which is known once routed).
+	key := takeKey(r, true, AzureKeyHeader, KeyHeader)
 	// The body is read first, within body_timeout of the header: routing
 	// may wait for an app still being indexed.
 	body, held, ok := h.readBody(w, r)
@@ -316,7 +351,16 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		Timestamp:   time.Now(),
 		HTTPRequest: invoke.NewHTTPRequest(r, nil),
 	}
-	if err := h.apps.RouteApp(r.Context(), req); err != nil {
+	err := h.apps.RouteApp(r.Context(), req)
+	var cors *corsPolicy
+	if h.cors != nil {
+		cors = h.cors.host
+		if err == nil {
+			cors = h.cors.of(req.App)
+		}
+		cors.actual(w, r)
+	}
+	if err != nil {
 		h.srv.responding(w)
 		h.writeInvokeError(w, r, err)
 		return
@@ -338,7 +382,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		h.writeInvokeError(w, r, err)
 		return
 	}
-	writeResult(w, res)
+	writeResult(w, res, cors != nil)
 }
 
 // firstChunk is the largest buffer a request body starts in. The buffer
