@@ -114,7 +114,9 @@ func TestNCRONTAB(t *testing.T) {
 // and names function, binding and schedule in every error.
 func TestResolveTimer(t *testing.T) {
 	settings := map[string]string{"TICK_SCHEDULE": "*/2 * * * * *", "Minute": "0", "BAD": "often"}
-	tt := func(s string) *TimerTrigger { return &TimerTrigger{BindingName: "myTimer", Schedule: s, UseMonitor: true} }
+	tt := func(s string) *TimerTrigger {
+		return &TimerTrigger{BindingName: "myTimer", Schedule: s, UseMonitor: true}
+	}
 	s, err := ResolveTimer("tick", tt("%TICK_SCHEDULE%"), settings)
 	if err != nil || s.Resolved != "*/2 * * * * *" || s.Declared != "%TICK_SCHEDULE%" {
 		t.Fatalf("got %+v, %v", s, err)
@@ -127,9 +129,9 @@ func TestResolveTimer(t *testing.T) {
 		t.Errorf("case-insensitive name inside an expression: got %+v, %v", s, err)
 	}
 	for spec, want := range map[string]string{
-		"%NOPE%":         `function "tick": binding "myTimer": schedule "%NOPE%": app setting "NOPE" is not set (set it in the app entry's env or its runtime's)`,
+		"%NOPE%":          `function "tick": binding "myTimer": schedule "%NOPE%": app setting "NOPE" is not set (set it in the app entry's env or its runtime's)`,
 		"0 %Minute * * *": `function "tick": binding "myTimer": schedule "0 %Minute * * *": the '%' at position 2 has no closing '%'`,
-		"%BAD%":          `function "tick": binding "myTimer": schedule "%BAD%": resolved to "often": not an NCRONTAB expression`,
+		"%BAD%":           `function "tick": binding "myTimer": schedule "%BAD%": resolved to "often": not an NCRONTAB expression`,
 	} {
 		_, err := ResolveTimer("tick", tt(spec), settings)
 		if err == nil || !strings.HasPrefix(err.Error(), want) {
