@@ -5,16 +5,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/polyfn/polyfn/internal/apptimer"
 	"github.com/polyfn/polyfn/internal/azure"
-	"github.com/polyfn/polyfn/internal/trigger/timer"
 )
 
 // The timers of apps' timerTrigger functions: the host reads them from
-// each app's index and hands them to the timer trigger (timer.AppHost),
+// each app's index and hands them to the timer trigger (apptimer.Source),
 // which runs them on its machinery and invokes the app's function through
 // Invoke like any invocation.
 
-var _ timer.AppHost = (*Host)(nil)
+var _ apptimer.Source = (*Host)(nil)
 
 // appTimers holds the timers of the host's apps and the channel that says
 // they changed.
@@ -103,24 +103,24 @@ func (h *Host) setTimers(a *app, timers []appTimer) {
 }
 
 // AppTimers returns the timers of the app functions indexed so far and a
-// channel closed once they change (timer.AppHost).
-func (h *Host) AppTimers() ([]timer.AppTimer, <-chan struct{}) {
+// channel closed once they change (apptimer.Source).
+func (h *Host) AppTimers() ([]apptimer.Timer, <-chan struct{}) {
 	h.timers.mu.Lock()
 	if h.timers.changed == nil {
 		h.timers.changed = make(chan struct{})
 	}
 	changed := h.timers.changed
 	h.timers.mu.Unlock()
-	var out []timer.AppTimer
+	var out []apptimer.Timer
 	for _, a := range h.apps {
 		a.mu.RLock()
 		timers := a.timers
 		a.mu.RUnlock()
 		for _, t := range timers {
 			s, fn := t.schedule, t.fn
-			out = append(out, timer.AppTimer{
+			out = append(out, apptimer.Timer{
 				App: a.cfg.Name, Function: fn, Spec: s.Resolved, Schedule: s, RunOnStartup: t.startup,
-				Payload: func(tk timer.Tick) []byte {
+				Payload: func(tk apptimer.Tick) []byte {
 					return s.TimerInfo(azure.TimerTick{Scheduled: tk.Scheduled, Last: tk.Last, Startup: tk.Startup})
 				},
 			})

@@ -2,48 +2,25 @@ package timer
 
 import (
 	"context"
-	"time"
+
+	"github.com/polyfn/polyfn/internal/apptimer"
 )
 
 // AppTimer is the timer trigger of one function of an Azure Functions app
-// (a timerTrigger binding): it runs on the function's schedule like a
+// (see internal/apptimer): it runs on the function's schedule like a
 // triggers.timer entry, invoking the app's function with the timer info
-// Payload builds.
-type AppTimer struct {
-	App, Function string
-	// Spec is the resolved schedule, for logs and status.
-	Spec     string
-	Schedule Schedule
-	// RunOnStartup: the function also runs once when its timer starts in a
-	// configuration (at start, after a reload), before its first tick.
-	RunOnStartup bool
-	// Payload is the invocation's payload for a tick: the timer info the
-	// function's worker receives.
-	Payload func(Tick) []byte
-}
+// its Payload builds.
+type AppTimer = apptimer.Timer
 
 // Tick is what one run of an app timer is for.
-type Tick struct {
-	// Scheduled is the tick's time; for the run on startup, the moment it
-	// started.
-	Scheduled time.Time
-	// Last is when the previous run of the schedule was scheduled; zero
-	// when none ran in this process.
-	Last time.Time
-	// Startup: the run on startup (RunOnStartup).
-	Startup bool
-}
+type Tick = apptimer.Tick
 
 // AppHost is a host that runs Azure Functions apps; *host.Host implements
 // it. The timer trigger runs the timers of the apps of the configuration
 // that serves, and plans them again each time they change: when an app is
 // indexed (its functions are known only once a worker listed them) or
 // indexed again with other timers.
-type AppHost interface {
-	// AppTimers returns the timers of the app functions indexed so far and
-	// a channel closed once they change.
-	AppTimers() ([]AppTimer, <-chan struct{})
-}
+type AppHost = apptimer.Source
 
 // watch plans the timers again each time those of h change, until ctx is
 // done (the next Apply, or Stop).
