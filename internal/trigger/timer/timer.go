@@ -301,6 +301,7 @@ func (s *Scheduler) runOnStartup(e *entry) {
 	st.mu.Lock()
 	st.running++
 	last := st.lastRun
+	st.lastRun = now
 	st.mu.Unlock()
 	s.log.Info("timer runs on startup", e.attrs()...)
 	go s.run(e, Tick{Scheduled: now, Last: last, Startup: true})
