@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 
 	rpc "github.com/polyfn/polyfn/api/azure"
 	"github.com/polyfn/polyfn/internal/hosttest"
+	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/trigger"
 	"github.com/polyfn/polyfn/internal/trigger/timer"
 )
@@ -384,5 +386,93 @@ func TestAppTimerStopsWhenTheAppGoes(t *testing.T) {
 	waitRecords(t, goRecords, "other", 4) // two seconds of the new configuration
 	if after := len(readAppRecords(t, records, "tick")); after > before+1 {
 		t.Errorf("the removed app's timer ran %d more times after the reload", after-before)
+	}
+}
+
+// TestAppTimerBrokenSchedule: a schedule whose %Setting% is not set leaves
+// that function's timer out and lists it as broken, naming function,
+// binding and schedule; the app's other timer runs.
+func TestAppTimerBrokenSchedule(t *testing.T) {
+	records := filepath.Join(hosttest.Writable(t, t.TempDir()), "records")
+	if err := os.WriteFile(records, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(records, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	config := strings.Replace(strings.Replace(azureTimerConfig, "MODE", "node", 1), `TICK_SCHEDULE: "*/1 * * * * *", `, "", 1)
+	th := hosttest.Start(t, t.TempDir(), config, "{self}", hosttest.Self(t), "{app}", t.TempDir(), "{records}", records)
+	startAppTimers(t, th, nil)
+	waitAppRecords(t, records, "daily", 1)
+	want := `function "tick": binding "timerTrigger1f2e3d4c5b": schedule "%TICK_SCHEDULE%": app setting "TICK_SCHEDULE" is not set`
+	var broken []string
+	for _, a := range th.AppStatus() {
+		broken = append(broken, a.Broken...)
+		for _, tm := range a.Timers {
+			if tm.Function == "tick" {
+				t.Errorf("tick has a timer: %+v", tm)
+			}
+		}
+	}
+	if len(broken) != 1 || !strings.HasPrefix(broken[0], want) {
+		t.Errorf("broken %q; want one starting %q", broken, want)
+	}
+}
+
+// recorder is an Invoker that keeps the requests.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []*invoke.Request
+}
+
+func (r *recorder) Invoke(_ context.Context, req *invoke.Request) (*invoke.Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reqs = append(r.reqs, req)
+	return &invoke.Result{}, nil
+}
+
+func (r *recorder) requests() []*invoke.Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reqs)
+}
+
+// grid ticks every 200ms.
+type grid struct{}
+
+func (grid) Next(t time.Time) time.Time { return t.Truncate(200 * time.Millisecond).Add(200 * time.Millisecond) }
+
+// TestAppTimerTicks checks what an app timer's invocations carry: the app
+// and function, trigger timer, and the tick the payload is built from —
+// the run on startup first, then the ticks, each with the previous run as
+// Last.
+func TestAppTimerTicks(t *testing.T) {
+	rec := &recorder{}
+	s := timer.NewScheduler(timer.Options{
+		Invoker: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Apps: []timer.AppTimer{{App: "clock", Function: "tick", Spec: "grid", Schedule: grid{}, RunOnStartup: true,
+			Payload: func(tk timer.Tick) []byte { b, _ := json.Marshal(tk); return b }}},
+		Startup: func(string) bool { return true },
+	})
+	s.Start()
+	defer s.Stop()
+	hosttest.WaitFor(t, 30*time.Second, "three runs", func() bool { return len(rec.requests()) >= 3 })
+	var prev timer.Tick
+	for i, req := range rec.requests()[:3] {
+		var tk timer.Tick
+		if err := json.Unmarshal(req.Payload, &tk); err != nil {
+			t.Fatal(err)
+		}
+		if req.App != "clock" || req.Function != "tick" || req.Trigger != invoke.TriggerTimer || !req.Timestamp.Equal(tk.Scheduled) {
+			t.Errorf("run %d: app %q function %q trigger %q timestamp %v; want clock, tick, timer, the tick's %v", i, req.App, req.Function, req.Trigger, req.Timestamp, tk.Scheduled)
+		}
+		if tk.Startup != (i == 0) {
+			t.Errorf("run %d: startup %v", i, tk.Startup)
+		}
+		if !tk.Last.Equal(prev.Scheduled) {
+			t.Errorf("run %d: last %v, want the previous run's %v", i, tk.Last, prev.Scheduled)
+		}
+		prev = tk
 	}
 }
