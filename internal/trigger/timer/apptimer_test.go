@@ -441,7 +441,9 @@ func (r *recorder) requests() []*invoke.Request {
 // grid ticks every 200ms.
 type grid struct{}
 
-func (grid) Next(t time.Time) time.Time { return t.Truncate(200 * time.Millisecond).Add(200 * time.Millisecond) }
+func (grid) Next(t time.Time) time.Time {
+	return t.Truncate(200 * time.Millisecond).Add(200 * time.Millisecond)
+}
 
 // TestAppTimerTicks checks what an app timer's invocations carry: the app
 // and function, trigger timer, and the tick the payload is built from —
