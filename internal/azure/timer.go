@@ -304,20 +304,25 @@ func (s *TimerSchedule) String() string { return s.Resolved }
 
 // subMinute reports whether the schedule ticks more than once a minute, the
 // official host's ShouldDisableScheduleMonitor (a cron expression whose
-// fields from the minute on are all "*" and that fires twice within the
-// next minute; a TimeSpan under a minute).
+// fields from the minute on take every value and that fires twice within
+// the next minute; a TimeSpan under a minute).
 func (s *TimerSchedule) subMinute(now time.Time) bool {
 	if s.cron == nil {
 		return s.every < time.Minute
 	}
-	fields := strings.Fields(s.Resolved)
-	if len(fields) != 6 {
-		return false
-	}
-	for _, f := range fields[1:] {
-		if f != "*" {
-			return false
+	// NCrontab writes a field that holds every value as "*": compare the
+	// values, not the text ("*/1" is "*").
+	full := func(bits uint64, lo, hi uint) bool {
+		for i := lo; i <= hi; i++ {
+			if bits&(1<<i) == 0 {
+				return false
+			}
 		}
+		return true
+	}
+	c := s.cron
+	if !full(c.Minute, 0, 59) || !full(c.Hour, 0, 23) || !full(c.Dom, 1, 31) || !full(c.Month, 1, 12) || !full(c.Dow, 0, 6) {
+		return false
 	}
 	first := s.Next(now)
 	return !first.IsZero() && s.Next(first).Before(now.Add(time.Minute))

@@ -124,6 +124,11 @@ func TestResolveTimer(t *testing.T) {
 	if s.Monitored {
 		t.Errorf("an every-2-seconds schedule is monitored; the official host turns its monitor off")
 	}
+	for spec, monitored := range map[string]bool{"*/5 */1 * * * *": false, "0 * * * * *": true, "*/5 * * * *": true, "*/5 * * * * Mon": true, "00:00:59": false, "00:01:00": true} {
+		if s, err := ResolveTimer("tick", tt(spec), settings); err != nil || s.Monitored != monitored {
+			t.Errorf("%q: monitored %v (%v), want %v", spec, s != nil && s.Monitored, err, monitored)
+		}
+	}
 	s, err = ResolveTimer("tick", tt("%minute% */5 * * * *"), settings)
 	if err != nil || s.Resolved != "0 */5 * * * *" || !s.Monitored {
 		t.Errorf("case-insensitive name inside an expression: got %+v, %v", s, err)
