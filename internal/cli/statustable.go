@@ -54,7 +54,10 @@ func writeStatusTable(w io.Writer, st host.AdminStatus) error {
 			row(fn, "broken", reason)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeAppTimers(w, st)
 }
 
 // The ways an app's broken-function errors name the function (see

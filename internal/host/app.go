@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/config"
@@ -35,6 +36,7 @@ type app struct {
 	router    *azure.Router
 	broken    []string
 	err       error // why the app has no working function, if it has none
+	timers    []appTimer
 }
 
 func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
@@ -89,6 +91,8 @@ func (a *app) failed(err error) {
 
 func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
 	router, err := azure.NewRouter(fns, a.prefix)
+	timers, timerErrs := a.indexTimers(fns)
+	broken = append(broken, timerErrs...)
 	msgs := make([]string, 0, len(broken)+1)
 	for _, b := range broken {
 		msgs = append(msgs, b.Error())
@@ -110,6 +114,7 @@ func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
 			h.log.Error("app function broken", "app", a.cfg.Name, "error", m)
 		}
 	}
+	h.setTimers(a, timers)
 	a.indexOnce.Do(func() { close(a.indexed) })
 }
 
@@ -182,6 +187,8 @@ type AppStatus struct {
 	Functions []string `json:"functions"`
 	Broken    []string `json:"broken,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// Timers are the app's timer functions.
+	Timers []AppTimerStatus `json:"timers,omitempty"`
 	pool.Stats
 }
 
@@ -197,6 +204,7 @@ func (h *Host) AppStatus() []AppStatus {
 		if a.err != nil {
 			st.Error = a.err.Error()
 		}
+		st.Timers = a.timerStatus(time.Now())
 		a.mu.RUnlock()
 		out = append(out, st)
 	}

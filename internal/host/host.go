@@ -53,6 +53,7 @@ type Host struct {
 	pools       []*pool.Pool
 	specs       []*poolSpec // of the functions' pools (not apps')
 	apps        []*app
+	timers      appTimers // of the apps' timer functions (apptimer.go)
 	// standbys holds a standby worker manager per runtime that keeps one.
 	standbys map[string]*standby
 	capacity *capacity

@@ -28,6 +28,9 @@ func (i *Instance) appInput(ir *rpc.InvocationRequest, req *invoke.Request) (*az
 	if fn == nil {
 		return nil, invoke.Errorf(invoke.KindNotFound, "app %s has no function %q", req.App, req.Function)
 	}
+	if appTimerInput(ir, fn, req) {
+		return fn, nil
+	}
 	if req.HTTPRequest == nil {
 		return nil, invoke.Errorf(invoke.KindBadRequest, "function %s of app %s is invoked over HTTP only", req.Function, req.App)
 	}
@@ -39,6 +42,10 @@ func (i *Instance) appInput(ir *rpc.InvocationRequest, req *invoke.Request) (*az
 
 // appResult decodes the response of a successful invocation of fn.
 func appResult(fn *azure.Function, out *rpc.InvocationResponse) (*invoke.Result, error) {
+	if fn.HTTP == nil {
+		// A timer function: its outputs have no binding polyfn serves.
+		return &invoke.Result{}, nil
+	}
 	resp, err := azure.DecodeResponse(fn, out)
 	if err != nil {
 		return nil, invoke.Errorf(invoke.KindInvalidResponse, "function %s answered with an HTTP response the host cannot send: %v", fn.Name, err)

@@ -31,6 +31,10 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(azureWorkerEnv); mode != "" {
+		runFakeAzureTimerWorker(mode)
+		return
+	}
 	if os.Getenv(workerEnv) != "" {
 		polyfn.Start(work)
 	}

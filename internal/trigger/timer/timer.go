@@ -54,6 +54,11 @@ type Options struct {
 	States *States
 	// Leader, when set, gates every tick: it fires only while Leader leads.
 	Leader Leader
+	// Apps are the timers of app functions (AppHost).
+	Apps []AppTimer
+	// Startup says whether the app timer of this key still owes its run on
+	// startup (RunOnStartup), and marks it run; nil runs none.
+	Startup func(key string) bool
 }
 
 // Scheduler runs the timers of one host.
@@ -79,6 +84,11 @@ type entry struct {
 	payload  []byte
 	sched    Schedule
 	state    *state
+	// For the timer of an app function: its app, the payload of a tick,
+	// and whether it runs on startup in this scheduler.
+	app     string
+	info    func(Tick) []byte
+	startup bool
 }
 
 // state is what the ticks of one schedule share. It lives in the States of
@@ -89,8 +99,9 @@ type entry struct {
 // configuration counts for overlap in the new one.
 type state struct {
 	mu sync.Mutex
-	// last is the latest tick taken, run or skipped.
-	last time.Time
+	// last is the latest tick taken, run or skipped; lastRun the latest
+	// that ran.
+	last, lastRun time.Time
 	// running counts the runs in flight.
 	running int
 	// skipped counts the ticks skipped during the current run.
@@ -104,8 +115,7 @@ type States struct {
 	m  map[string]*state
 }
 
-func (ss *States) of(function, spec string, payload []byte) *state {
-	key := function + "\x00" + spec + "\x00" + string(payload)
+func (ss *States) of(key string) *state {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.m == nil {
@@ -152,8 +162,14 @@ func NewScheduler(o Options) *Scheduler {
 			}
 			payload := []byte(t.Payload)
 			s.entries = append(s.entries, &entry{function: f.Name, spec: t.Schedule, overlap: t.Overlap,
-				payload: payload, sched: sched, state: o.States.of(f.Name, t.Schedule, payload)})
+				payload: payload, sched: sched, state: o.States.of(f.Name + "\x00" + t.Schedule + "\x00" + t.Payload)})
 		}
+	}
+	for _, a := range o.Apps {
+		key := "app\x00" + a.App + "\x00" + a.Function + "\x00" + a.Spec
+		e := &entry{function: a.Function, app: a.App, spec: a.Spec, sched: a.Schedule, info: a.Payload, state: o.States.of(key)}
+		e.startup = a.RunOnStartup && o.Startup != nil && o.Startup(key)
+		s.entries = append(s.entries, e)
 	}
 	return s
 }
@@ -169,7 +185,10 @@ func (s *Scheduler) Start() {
 	s.cancel = cancel
 	for _, e := range s.entries {
 		next := e.sched.Next(s.now())
-		s.log.Info("timer scheduled", "function", e.function, "schedule", e.spec, "next", next)
+		s.log.Info("timer scheduled", e.attrs("next", next)...)
+		if e.startup {
+			s.runOnStartup(e)
+		}
 		s.loops.Add(1)
 		go s.loop(ctx, e, next)
 	}
@@ -195,14 +214,14 @@ func (s *Scheduler) loop(ctx context.Context, e *entry, next time.Time) {
 	defer t.Stop()
 	for {
 		if next.IsZero() {
-			s.log.Warn("timer schedule has no further ticks", "function", e.function, "schedule", e.spec)
+			s.log.Warn("timer schedule has no further ticks", e.attrs()...)
 			return
 		}
 		now := s.now()
 		if wait := next.Sub(now); wait > 0 {
 			if earlier := e.sched.Next(now); earlier.Before(next) {
 				// The wall clock was set back: follow it.
-				s.log.Warn("timer: the clock went back; the schedule follows it", "function", e.function, "schedule", e.spec, "next", earlier)
+				s.log.Warn("timer: the clock went back; the schedule follows it", e.attrs("next", earlier)...)
 				next = earlier
 				continue
 			}
@@ -222,8 +241,7 @@ func (s *Scheduler) loop(ctx context.Context, e *entry, next time.Time) {
 		} else {
 			// Woken after the tick that follows this one: the host could
 			// not run, and whatever ticks it missed are not replayed.
-			s.log.Warn("timer ticks missed; they are not replayed", "function", e.function, "schedule", e.spec,
-				"missed_from", next, "next", e.sched.Next(now))
+			s.log.Warn("timer ticks missed; they are not replayed", e.attrs("missed_from", next, "next", e.sched.Next(now))...)
 		}
 		next = e.sched.Next(now)
 	}
@@ -233,7 +251,7 @@ func (s *Scheduler) loop(ctx context.Context, e *entry, next time.Time) {
 // run of the schedule is still going and overlap is off.
 func (s *Scheduler) tick(e *entry, at time.Time) {
 	if !s.leads() {
-		s.log.Debug("timer tick not fired: another replica leads", "function", e.function, "schedule", e.spec, "scheduled", at)
+		s.log.Debug("timer tick not fired: another replica leads", e.attrs("scheduled", at)...)
 		return
 	}
 	st := e.state
@@ -243,7 +261,7 @@ func (s *Scheduler) tick(e *entry, at time.Time) {
 	// again.
 	if !at.After(st.last) && !st.last.After(e.sched.Next(at)) {
 		st.mu.Unlock()
-		s.log.Debug("timer tick already taken", "function", e.function, "schedule", e.spec, "scheduled", at)
+		s.log.Debug("timer tick already taken", e.attrs("scheduled", at)...)
 		return
 	}
 	st.last = at
@@ -260,18 +278,53 @@ func (s *Scheduler) tick(e *entry, at time.Time) {
 			level = slog.LevelWarn
 		}
 		s.log.Log(context.Background(), level, "timer tick skipped: the previous run of this schedule is still going",
-			"function", e.function, "schedule", e.spec, "scheduled", at)
+			e.attrs("scheduled", at)...)
 		return
 	}
 	st.running++
+	last := st.lastRun
+	st.lastRun = at
 	st.mu.Unlock()
-	go s.run(e, at)
+	go s.run(e, Tick{Scheduled: at, Last: last})
 }
 
-// run invokes the function for the tick at.
-func (s *Scheduler) run(e *entry, at time.Time) {
+// runOnStartup runs an app timer's function once as its timer starts
+// (runOnStartup), when this replica leads. The run counts for overlap like
+// any other.
+func (s *Scheduler) runOnStartup(e *entry) {
+	now := s.now()
+	if !s.leads() {
+		s.log.Debug("timer run on startup not fired: another replica leads", e.attrs()...)
+		return
+	}
+	st := e.state
+	st.mu.Lock()
+	st.running++
+	last := st.lastRun
+	st.lastRun = now
+	st.mu.Unlock()
+	s.log.Info("timer runs on startup", e.attrs()...)
+	go s.run(e, Tick{Scheduled: now, Last: last, Startup: true})
+}
+
+// attrs are the log attributes naming e, then more.
+func (e *entry) attrs(more ...any) []any {
+	a := []any{"function", e.function}
+	if e.app != "" {
+		a = append(a, "app", e.app)
+	}
+	return append(append(a, "schedule", e.spec), more...)
+}
+
+// run invokes the function for tick t.
+func (s *Scheduler) run(e *entry, t Tick) {
+	at := t.Scheduled
 	req := &invoke.Request{ID: invoke.NewID(), Function: e.function, Trigger: invoke.TriggerTimer, Timestamp: at, Payload: e.payload}
-	s.log.Debug("timer fired", "function", e.function, "schedule", e.spec, "scheduled", at, "invocation", req.ID)
+	if e.app != "" {
+		req.App = e.app
+		req.Payload = e.info(t)
+	}
+	s.log.Debug("timer fired", e.attrs("scheduled", at, "invocation", req.ID)...)
 	_, err := s.inv.Invoke(context.Background(), req)
 	st := e.state
 	st.mu.Lock()
@@ -282,9 +335,9 @@ func (s *Scheduler) run(e *entry, at time.Time) {
 	}
 	st.mu.Unlock()
 	if err != nil {
-		s.log.Error("timer invocation failed", "function", e.function, "schedule", e.spec, "scheduled", at, "invocation", req.ID, "error", err)
+		s.log.Error("timer invocation failed", e.attrs("scheduled", at, "invocation", req.ID, "error", err)...)
 	}
 	if skipped > 1 {
-		s.log.Info("timer ticks skipped while the run went on", "function", e.function, "schedule", e.spec, "scheduled", at, "skipped", skipped)
+		s.log.Info("timer ticks skipped while the run went on", e.attrs("scheduled", at, "skipped", skipped)...)
 	}
 }
