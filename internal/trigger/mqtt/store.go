@@ -98,13 +98,28 @@ type doom struct {
 // Store settings. Badger's defaults are sized for a database; these are for
 // the sessions of a broker: a few small records per message, most deleted
 // within milliseconds.
+//
+// A memtable is one Go allocation of about 1.3 times storeMemTable (badger's
+// skiplist arena), made when the store opens. An idle broker writes nothing
+// into it, so its pages stay untouched, but when the Go runtime places it
+// over memory the heap used before (the check at start, verify, opens and
+// closes a database of its own just before), it clears the whole arena and
+// every page of it becomes resident: with 16 MiB memtables that was 21 MiB
+// of an idle host's RSS in about one start in three (docs/performance.md).
+// At 1 MiB a memtable holds some 1,500 messages (each written and then
+// deleted) before badger flushes it to a table in the background.
 const (
-	storeMemTable     = 16 << 20 // bytes of one memtable
-	storeMemTables    = 2        // memtables held before writes wait for a flush
-	storeBlockCache   = 8 << 20  // bytes of cached table blocks
-	storeValueLogFile = 64 << 20 // bytes of one value log file
-	storeGCInterval   = 5 * time.Minute
-	storeDeleters     = 4 // goroutines deleting acknowledged messages
+	storeMemTable  = 1 << 20 // bytes of one memtable
+	storeMemTables = 2       // memtables held before writes wait for a flush
+	// storeValueThreshold: a record this size or larger (a message with a
+	// big payload) is written to the value log instead of the memtable,
+	// synchronously too. Badger requires it to be at most 15 % of
+	// storeMemTable.
+	storeValueThreshold = 64 << 10
+	storeBlockCache     = 8 << 20  // bytes of cached table blocks
+	storeValueLogFile   = 64 << 20 // bytes of one value log file
+	storeGCInterval     = 5 * time.Minute
+	storeDeleters       = 4 // goroutines deleting acknowledged messages
 	// storeLockFile, in the store's directory, is held (flock) by the polyfn
 	// process that has the store open, and names its pid.
 	storeLockFile = "polyfn.lock"
@@ -197,6 +212,7 @@ func (s *store) options() *badger.Options {
 		WithSyncWrites(true). // the message is on disk before its PUBACK
 		WithMetricsEnabled(false).
 		WithMemTableSize(storeMemTable).
+		WithValueThreshold(storeValueThreshold).
 		WithNumMemtables(storeMemTables).
 		WithBlockCacheSize(storeBlockCache).
 		WithValueLogFileSize(storeValueLogFile).
@@ -207,6 +223,18 @@ func (s *store) options() *badger.Options {
 
 // ID names the hook in mochi's log records.
 func (s *store) ID() string { return "mqtt-store" }
+
+// Provides is the badger hook's events but the $SYS information: mochi
+// gives it to the hook every second (OnSysInfoTick), the hook writes it
+// (an fsync a second, and a record a second into the memtable, idle or
+// not), and mochi reads it back only with its RestoreSysInfoOnRestart
+// compatibility option, which polyfn leaves off.
+func (s *store) Provides(b byte) bool {
+	if b == mochi.OnSysInfoTick || b == mochi.StoredSysInfo {
+		return false
+	}
+	return s.Hook.Provides(b)
+}
 
 // SetOpts gives the storage hook a logger that counts its errors.
 func (s *store) SetOpts(l *slog.Logger, o *mochi.HookOptions) {
