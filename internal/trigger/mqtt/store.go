@@ -127,7 +127,7 @@ type doom struct {
 // over memory the heap used before (the check at start, verify, opens and
 // closes a database of its own just before), it clears the whole arena and
 // every page of it becomes resident: with 16 MiB memtables that was 21 MiB
-// of an idle host's RSS in about one start in three (docs/performance.md).
+// of an idle host's RSS in some starts (docs/performance.md).
 // At 1 MiB a memtable holds some 1,500 messages (each written and then
 // deleted) before badger flushes it to a table in the background.
 const (
