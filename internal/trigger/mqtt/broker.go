@@ -63,9 +63,11 @@ func StartBroker(o BrokerOptions, log *slog.Logger) (*Broker, error) {
 		if st, err = openStore(o.Store, srv, brokerLog); err != nil {
 			return nil, err
 		}
-		if err := st.verify(); err != nil {
-			st.lock.Close()
-			return nil, unreadable(o.Store, err)
+		if !st.lazy {
+			if err := st.verify(); err != nil {
+				st.lock.Close()
+				return nil, unreadable(o.Store, err)
+			}
 		}
 		if err := srv.AddHook(st, st.options()); err != nil {
 			st.lock.Close()

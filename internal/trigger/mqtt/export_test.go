@@ -52,4 +52,13 @@ func keys[V any](m map[string]V) map[string]struct{} {
 
 // BreakStore closes the database of the broker's store under it: every
 // write fails from then on.
-func BreakStore(b *Broker) { _ = b.store.Hook.Stop() }
+func BreakStore(b *Broker) {
+	b.store.open()
+	_ = b.store.Hook.Stop()
+}
+
+// StoreOpen reports whether the database of the broker's store is open.
+func StoreOpen(b *Broker) bool { return b.store.isOpen.Load() }
+
+// MemTableFor is the memtable size the store in dir opens with.
+func MemTableFor(dir string) int64 { return memTableFor(dir) }

@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == "fn" {
 		polyfn.Start(handler)
 	}
+	if os.Getenv(roleEnv) == "killed-store" {
+		killedStore(os.Getenv("DIR"))
+	}
 	os.Exit(m.Run())
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -54,12 +55,33 @@ import (
 //     reconnecting, polyfn's trigger after a restart), mochi drops the old
 //     connection's messages (OnQosDropped) after giving them to the new one,
 //     whose records have the same keys: they are kept.
+//
+// A store whose directory holds no database yet (a new state directory,
+// or a broker no client ever connected to) opens its database at the
+// first write (open): the first client's connection, subscription,
+// retained message or QoS message, which waits for it. Until then the
+// broker has nothing to persist and the host holds none of badger's memory
+// (its memtable, caches and goroutines); deletions of what was never
+// written do nothing. A store that holds a database opens it at start, to
+// read it back.
 type store struct {
 	*badger.Hook
 	dir  string
 	lock *os.File
 	srv  *mochi.Server
 	log  *slog.Logger
+
+	// lazy is set when the directory held no database at start: the
+	// database opens at the first write. opts are the hook's options, kept
+	// by Init for open.
+	lazy bool
+	opts *badger.Options
+	// isOpen is set once the database is open; openMu serialises opening
+	// it, and closed (under openMu) is set by Stop, after which it does
+	// not open.
+	isOpen atomic.Bool
+	openMu sync.Mutex
+	closed bool
 
 	// failures counts the errors the storage hook reported, and lastFailure
 	// is the latest. mochi's storage hooks report a failed write only by
@@ -98,13 +120,28 @@ type doom struct {
 // Store settings. Badger's defaults are sized for a database; these are for
 // the sessions of a broker: a few small records per message, most deleted
 // within milliseconds.
+//
+// A memtable is one Go allocation of about 1.3 times storeMemTable (badger's
+// skiplist arena), made when the store opens. An idle broker writes nothing
+// into it, so its pages stay untouched, but when the Go runtime places it
+// over memory the heap used before (the check at start, verify, opens and
+// closes a database of its own just before), it clears the whole arena and
+// every page of it becomes resident: with 16 MiB memtables that was 21 MiB
+// of an idle host's RSS in some starts (docs/performance.md).
+// At 1 MiB a memtable holds some 1,500 messages (each written and then
+// deleted) before badger flushes it to a table in the background.
 const (
-	storeMemTable     = 16 << 20 // bytes of one memtable
-	storeMemTables    = 2        // memtables held before writes wait for a flush
-	storeBlockCache   = 8 << 20  // bytes of cached table blocks
-	storeValueLogFile = 64 << 20 // bytes of one value log file
-	storeGCInterval   = 5 * time.Minute
-	storeDeleters     = 4 // goroutines deleting acknowledged messages
+	storeMemTable  = 1 << 20 // bytes of one memtable
+	storeMemTables = 2       // memtables held before writes wait for a flush
+	// storeValueThreshold: a record this size or larger (a message with a
+	// big payload) is written to the value log instead of the memtable,
+	// synchronously too. Badger requires it to be at most 15 % of
+	// storeMemTable.
+	storeValueThreshold = 64 << 10
+	storeBlockCache     = 8 << 20  // bytes of cached table blocks
+	storeValueLogFile   = 64 << 20 // bytes of one value log file
+	storeGCInterval     = 5 * time.Minute
+	storeDeleters       = 4 // goroutines deleting acknowledged messages
 	// storeLockFile, in the store's directory, is held (flock) by the polyfn
 	// process that has the store open, and names its pid.
 	storeLockFile = "polyfn.lock"
@@ -124,10 +161,30 @@ func openStore(dir string, srv *mochi.Server, log *slog.Logger) (*store, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &store{Hook: new(badger.Hook), dir: dir, lock: lock, srv: srv, log: log,
+	empty, err := holdsNothing(dir)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("mqtt store: %w", err)
+	}
+	s := &store{Hook: new(badger.Hook), dir: dir, lock: lock, srv: srv, log: log, lazy: empty,
 		stored: map[string]struct{}{}, doomed: map[string]doom{}, deleting: map[string]bool{}}
 	s.changed = sync.NewCond(&s.mu)
 	return s, nil
+}
+
+// holdsNothing reports whether dir holds no file but the store's lock file:
+// no database was ever opened there.
+func holdsNothing(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.Name() != storeLockFile {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // lockStore takes the store's lock file: an exclusive flock held until the
@@ -196,7 +253,8 @@ func (s *store) options() *badger.Options {
 	o := badgerdb.DefaultOptions(s.dir).
 		WithSyncWrites(true). // the message is on disk before its PUBACK
 		WithMetricsEnabled(false).
-		WithMemTableSize(storeMemTable).
+		WithMemTableSize(memTableFor(s.dir)).
+		WithValueThreshold(storeValueThreshold).
 		WithNumMemtables(storeMemTables).
 		WithBlockCacheSize(storeBlockCache).
 		WithValueLogFileSize(storeValueLogFile).
@@ -205,18 +263,79 @@ func (s *store) options() *badger.Options {
 	return &badger.Options{Path: s.dir, Options: &o, GcInterval: int64(storeGCInterval / time.Second)}
 }
 
+// memTableFor is the memtable size to open the database in dir with:
+// storeMemTable, or more when dir holds a memtable that a process with
+// larger memtables (polyfn before they were 1 MiB: 16 MiB) left unflushed,
+// being killed. Badger replays each such memtable (*.mem) into one of the
+// size it opens with, and panics when it does not fit. A memtable file is
+// twice its memtable's size; one that holds no record is deleted at open.
+func memTableFor(dir string) int64 {
+	size := int64(storeMemTable)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && st.Size()/2 > size && holdsRecords(f) {
+			size = st.Size() / 2
+		}
+	}
+	return size
+}
+
+// holdsRecords reports whether the memtable file at path holds a record:
+// badger writes them one after the other after a 20-byte header, into a
+// file of zeros. When it cannot tell, it says yes.
+func holdsRecords(path string) bool {
+	const header = 20
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	b := make([]byte, 64)
+	n, err := f.ReadAt(b, header)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return true
+	}
+	for _, c := range b[:n] {
+		if c != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // ID names the hook in mochi's log records.
 func (s *store) ID() string { return "mqtt-store" }
+
+// Provides is the badger hook's events but the $SYS information: mochi
+// gives it to the hook every second (OnSysInfoTick), the hook writes it
+// (an fsync a second, and a record a second into the memtable, idle or
+// not), and mochi reads it back only with its RestoreSysInfoOnRestart
+// compatibility option, which polyfn leaves off.
+func (s *store) Provides(b byte) bool {
+	if b == mochi.OnSysInfoTick || b == mochi.StoredSysInfo {
+		return false
+	}
+	return s.Hook.Provides(b)
+}
 
 // SetOpts gives the storage hook a logger that counts its errors.
 func (s *store) SetOpts(l *slog.Logger, o *mochi.HookOptions) {
 	s.Hook.SetOpts(slog.New(countErrors{h: l.Handler(), n: &s.failures, last: &s.lastFailure}), o)
 }
 
-// Init opens the database and starts the deleters.
+// Init opens the database, unless the store is lazy, and starts the
+// deleters.
 func (s *store) Init(config any) error {
-	if err := s.Hook.Init(config); err != nil {
-		return err
+	o, ok := config.(*badger.Options)
+	if !ok {
+		return mochi.ErrInvalidConfigType
+	}
+	s.opts = o
+	if !s.lazy {
+		if err := s.Hook.Init(o); err != nil {
+			return err
+		}
+		s.isOpen.Store(true)
 	}
 	for range storeDeleters {
 		s.deleters.Add(1)
@@ -233,9 +352,102 @@ func (s *store) Stop() error {
 	s.changed.Broadcast()
 	s.mu.Unlock()
 	s.deleters.Wait()
-	err := s.Hook.Stop()
+	s.openMu.Lock()
+	s.closed = true
+	s.openMu.Unlock()
+	var err error
+	if s.isOpen.Load() {
+		err = s.Hook.Stop()
+	}
 	s.lock.Close()
 	return err
+}
+
+// open opens the database if it is not open yet, and reports whether it is
+// open. An error is logged at level error, through the hook's logger, so
+// that it counts as a failed write (a QoS message is refused).
+func (s *store) open() bool {
+	if s.isOpen.Load() {
+		return true
+	}
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.isOpen.Load() {
+		return true
+	}
+	if s.closed {
+		s.Hook.Log.Error("mqtt store: written after it was closed", "store", s.dir)
+		return false
+	}
+	if err := s.Hook.Init(s.opts); err != nil {
+		s.Hook.Log.Error("mqtt store: cannot open the database", "store", s.dir, "error", err)
+		return false
+	}
+	s.isOpen.Store(true)
+	return true
+}
+
+// opened reports whether the database is open, after an opening under way.
+// A deletion on a store that is not open has nothing to delete.
+func (s *store) opened() bool {
+	if s.isOpen.Load() {
+		return true
+	}
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	return s.isOpen.Load()
+}
+
+// The events that write open the database first.
+
+func (s *store) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	if s.open() {
+		s.Hook.OnSessionEstablished(cl, pk)
+	}
+}
+
+func (s *store) OnWillSent(cl *mochi.Client, pk packets.Packet) {
+	if s.open() {
+		s.Hook.OnWillSent(cl, pk)
+	}
+}
+
+func (s *store) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	if s.open() {
+		s.Hook.OnDisconnect(cl, err, expire)
+	}
+}
+
+func (s *store) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCodes []byte) {
+	if s.open() {
+		s.Hook.OnSubscribed(cl, pk, reasonCodes)
+	}
+}
+
+func (s *store) OnRetainMessage(cl *mochi.Client, pk packets.Packet, r int64) {
+	if s.open() {
+		s.Hook.OnRetainMessage(cl, pk, r)
+	}
+}
+
+// The events that only delete do nothing on a store that is not open.
+
+func (s *store) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
+	if s.opened() {
+		s.Hook.OnUnsubscribed(cl, pk)
+	}
+}
+
+func (s *store) OnClientExpired(cl *mochi.Client) {
+	if s.opened() {
+		s.Hook.OnClientExpired(cl)
+	}
+}
+
+func (s *store) OnRetainedExpired(filter string) {
+	if s.opened() {
+		s.Hook.OnRetainedExpired(filter)
+	}
 }
 
 // OnQosPublish stores a message a session holds, unless it is stored
@@ -258,6 +470,9 @@ func (s *store) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, re
 	}
 	s.mu.Unlock()
 	failures := s.failures.Load()
+	if !s.open() {
+		return
+	}
 	s.Hook.OnQosPublish(cl, pk, sent, resends)
 	if s.failures.Load() == failures {
 		s.mu.Lock()
@@ -325,8 +540,11 @@ func (s *store) delete() {
 // whether an MQTT 5 session expiry was given, without which a restored
 // session would never expire: a session with an expiry had one.
 func (s *store) StoredClients() ([]storage.Client, error) {
-	v, err := s.Hook.StoredClients()
 	s.sessions = map[string]bool{}
+	if !s.isOpen.Load() {
+		return nil, nil // lazy: nothing stored
+	}
+	v, err := s.Hook.StoredClients()
 	for i := range v {
 		c := &v[i]
 		if c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval > 0 {
@@ -344,6 +562,9 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 // StoredSubscriptions returns the stored subscriptions of the restored
 // sessions and deletes the others.
 func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
+	if !s.isOpen.Load() {
+		return nil, nil
+	}
 	v, err := s.Hook.StoredSubscriptions()
 	if err != nil || s.sessions == nil {
 		return v, err
@@ -362,6 +583,9 @@ func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
 // StoredInflightMessages returns the stored messages of the restored
 // sessions, notes their keys, and deletes the others.
 func (s *store) StoredInflightMessages() ([]storage.Message, error) {
+	if !s.isOpen.Load() {
+		return nil, nil
+	}
 	v, err := s.Hook.StoredInflightMessages()
 	if err != nil {
 		return v, err
@@ -380,6 +604,14 @@ func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 	}
 	s.mu.Unlock()
 	return kept, nil
+}
+
+// StoredRetainedMessages returns the stored retained messages.
+func (s *store) StoredRetainedMessages() ([]storage.Message, error) {
+	if !s.isOpen.Load() {
+		return nil, nil
+	}
+	return s.Hook.StoredRetainedMessages()
 }
 
 func storeKey(client string, id uint16) string {
