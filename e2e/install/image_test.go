@@ -73,12 +73,12 @@ func snapshot(t *testing.T, roots ...string) string {
 
 // testImage runs the final stage of the Dockerfile against the installed
 // prefix, in a temporary root standing for the image's file system: the
-// examples copied to ROOT/app, the config rendered for the pod, the
-// functions' dependencies built into the build cache, which is then made
-// read-only; then the host serves from there as the container would. The
-// functions answer, readiness and the HEALTHCHECK's request succeed on the
-// admin listener, and serving wrote nothing to the build cache or the
-// code.
+// examples (and two functions with dependencies) copied to ROOT/app, the
+// config rendered for the pod, the functions' dependencies built into the
+// build cache, which is then made read-only; then the host serves from
+// there as the container would. The functions answer, readiness and the
+// HEALTHCHECK's request succeed on the admin listener, no installer runs,
+// and serving wrote nothing to the build cache or the code.
 func testImage(t *testing.T, repo, prefix string) {
 	df, err := os.ReadFile(filepath.Join(repo, "Dockerfile"))
 	if err != nil {
@@ -102,8 +102,47 @@ func testImage(t *testing.T, repo, prefix string) {
 			t.Fatal(err)
 		}
 	}
-	// COPY ${APP} /app, with APP=examples.
+	// COPY ${APP} /app, with APP=examples, to which a Python and a
+	// Node.js function with a dependency each are added: their builds are
+	// what the host could otherwise write at start (the package
+	// environment, the codedir's node_modules link, the memos).
 	run(t, repo, os.Environ(), "cp", "-R", filepath.Join(repo, "examples"), img("/app"))
+	yml, err := os.ReadFile(img("/app/polyfn.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The examples' functions list is the file's last section.
+	write(t, img("/app/polyfn.yaml"), string(yml)+`
+  - name: deps-python
+    auth: anonymous
+    runtime: python3
+    handler: main.handler
+    codedir: ./functions/deps-python
+
+  - name: deps-node
+    auth: anonymous
+    runtime: node
+    handler: index.handler
+    codedir: ./functions/deps-node
+`)
+	for _, d := range []string{"deps-python", "deps-node"} {
+		if err := os.Mkdir(img("/app/functions/"+d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, img("/app/functions/deps-python/requirements.txt"), "six\n")
+	write(t, img("/app/functions/deps-python/main.py"), `import six
+
+
+def handler(event, context):
+    return {"six": six.__version__, "name": event["name"]}
+`)
+	write(t, img("/app/functions/deps-node/package.json"), `{"name": "deps-node", "version": "1.0.0", "dependencies": {"ms": "2.1.3"}}`)
+	write(t, img("/app/functions/deps-node/index.js"), `'use strict';
+const ms = require('ms');
+
+exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name });
+`)
 	// ENV: PATH, HOME, XDG_CACHE_HOME as the Dockerfile sets them. The Go
 	// module and build caches are the test environment's, so that the
 	// example's dependencies are not fetched and compiled again.
@@ -134,11 +173,10 @@ func testImage(t *testing.T, repo, prefix string) {
 	write(t, cfg, pod)
 	// && polyfn build -c /etc/polyfn/polyfn.yaml
 	out := run(t, img("/app"), env, "polyfn", "build", "-c", cfg)
-	if !strings.Contains(out, "hello-go") {
-		t.Errorf("polyfn build did not build hello-go:\n%s", out)
-	}
-	if ents, err := os.ReadDir(img("/opt/polyfn/build/go")); err != nil || len(ents) == 0 {
-		t.Fatalf("nothing in the build cache %s: %v", img("/opt/polyfn/build/go"), err)
+	for _, kind := range []string{"go", "python", "node"} {
+		if ents, err := os.ReadDir(img("/opt/polyfn/build/" + kind)); err != nil || len(ents) == 0 {
+			t.Errorf("no %s build in the build cache %s (%v):\n%s", kind, img("/opt/polyfn/build"), err, out)
+		}
 	}
 	// The pod's root file system is read-only.
 	run(t, root, env, "chmod", "-R", "a-w", img("/opt/polyfn/build"), img("/app"))
@@ -185,10 +223,16 @@ func testImage(t *testing.T, repo, prefix string) {
 		t.Errorf("the HEALTHCHECK failed: %v\n%s", err, out)
 	}
 	base := "http://" + listen
-	for _, fn := range []string{"sayhi", "hello-node", "hello-go"} {
-		status, body, err := post(base, fn, `{"name":"polyfn"}`)
-		if err != nil || status != 200 || !strings.Contains(body, "Hello, polyfn!") {
-			t.Errorf("%s: got %d %s (%v)", fn, status, body, err)
+	for _, c := range []struct{ fn, want string }{
+		{"sayhi", "Hello, polyfn!"},
+		{"hello-node", "Hello, polyfn!"},
+		{"hello-go", "Hello, polyfn!"},
+		{"deps-python", `"six": "1.`},
+		{"deps-node", `{"twoDays":172800000,"name":"polyfn"}`},
+	} {
+		status, body, err := post(base, c.fn, `{"name":"polyfn"}`)
+		if err != nil || status != 200 || !strings.Contains(body, c.want) {
+			t.Errorf("%s: got %d %s (%v), want a body with %s", c.fn, status, body, err, c.want)
 		}
 	}
 	if !strings.Contains(logs.String(), "installers_run=0") {
