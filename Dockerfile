@@ -4,10 +4,12 @@
 # the Go toolchain (Go functions are checked against it at start), and one config's functions
 # with their dependencies built in. docs/deploy.md walks through it:
 #
-#   docker build -t registry.example/team/polyfn:1.0 .                      # examples/
-#   docker build --build-arg APP=path/to/project -t registry.example/team/polyfn:1.0 .
+#   docker build -t registry.example/team/polyfn:1.0 .            # serves examples/
+#   docker build --build-context app=path/to/project -t registry.example/team/polyfn:1.0 .
 #
-# APP is a directory of the build context holding polyfn.yaml and the functions' code.
+# The build context is polyfn's source; the functions come from the stage named app, by default
+# examples/, replaced by a directory of yours (holding polyfn.yaml and the functions' code)
+# with --build-context app=DIR (BuildKit, docker's default builder).
 #
 # Each step is a command that `make test` runs too (e2e/install, TestInstalledLayout/image):
 # make install into a prefix, polyfn kube --pod-config, polyfn build, polyfn serve from the
@@ -18,6 +20,10 @@ ARG NODE_IMAGE=node:22-bookworm-slim
 ARG GO_IMAGE=golang:1.26-bookworm
 
 FROM ${GO_IMAGE} AS go
+
+# The config's directory: polyfn.yaml and the functions' code.
+FROM scratch AS app
+COPY examples/ /
 
 # What both stages share: Debian's python3 (the runtime's virtualenv links to /usr/bin/python3,
 # so the stage that makes it and the one that runs it must have the same), node and npm from
@@ -39,12 +45,12 @@ COPY . .
 RUN make install PREFIX=/opt/polyfn TAGS=kubernetes
 
 FROM base
-ARG APP=examples
+COPY --from=build /opt/polyfn /opt/polyfn
+# The user the host runs as (the pod's runAsUser); it owns what the image build writes.
 RUN groupadd -g 10001 polyfn \
  && useradd -u 10001 -g 10001 -M -d /tmp -s /usr/sbin/nologin polyfn \
  && install -d -o 10001 -g 10001 /etc/polyfn /opt/polyfn/build /var/lib/polyfn /var/cache/polyfn
-COPY --from=build /opt/polyfn /opt/polyfn
-COPY --chown=10001:10001 ${APP} /app
+COPY --from=app --chown=10001:10001 / /app
 # The environment the pod gives the host (polyfn kube): the build's memos of what go env and
 # the interpreters said are keyed by it, so that the pod finds the image's builds fresh.
 ENV HOME=/tmp XDG_CACHE_HOME=/var/cache/polyfn

@@ -23,7 +23,8 @@ import (
 // them in the Dockerfile fails the test until it runs the new one.
 var dockerfileSteps = []string{
 	"RUN make install PREFIX=/opt/polyfn TAGS=kubernetes",
-	"COPY --chown=10001:10001 ${APP} /app",
+	"FROM scratch AS app\nCOPY examples/ /\n",
+	"COPY --from=app --chown=10001:10001 / /app",
 	"ENV HOME=/tmp XDG_CACHE_HOME=/var/cache/polyfn",
 	"USER 10001:10001",
 	"RUN polyfn kube -c /app/polyfn.yaml --pod-config > /etc/polyfn/polyfn.yaml \\\n && polyfn build -c /etc/polyfn/polyfn.yaml \\",
@@ -102,7 +103,7 @@ func testImage(t *testing.T, repo, prefix string) {
 			t.Fatal(err)
 		}
 	}
-	// COPY ${APP} /app, with APP=examples, to which a Python and a
+	// COPY --from=app / /app, the app stage holding examples/, to which a Python and a
 	// Node.js function with a dependency each are added: their builds are
 	// what the host could otherwise write at start (the package
 	// environment, the codedir's node_modules link, the memos).
