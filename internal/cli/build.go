@@ -23,10 +23,11 @@ func buildCmd() *cobra.Command {
 	var parallel int
 	cmd := &cobra.Command{
 		Use:   "build -c FILE",
-		Short: "Build every function's dependencies into the state directory's cache, ahead of serve",
-		Long: "Build every function's dependencies into the state directory's cache: Python\n" +
-			"requirements, Node.js packages, Go binaries. serve builds what is missing at start;\n" +
-			"build does it ahead of time (for images and CI). Exits 1 if a build failed.",
+		Short: "Build every function's dependencies into the build cache, ahead of serve",
+		Long: "Build every function's dependencies into the build cache (build.dir, by default\n" +
+			"STATE_DIR/build): Python requirements, Node.js packages, Go binaries. serve builds\n" +
+			"what is missing at start; build does it ahead of time (for images and CI). Exits 1\n" +
+			"if a build failed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
@@ -65,7 +66,7 @@ func buildCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: builds are cached under STATE_DIR/build (overrides state_dir)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: builds are cached under STATE_DIR/build unless build.dir is set (overrides state_dir)")
 	cmd.Flags().IntVar(&parallel, "parallel", build.DefaultParallel, "functions built at once")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the builds' log records (none unless set): debug, info, warn, error")
