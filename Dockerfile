@@ -59,9 +59,11 @@ WORKDIR /app
 # The config as the pod reads it (the ConfigMap polyfn kube renders holds the same text):
 # code under /app, the build cache in /opt/polyfn/build (build.dir; outside the state
 # directory, which is an emptyDir in the pod), the admin listener on 0.0.0.0:9180. Then the
-# functions' dependencies, built with it; the installers' caches are not kept.
-RUN polyfn kube -c /app/polyfn.yaml --pod-config > /etc/polyfn/polyfn.yaml \
- && polyfn build -c /etc/polyfn/polyfn.yaml \
+# functions' dependencies, built with it; the installers' caches are not kept. The image has
+# no secrets: the values the config reads from the environment and files are not read here
+# (--without-secrets), but in the pod (the Secrets polyfn kube names) or the container.
+RUN polyfn kube -c /app/polyfn.yaml --pod-config --without-secrets > /etc/polyfn/polyfn.yaml \
+ && polyfn build -c /etc/polyfn/polyfn.yaml --without-secrets \
  && rm -rf /tmp/* /tmp/.[!.]* /var/cache/polyfn/*
 EXPOSE 8080 9180
 # Liveness on the admin listener, asked with the Node.js runtime's interpreter (no curl here).

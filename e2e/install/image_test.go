@@ -27,7 +27,7 @@ var dockerfileSteps = []string{
 	"COPY --from=app --chown=10001:10001 / /app",
 	"ENV HOME=/tmp XDG_CACHE_HOME=/var/cache/polyfn",
 	"USER 10001:10001",
-	"RUN polyfn kube -c /app/polyfn.yaml --pod-config > /etc/polyfn/polyfn.yaml \\\n && polyfn build -c /etc/polyfn/polyfn.yaml \\",
+	"RUN polyfn kube -c /app/polyfn.yaml --pod-config --without-secrets > /etc/polyfn/polyfn.yaml \\\n && polyfn build -c /etc/polyfn/polyfn.yaml --without-secrets \\",
 	`ENTRYPOINT ["polyfn"]`,
 	`CMD ["serve", "-c", "/etc/polyfn/polyfn.yaml"]`,
 }
@@ -98,15 +98,17 @@ func testImage(t *testing.T, repo, prefix string) {
 	// The image's paths, under root.
 	root := tempDir(t)
 	img := func(p string) string { return filepath.Join(root, p) }
-	for _, d := range []string{"/etc/polyfn", "/opt/polyfn/build", "/var/lib/polyfn", "/var/cache/polyfn", "/tmp"} {
+	for _, d := range []string{"/etc/polyfn/secrets", "/opt/polyfn/build", "/var/lib/polyfn", "/var/cache/polyfn", "/tmp"} {
 		if err := os.MkdirAll(img(d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// COPY --from=app / /app, the app stage holding examples/, to which a Python and a
-	// Node.js function with a dependency each are added: their builds are
-	// what the host could otherwise write at start (the package
-	// environment, the codedir's node_modules link, the memos).
+	// COPY --from=app / /app, the app stage holding examples/, to which a
+	// Python and a Node.js function with a dependency each are added: their
+	// builds are what the host could otherwise write at start (the package
+	// environment, the codedir's node_modules link, the memos). The Python
+	// one reads a file, an env_from source and a variable the image build
+	// does not have (the files are not in /app).
 	run(t, repo, os.Environ(), "cp", "-R", filepath.Join(repo, "examples"), img("/app"))
 	yml, err := os.ReadFile(img("/app/polyfn.yaml"))
 	if err != nil {
@@ -119,6 +121,10 @@ func testImage(t *testing.T, repo, prefix string) {
     runtime: python3
     handler: main.handler
     codedir: ./functions/deps-python
+    env:
+      TOKEN: ${file:secrets/token}
+      WHO: ${POLYFN_IMAGE_TEST_WHO}
+    env_from: [secrets/db.env]
 
   - name: deps-node
     auth: anonymous
@@ -132,11 +138,14 @@ func testImage(t *testing.T, repo, prefix string) {
 		}
 	}
 	write(t, img("/app/functions/deps-python/requirements.txt"), "six\n")
-	write(t, img("/app/functions/deps-python/main.py"), `import six
+	write(t, img("/app/functions/deps-python/main.py"), `import os
+
+import six
 
 
 def handler(event, context):
-    return {"six": six.__version__, "name": event["name"]}
+    env = {k: os.environ.get(k) for k in ("TOKEN", "DB_USER", "WHO")}
+    return {"six": six.__version__, "name": event["name"], "env": env}
 `)
 	write(t, img("/app/functions/deps-node/package.json"), `{"name": "deps-node", "version": "1.0.0", "dependencies": {"ms": "2.1.3"}}`)
 	write(t, img("/app/functions/deps-node/index.js"), `'use strict';
@@ -158,7 +167,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 	// absolute paths are the image's, mapped under root here, and the
 	// external broker of the MQTT rule is a loopback port nothing listens
 	// on (the host retries it; nothing else is reached).
-	pod := run(t, img("/app"), env, "polyfn", "kube", "-c", img("/app/polyfn.yaml"), "--pod-config")
+	pod := run(t, img("/app"), env, "polyfn", "kube", "-c", img("/app/polyfn.yaml"), "--pod-config", "--without-secrets")
 	for _, want := range []string{"codedir: /app/functions/sayhi", "build:\n  dir: /opt/polyfn/build", "admin:\n  listen: 0.0.0.0:9180", "state_dir: /var/lib/polyfn", "broker: tcp://mqtt:1883"} {
 		if !strings.Contains(pod, want) {
 			t.Errorf("the pod's config lacks %q:\n%s", want, pod)
@@ -169,11 +178,12 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 		" /opt/polyfn/build", " "+img("/opt/polyfn/build"),
 		" /var/lib/polyfn", " "+img("/var/lib/polyfn"),
 		"tcp://mqtt:1883", "tcp://"+freeAddr(t),
+		"/etc/polyfn/secrets/", img("/etc/polyfn/secrets")+"/",
 	).Replace(pod)
 	cfg := img("/etc/polyfn/polyfn.yaml")
 	write(t, cfg, pod)
 	// && polyfn build -c /etc/polyfn/polyfn.yaml
-	out := run(t, img("/app"), env, "polyfn", "build", "-c", cfg)
+	out := run(t, img("/app"), env, "polyfn", "build", "-c", cfg, "--without-secrets")
 	for _, kind := range []string{"go", "python", "node"} {
 		if ents, err := os.ReadDir(img("/opt/polyfn/build/" + kind)); err != nil || len(ents) == 0 {
 			t.Errorf("no %s build in the build cache %s (%v):\n%s", kind, img("/opt/polyfn/build"), err, out)
@@ -187,10 +197,14 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 	// ENTRYPOINT polyfn, CMD serve -c /etc/polyfn/polyfn.yaml; the
 	// listeners on loopback ports instead of all addresses.
 	listen, admin := freeAddr(t), freeAddr(t)
+	// The values the image build did not read: the Secret mounted at
+	// /etc/polyfn/secrets and the variable, as the pod has them.
+	write(t, img("/etc/polyfn/secrets/file.secrets_token"), "t0ken\n")
+	write(t, img("/etc/polyfn/secrets/env.secrets_db.env"), "DB_USER=alice\n")
 	cmd := exec.Command("polyfn", "serve", "-c", cfg, "--listen", listen, "--admin-listen", admin)
 	cmd.Dir = img("/app")
 	logs := &hosttest.SyncBuffer{}
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(env, "POLYFN_IMAGE_TEST_WHO=bob"), logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -228,7 +242,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 		{"sayhi", "Hello, polyfn!"},
 		{"hello-node", "Hello, polyfn!"},
 		{"hello-go", "Hello, polyfn!"},
-		{"deps-python", `"six": "1.`},
+		{"deps-python", `"env": {"TOKEN": "t0ken", "DB_USER": "alice", "WHO": "bob"}`},
 		{"deps-node", `{"twoDays":172800000,"name":"polyfn"}`},
 	} {
 		status, body, err := post(base, c.fn, `{"name":"polyfn"}`)

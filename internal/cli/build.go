@@ -21,6 +21,7 @@ import (
 func buildCmd() *cobra.Command {
 	var file, stateDir, logFormat, logLevel string
 	var parallel int
+	var withoutSecrets bool
 	cmd := &cobra.Command{
 		Use:   "build -c FILE",
 		Short: "Build every function's dependencies into the build cache, ahead of serve",
@@ -34,7 +35,7 @@ func buildCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, err := config.Load(file)
+			cfg, err := config.LoadWith(file, config.LoadOptions{WithoutSecrets: withoutSecrets})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -68,6 +69,7 @@ func buildCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: builds are cached under STATE_DIR/build unless build.dir is set (overrides state_dir)")
 	cmd.Flags().IntVar(&parallel, "parallel", build.DefaultParallel, "functions built at once")
+	cmd.Flags().BoolVar(&withoutSecrets, "without-secrets", false, "read none of the values the config takes from the environment and files (${VAR}, ${file:PATH}, env_from, keys, TLS files): for image builds, which have no secrets")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the builds' log records (none unless set): debug, info, warn, error")
 	return cmd
