@@ -121,8 +121,9 @@ for arch in $ARCHES; do
 
 	cp README.md LICENSE CHANGELOG.md "$root/"
 	git ls-files -z docs examples | xargs -0 cp --parents -t "$root"
-	# In the repository the Go example is part of polyfn's module; unpacked, it is a module
-	# of its own, as `polyfn new` writes one (polyfn supplies the SDK when it builds it).
+	# The Go example is a module of its own; in the repository its go.mod points at the
+	# checkout's SDK, unpacked at none, as `polyfn new` writes one without an SDK (polyfn
+	# supplies the SDK when it builds it).
 	printf 'module hello-go\n\ngo 1.24\n\nrequire github.com/polyfn/polyfn/sdk/go v0.0.0\n' \
 		>"$root/examples/functions/hello-go/go.mod"
 

@@ -140,7 +140,8 @@ func TestInstalledLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := filepath.Join(tempDir(t), "prefix")
-	run(t, repo, os.Environ(), "make", "--no-print-directory", "install", "PREFIX="+prefix)
+	// The Dockerfile's command (image_test.go), into a temporary prefix.
+	run(t, repo, os.Environ(), "make", "--no-print-directory", "install", "PREFIX="+prefix, "TAGS=kubernetes")
 	// The SDK's third-party dependencies come through the environment's
 	// module proxy, before it is switched off for the rest.
 	run(t, filepath.Join(repo, "sdk", "go"), os.Environ(), runtimes.GoTool(), "mod", "download")
@@ -174,6 +175,8 @@ func TestInstalledLayout(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("image", func(t *testing.T) { testImage(t, repo, prefix) })
 
 	proj := filepath.Join(tempDir(t), "project")
 	t.Run("init and new", func(t *testing.T) {

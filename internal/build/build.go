@@ -1,9 +1,9 @@
 // Package build makes each function's dependencies ready before the
 // function takes traffic: a Python function's requirements installed into
 // an environment of its own, a Node.js function's packages, a Go function's
-// binary. Results are cached under the state directory (StateDir/build),
-// keyed by their inputs, shared by functions with the same inputs, and
-// rebuilt only when an input changes. A build never changes anything
+// binary. Results are cached in the build directory (build.dir, by default
+// StateDir/build), keyed by their inputs, shared by functions with the same
+// inputs, and rebuilt only when an input changes. A build never changes anything
 // outside its own cache entry (Node.js aside: a function's codedir gets a
 // node_modules link to its entry, see node.go).
 package build
@@ -105,7 +105,7 @@ type Event struct {
 
 // Options configure a Builder.
 type Options struct {
-	// Dir is the cache directory (StateDir/build).
+	// Dir is the cache directory (Dir(cfg)).
 	Dir string
 	// Parallel bounds the builds run at once. Zero means DefaultParallel.
 	Parallel int
@@ -144,9 +144,13 @@ func New(o Options) *Builder {
 	return &Builder{o: o, gb: gobuild.New(filepath.Join(o.Dir, "go")), locks: map[string]*sync.Mutex{}}
 }
 
-// Dir returns the cache directory of cfg: StateDir/build, or the user's
-// cache directory when there is no state directory.
+// Dir returns the cache directory of cfg: build.dir when set, else
+// StateDir/build, or the user's cache directory when there is no state
+// directory.
 func Dir(cfg *config.Config) string {
+	if cfg.Build.Dir != "" {
+		return cfg.Build.Dir
+	}
 	if cfg.StateDir != "" {
 		return filepath.Join(cfg.StateDir, "build")
 	}

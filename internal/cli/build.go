@@ -21,19 +21,21 @@ import (
 func buildCmd() *cobra.Command {
 	var file, stateDir, logFormat, logLevel string
 	var parallel int
+	var withoutSecrets bool
 	cmd := &cobra.Command{
 		Use:   "build -c FILE",
-		Short: "Build every function's dependencies into the state directory's cache, ahead of serve",
-		Long: "Build every function's dependencies into the state directory's cache: Python\n" +
-			"requirements, Node.js packages, Go binaries. serve builds what is missing at start;\n" +
-			"build does it ahead of time (for images and CI). Exits 1 if a build failed.",
+		Short: "Build every function's dependencies into the build cache, ahead of serve",
+		Long: "Build every function's dependencies into the build cache (build.dir, by default\n" +
+			"STATE_DIR/build): Python requirements, Node.js packages, Go binaries. serve builds\n" +
+			"what is missing at start; build does it ahead of time (for images and CI). Exits 1\n" +
+			"if a build failed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, err := config.Load(file)
+			cfg, err := config.LoadWith(file, config.LoadOptions{WithoutSecrets: withoutSecrets})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -65,8 +67,9 @@ func buildCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "polyfn.yaml", "config file")
-	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: builds are cached under STATE_DIR/build (overrides state_dir)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "state directory: builds are cached under STATE_DIR/build unless build.dir is set (overrides state_dir)")
 	cmd.Flags().IntVar(&parallel, "parallel", build.DefaultParallel, "functions built at once")
+	cmd.Flags().BoolVar(&withoutSecrets, "without-secrets", false, "read none of the values the config takes from the environment and files (${VAR}, ${file:PATH}, env_from, keys, TLS files): for image builds, which have no secrets")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level of the builds' log records (none unless set): debug, info, warn, error")
 	return cmd

@@ -205,6 +205,9 @@ func readKeys(c *Config, d *decoder, p string, s *KeySource) {
 		d.errorf(d.at(p+".name"), p+".name", "the keys of a dir are named by their files: leave name out")
 		return
 	}
+	if d.withoutSecrets {
+		return
+	}
 	rel := func(f string) string {
 		if !filepath.IsAbs(f) {
 			return filepath.Join(c.Dir, f)

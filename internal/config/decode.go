@@ -72,6 +72,9 @@ type decoder struct {
 	failed map[string]bool
 	// secrets collects the values taken from the environment and files.
 	secrets *secret.Set
+	// withoutSecrets: the values taken from the environment and files are
+	// not read (LoadOptions.WithoutSecrets).
+	withoutSecrets bool
 }
 
 func (d *decoder) errorf(n *yaml.Node, key, format string, args ...any) {

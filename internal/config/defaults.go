@@ -146,6 +146,9 @@ func applyDefaults(c *Config) {
 	case !filepath.IsAbs(c.StateDir):
 		c.StateDir = filepath.Join(c.Dir, c.StateDir)
 	}
+	if c.Build.Dir != "" && !filepath.IsAbs(c.Build.Dir) {
+		c.Build.Dir = filepath.Join(c.Dir, c.Build.Dir)
+	}
 	if c.Scaling.MaxInstances == 0 {
 		c.Scaling.MaxInstances = DefaultMaxInstancesTotal
 	}

@@ -92,6 +92,9 @@ func (d *decoder) resolve(expr string) (string, error) {
 		if p == "" {
 			return "", errors.New("${file:} names no file")
 		}
+		if d.withoutSecrets {
+			return "", nil
+		}
 		data, err := readSecretFile(d.path(p))
 		if err != nil {
 			return "", fmt.Errorf("${file:%s}: %w", p, err)
@@ -108,6 +111,8 @@ func (d *decoder) resolve(expr string) (string, error) {
 	switch {
 	case hasDef && v == "":
 		return def, nil
+	case !set && d.withoutSecrets:
+		return "", nil
 	case !set:
 		return "", fmt.Errorf("environment variable %s is not set (set it, or give a default: ${%s:-default})", name, name)
 	}
@@ -174,6 +179,9 @@ func (d *decoder) envFrom(p string, sources []string, env map[string]string) map
 		key := fmt.Sprintf("%s[%d]", p, i)
 		if src == "" {
 			d.errorf(d.at(key), key, "empty path: name a file of KEY=VALUE lines or a directory of files")
+			continue
+		}
+		if d.withoutSecrets {
 			continue
 		}
 		vals, err := readEnvSource(d.path(src))

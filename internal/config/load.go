@@ -20,7 +20,21 @@ import (
 
 // Load reads, decodes, defaults and validates the config file at path.
 // Problems in the file are returned together as Errors, in file order.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, LoadOptions{}) }
+
+// LoadOptions change what Load reads.
+type LoadOptions struct {
+	// WithoutSecrets reads none of the values the config takes from the
+	// environment and from files: an unset ${VAR} (without a default) and
+	// a ${file:PATH} are empty, env_from sources, key sources and TLS files
+	// are not read, and none of them missing is an error. For building a
+	// container image, which has none of them (polyfn build and polyfn
+	// kube --pod-config, --without-secrets); such a config must not serve.
+	WithoutSecrets bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -32,13 +46,15 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(abs, data)
+	return parse(abs, data, o)
 }
 
 // Parse decodes, defaults and validates config text. file names it in errors
 // and anchors relative paths.
-func Parse(file string, data []byte) (*Config, error) {
-	d := &decoder{file: file, pos: map[string]*yaml.Node{}, secrets: &secret.Set{}}
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, LoadOptions{}) }
+
+func parse(file string, data []byte, o LoadOptions) (*Config, error) {
+	d := &decoder{file: file, pos: map[string]*yaml.Node{}, secrets: &secret.Set{}, withoutSecrets: o.WithoutSecrets}
 	doc, perr := parseYAML(file, data)
 	if perr != nil {
 		return nil, Errors{perr}

@@ -35,6 +35,8 @@ type Config struct {
 	// file's directory. Empty means DefaultStateDir(); empty after that
 	// when there is no default (no home directory).
 	StateDir string `yaml:"state_dir"`
+	// Build configures where the functions' dependencies are built.
+	Build Build `yaml:"build"`
 	// Isolation says which users workers run as when a function (or app)
 	// does not name one.
 	Isolation Isolation `yaml:"isolation"`
@@ -51,6 +53,16 @@ type Config struct {
 	Auth Auth `yaml:"auth"`
 	// Admin configures the admin listener (auth.go).
 	Admin Admin `yaml:"admin"`
+}
+
+// Build configures the cache of the functions' built dependencies
+// (internal/build).
+type Build struct {
+	// Dir is the build cache directory, relative to the config file's
+	// directory. Empty means StateDir/build (internal/build.Dir). A cache
+	// whose entries are all built is only read: it may be read-only, as in
+	// a container image whose dependencies were built at image build time.
+	Dir string `yaml:"dir"`
 }
 
 // The values of Isolation.User with a meaning of their own.

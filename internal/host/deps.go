@@ -52,24 +52,36 @@ func (h *Host) buildAll() {
 
 // reachable makes a Python or Node.js build result reachable by the user
 // f's workers run as, when that is another user: directories in the state
-// directory get search permission for others (0o001; listing stays theirs,
-// the MQTT store's files stay 0600); a directory above it that others
-// cannot search is an error naming it. (A Go binary is linked into each
-// instance's directory instead.)
+// directory or the build directory get search permission for others
+// (0o001; listing stays theirs, the MQTT store's files stay 0600); a
+// directory above them that others cannot search is an error naming it.
+// (A Go binary is linked into each instance's directory instead.)
 func (h *Host) reachable(f *function, r build.Result) error {
 	iso := h.iso[f.cfg.Name]
 	if r.Kind == build.KindGo || r.Path == "" || iso.Users == nil && !iso.OtherUser() {
 		return nil
 	}
-	state := filepath.Clean(h.cfg.StateDir)
+	// polyfn's own directories: the state directory and the build cache.
+	within := func(d string) bool {
+		for _, root := range []string{h.cfg.StateDir, build.Dir(h.cfg)} {
+			if root == "" {
+				continue
+			}
+			root = filepath.Clean(root)
+			if d == root || strings.HasPrefix(d, root+string(filepath.Separator)) {
+				return true
+			}
+		}
+		return false
+	}
 	for d := r.Path; ; d = filepath.Dir(d) {
 		st, err := os.Stat(d)
 		if err != nil {
 			return err
 		}
 		if st.Mode().Perm()&0o001 == 0 {
-			if state == "" || d != state && !strings.HasPrefix(d, state+string(filepath.Separator)) {
-				return fmt.Errorf("function %s: its dependencies in %s cannot be reached by the user its workers run as: %s is mode %04o; set state_dir to a directory other users may enter", f.cfg.Name, r.Path, d, st.Mode().Perm())
+			if !within(d) {
+				return fmt.Errorf("function %s: its dependencies in %s cannot be reached by the user its workers run as: %s is mode %04o; set state_dir (or build.dir) to a directory other users may enter", f.cfg.Name, r.Path, d, st.Mode().Perm())
 			}
 			if err := os.Chmod(d, st.Mode().Perm()|0o001); err != nil {
 				return fmt.Errorf("function %s: its dependencies: %w", f.cfg.Name, err)

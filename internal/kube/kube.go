@@ -37,8 +37,15 @@ const (
 	SecretDir = "/etc/polyfn/secrets"
 	// StateDir is the writable state directory (an emptyDir).
 	StateDir = "/var/lib/polyfn"
+	// BuildDir is the build cache (build.dir): the functions'
+	// dependencies, built into the image by polyfn build. It is not under
+	// StateDir, whose emptyDir would hide it, and is only read in the pod.
+	BuildDir = "/opt/polyfn/build"
 	// Port is the container's HTTP port.
 	Port = 8080
+	// AdminPort is the admin listener's port (admin.listen): the probes,
+	// the HEALTHCHECK of the image and /metrics. The Service leaves it out.
+	AdminPort = 9180
 )
 
 // HostDrain is how long the host drains in-flight invocations on SIGTERM
@@ -108,6 +115,17 @@ type doc struct {
 	obj     any
 }
 
+// PodConfig returns the config text as the pod reads it (the ConfigMap's
+// polyfn.yaml), which the container image holds at ConfigDir/polyfn.yaml
+// too, so that the dependencies built into the image are the ones the pod
+// finds. The files the config reads (${file:PATH}, env_from) are not read:
+// the config names their copies under SecretDir.
+func PodConfig(cfg *config.Config, raw []byte, o Options) ([]byte, error) {
+	o.defaults()
+	r := &renderer{cfg: cfg, o: o, files: map[string][]byte{}, skipFiles: true}
+	return r.podConfig(raw)
+}
+
 // Render returns the manifests for the config cfg, read from raw (its
 // text), as YAML documents.
 func Render(cfg *config.Config, raw []byte, o Options) ([]byte, error) {
@@ -124,8 +142,9 @@ func Render(cfg *config.Config, raw []byte, o Options) ([]byte, error) {
 		{"ServiceAccount of the pods; the Role lets them hold the timers' Lease.", r.serviceAccount()},
 		{"Leader election: the replica holding this Lease fires the timers.", r.role()},
 		{"", r.roleBinding()},
-		{"The config, rewritten for the pod: code from the image under " + AppDir + ", state in an emptyDir,\n" +
-			"file values from the Secret under " + SecretDir + ".", r.configMap(text)},
+		{"The config, rewritten for the pod: code from the image under " + AppDir + ", its built dependencies\n" +
+			"in " + BuildDir + ", state in an emptyDir, file values from the Secret under " + SecretDir + ",\n" +
+			fmt.Sprintf("the admin listener (probes, /metrics) on port %d.", AdminPort), r.configMap(text)},
 	}
 	if len(r.files) > 0 {
 		docs = append(docs, doc{"Values the config reads from files (env_from, ${file:PATH}). They are secret:\n" +
@@ -171,6 +190,8 @@ type renderer struct {
 	// default.
 	vars map[string]bool
 	mqtt bool
+	// skipFiles: the files the config reads are not read (PodConfig).
+	skipFiles bool
 }
 
 var (
@@ -197,7 +218,12 @@ func (r *renderer) podConfig(raw []byte) ([]byte, error) {
 	}
 	top := root.Content[0]
 	set(top, "http", "listen", fmt.Sprintf("0.0.0.0:%d", Port))
+	// The kubelet probes the admin listener from outside the pod: the
+	// public listener closes at once on drain, so readiness going false is
+	// seen only there.
+	set(top, "admin", "listen", fmt.Sprintf("0.0.0.0:%d", AdminPort))
 	set(top, "", "state_dir", StateDir)
+	set(top, "build", "dir", BuildDir)
 	if fns := get(top, "functions"); fns != nil {
 		for _, fn := range fns.Content {
 			if cd := get(fn, "codedir"); cd != nil {
@@ -234,7 +260,9 @@ func (r *renderer) podConfig(raw []byte) ([]byte, error) {
 		if r.cfg.MQTT.Share == "" {
 			set(top, "mqtt", "share", r.o.Name)
 		}
-		set(top, "mqtt", "client_id", "${POD_NAME}")
+		// The pod's name; outside a pod (the image run by docker) the
+		// objects' name.
+		set(top, "mqtt", "client_id", "${POD_NAME:-"+r.o.Name+"}")
 	}
 	var out bytes.Buffer
 	enc := yaml.NewEncoder(&out)
@@ -249,12 +277,14 @@ func (r *renderer) podConfig(raw []byte) ([]byte, error) {
 	text = fileRefRE.ReplaceAllFunc(text, func(m []byte) []byte {
 		sub := fileRefRE.FindSubmatch(m)
 		p := string(sub[2])
-		data, err := readFile(r.cfg.Dir, p)
-		if err != nil && ferr == nil {
-			ferr = err
-		}
 		key := secretKey("file.", p)
-		r.files[key] = data
+		if !r.skipFiles {
+			data, err := readFile(r.cfg.Dir, p)
+			if err != nil && ferr == nil {
+				ferr = err
+			}
+			r.files[key] = data
+		}
 		return []byte(string(sub[1]) + "${file:" + path.Join(SecretDir, key) + "}")
 	})
 	if ferr != nil {
@@ -279,12 +309,16 @@ func (r *renderer) envFrom(n *yaml.Node) error {
 		return nil
 	}
 	for _, src := range ef.Content {
+		// Each source becomes one file of KEY=VALUE lines in the Secret.
+		key := secretKey("env.", src.Value)
+		if r.skipFiles {
+			src.Value = path.Join(SecretDir, key)
+			continue
+		}
 		vals, err := readEnvSource(r.cfg.Dir, src.Value)
 		if err != nil {
 			return err
 		}
-		// Each source becomes one file of KEY=VALUE lines in the Secret.
-		key := secretKey("env.", src.Value)
 		var b bytes.Buffer
 		names := make([]string, 0, len(vals))
 		for k := range vals {

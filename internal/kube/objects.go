@@ -88,8 +88,9 @@ func (r *renderer) envSecret() string { return r.o.Name + "-env" }
 func (r *renderer) deploymentComment() string {
 	var b strings.Builder
 	b.WriteString("The host. The pod runs as a non-root user with a read-only root filesystem;\n")
-	b.WriteString("state, temporary files and caches live in emptyDirs. The grace period exceeds the\n")
-	fmt.Fprintf(&b, "host's drain (%s) plus the workers' stop grace.\n", HostDrain)
+	b.WriteString("state, temporary files and caches live in emptyDirs; the functions' dependencies were\n")
+	fmt.Fprintf(&b, "built into the image (%s). Probes ask the admin listener (port %d, not in the Service).\n", BuildDir, AdminPort)
+	fmt.Fprintf(&b, "The grace period exceeds the host's drain (%s) plus the workers' stop grace.\n", HostDrain)
 	if len(r.vars) > 0 {
 		names := r.varNames()
 		fmt.Fprintf(&b, "The config reads %s from the Secret %s; create it, e.g.\n", strings.Join(names, ", "), r.envSecret())
@@ -215,8 +216,14 @@ func (r *renderer) deployment() *appsv1.Deployment {
 		mounts = append(mounts, corev1.VolumeMount{Name: "files", MountPath: SecretDir, ReadOnly: true})
 		vols = append(vols, corev1.Volume{Name: "files", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: r.o.Name + "-files"}}})
 	}
+	// The probes ask the admin listener, which answers without a key and
+	// stays open while the host drains (readiness then says 503).
+	scheme := corev1.URISchemeHTTP
+	if r.cfg.Admin.TLS.Enabled() {
+		scheme = corev1.URISchemeHTTPS
+	}
 	probe := func(p string, period, failures int32) *corev1.Probe {
-		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p, Port: intstr.FromString("http")}},
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p, Port: intstr.FromString("admin"), Scheme: scheme}},
 			PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 2}
 	}
 	return &appsv1.Deployment{TypeMeta: tm("Deployment", "apps/v1"), ObjectMeta: r.meta(""),
@@ -227,7 +234,7 @@ func (r *renderer) deployment() *appsv1.Deployment {
 				MaxUnavailable: ptr(intstr.FromInt32(0)), MaxSurge: ptr(intstr.FromInt32(1))}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: r.labels(), Annotations: map[string]string{
-					"prometheus.io/scrape": "true", "prometheus.io/port": fmt.Sprint(Port), "prometheus.io/path": "/metrics"}},
+					"prometheus.io/scrape": "true", "prometheus.io/port": fmt.Sprint(AdminPort), "prometheus.io/path": "/metrics"}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            r.o.Name,
 					TerminationGracePeriodSeconds: ptr(r.grace()),
@@ -238,9 +245,10 @@ func (r *renderer) deployment() *appsv1.Deployment {
 						Image:      r.o.Image,
 						Args:       []string{"serve", "-c", ConfigDir + "/polyfn.yaml", "--log-format", "json"},
 						WorkingDir: AppDir,
-						Ports:      []corev1.ContainerPort{{Name: "http", ContainerPort: Port, Protocol: corev1.ProtocolTCP}},
-						Env:        env,
-						Resources:  r.resources(),
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: Port, Protocol: corev1.ProtocolTCP},
+							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}},
+						Env:       env,
+						Resources: r.resources(),
 						// Liveness is the process answering; readiness is
 						// every function's minimum started and not draining.
 						LivenessProbe:  probe("/healthz/live", 10, 3),
