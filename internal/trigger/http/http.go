@@ -295,31 +295,48 @@ func writeResult(w http.ResponseWriter, res *invoke.Result) {
 
 // app serves an HTTP function of an Azure Functions app: the request goes
 // to the app's worker as it came, the stream adapter encoding it for the
-// worker and decoding its response as the Azure Functions host would.
+// worker and decoding its response as the Azure Functions host would. A
+// function whose worker serves HTTP itself streams: the adapter forwards
+// the request and relays the response (appstream.go).
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	r, span := serverSpan(r, "app")
 	defer span.End()
 	id := invoke.NewID()
 	w.Header().Set(InvocationIDHeader, id)
 	key := takeKey(r, AzureKeyHeader, KeyHeader)
-	// The body is read first, within body_timeout of the header: routing
-	// may wait for an app still being indexed.
-	body, held, ok := h.readBody(w, r)
-	if !ok {
-		return
-	}
-	defer h.srv.give(held)
 	req := &invoke.Request{
 		ID:          id,
 		Trigger:     invoke.TriggerHTTP,
-		Payload:     body,
-		Timestamp:   time.Now(),
 		HTTPRequest: invoke.NewHTTPRequest(r, nil),
 	}
-	if err := h.apps.RouteApp(r.Context(), req); err != nil {
-		h.srv.responding(w)
-		h.writeInvokeError(w, r, err)
-		return
+	// The body is read first, within body_timeout of the header: routing
+	// may wait for an app still being indexed. Once an app is known to
+	// stream, requests are routed first, so that a streaming function's
+	// body is not read here.
+	routed, streaming := false, false
+	if s, ok := h.apps.(AppStreamer); ok && s.AnyAppStreams() {
+		if err := h.apps.RouteApp(r.Context(), req); err != nil {
+			h.srv.responding(w)
+			h.writeInvokeError(w, r, err)
+			return
+		}
+		routed, streaming = true, s.AppStreams(req.App)
+	}
+	if !streaming {
+		body, held, ok := h.readBody(w, r)
+		if !ok {
+			return
+		}
+		defer h.srv.give(held)
+		req.Payload = body
+	}
+	req.Timestamp = time.Now()
+	if !routed {
+		if err := h.apps.RouteApp(r.Context(), req); err != nil {
+			h.srv.responding(w)
+			h.writeInvokeError(w, r, err)
+			return
+		}
 	}
 	if h.auth != nil {
 		own := config.LevelAdmin
@@ -332,7 +349,18 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var ok bool
+	if req.HTTPStream, ok = h.httpStream(w, r, streaming); !ok {
+		return
+	}
 	res, err := h.inv.Invoke(r.Context(), req)
+	if req.HTTPStream.Answered() {
+		// The adapter relayed the worker's response itself.
+		if req.HTTPStream.Aborted() {
+			panic(http.ErrAbortHandler) // the client must not take a cut body for a whole one
+		}
+		return
+	}
 	h.srv.responding(w)
 	if err != nil {
 		h.writeInvokeError(w, r, err)
