@@ -30,7 +30,7 @@ type app struct {
 	indexed   chan struct{} // closed after the first indexing attempt
 	indexOnce sync.Once
 
-	prefix    string // route prefix from the app's host.json
+	prefix string // route prefix from the app's host.json
 	// streaming: the app's worker serves HTTP itself (HttpUri), as its last
 	// started instance said (appstream.go).
 	streaming atomic.Bool

@@ -14,16 +14,5 @@ func (h *Host) AppStreams(app string) bool {
 	return false
 }
 
-// AnyAppStreams reports whether some app's worker serves HTTP itself: the
-// HTTP trigger then routes an app request before it reads its body.
-func (h *Host) AnyAppStreams() bool {
-	for _, a := range h.apps {
-		if a.streaming.Load() {
-			return true
-		}
-	}
-	return false
-}
-
 // MaxStreamBody is the largest request body of a streaming app function.
 func (h *Host) MaxStreamBody() int64 { return int64(h.cfg.HTTP.MaxStreamBody) }

@@ -13,7 +13,6 @@ import (
 // AppStreamer tells which Azure Functions apps stream HTTP (their worker
 // serves HTTP itself, the HttpUri capability); *host.Host implements it.
 type AppStreamer interface {
-	AnyAppStreams() bool
 	AppStreams(app string) bool
 	// MaxStreamBody bounds a streaming function's request body
 	// (http.max_stream_body).
@@ -107,3 +106,20 @@ func (d *deadlineWriter) FlushError() error {
 
 // Unwrap lets an http.ResponseController reach the connection's writer.
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
+// rearm gives the request body body_timeout from now to arrive, and the
+// response what ServeHTTP gave it: an app request is routed before its body
+// is read, and routing may wait for an app still being indexed.
+func (s *Server) rearm(w http.ResponseWriter, r *http.Request) {
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	rc := http.NewResponseController(w)
+	write := s.cfg.WriteTimeout.D()
+	if r.Body != http.NoBody {
+		_ = rc.SetReadDeadline(now.Add(s.cfg.BodyTimeout.D()))
+		write += s.cfg.BodyTimeout.D()
+	}
+	_ = rc.SetWriteDeadline(now.Add(write))
+}

@@ -309,19 +309,19 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		Trigger:     invoke.TriggerHTTP,
 		HTTPRequest: invoke.NewHTTPRequest(r, nil),
 	}
-	// The body is read first, within body_timeout of the header: routing
-	// may wait for an app still being indexed. Once an app is known to
-	// stream, requests are routed first, so that a streaming function's
-	// body is not read here.
-	routed, streaming := false, false
-	if s, ok := h.apps.(AppStreamer); ok && s.AnyAppStreams() {
-		if err := h.apps.RouteApp(r.Context(), req); err != nil {
-			h.srv.responding(w)
-			h.writeInvokeError(w, r, err)
-			return
-		}
-		routed, streaming = true, s.AppStreams(req.App)
+	// Routing comes first: a function whose worker serves HTTP itself
+	// streams, and its body is then not read here. Routing may wait for an
+	// app still being indexed, so the body's deadline starts after it.
+	if err := h.apps.RouteApp(r.Context(), req); err != nil {
+		h.srv.responding(w)
+		h.writeInvokeError(w, r, err)
+		return
 	}
+	streaming := false
+	if s, ok := h.apps.(AppStreamer); ok {
+		streaming = s.AppStreams(req.App)
+	}
+	h.srv.rearm(w, r)
 	if !streaming {
 		body, held, ok := h.readBody(w, r)
 		if !ok {
@@ -331,13 +331,6 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		req.Payload = body
 	}
 	req.Timestamp = time.Now()
-	if !routed {
-		if err := h.apps.RouteApp(r.Context(), req); err != nil {
-			h.srv.responding(w)
-			h.writeInvokeError(w, r, err)
-			return
-		}
-	}
 	if h.auth != nil {
 		own := config.LevelAdmin
 		if l, ok := h.apps.(AppAuthLeveler); ok {
