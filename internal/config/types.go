@@ -102,8 +102,9 @@ type Scaling struct {
 	MaxStarting int `yaml:"max_starting"`
 }
 
-// HTTP configures the HTTP trigger. Every key but MaxBody belongs to the
-// listener and takes effect on restart; MaxBody follows reloads.
+// HTTP configures the HTTP trigger. Every key but MaxBody and MaxStreamBody
+// belongs to the listener and takes effect on restart; those two follow
+// reloads.
 type HTTP struct {
 	// Listen is the address the HTTP trigger listens on. Empty means DefaultListen.
 	Listen string `yaml:"listen"`

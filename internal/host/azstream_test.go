@@ -123,3 +123,25 @@ func TestAzureHTTPStreamingRefusesRemoteURI(t *testing.T) {
 		t.Fatalf("got %d %+v", r.Status, r.Err)
 	}
 }
+
+// The function's timeout bounds the whole exchange, the relay of the
+// response body included: a response still streaming when it passes is cut
+// off (the client sees the body break off, not end), and the worker's
+// request is closed.
+func TestAzureHTTPStreamingTimeout(t *testing.T) {
+	cfg := strings.Replace(azureStreamConfig, `codedir: "{app}"}`, `codedir: "{app}", timeout: 2s}`, 1)
+	th := hosttest.Start(t, t.TempDir(), cfg, "{self}", hosttest.Self(t), "{app}", t.TempDir())
+	resp, err := http.Get(th.URL + "/api/stream/hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "first chunk\n" || err == nil {
+		t.Fatalf("got %d %q, err %v; want the first chunk then a broken body", resp.StatusCode, b, err)
+	}
+	hosttest.WaitFor(t, 10*time.Second, "the worker to see its request closed and the timeout logged", func() bool {
+		l := th.Logs.String()
+		return strings.Contains(l, "worker saw its request closed") && strings.Contains(l, "Timeout")
+	})
+}
