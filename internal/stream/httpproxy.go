@@ -58,6 +58,10 @@ const (
 	proxyIdleTimeout = 90 * time.Second
 	// proxyMaxHeaderBytes bounds the response header the worker sends.
 	proxyMaxHeaderBytes = 1 << 20
+	// forwardLostWait is how long an invocation whose forwarded request
+	// failed waits for the worker's stream to tell more (a worker that died
+	// takes its HTTP server with it) before it is given up.
+	forwardLostWait = 250 * time.Millisecond
 	// proxyCopyBuffer is the buffer through which each response body is
 	// relayed (and flushed to the client after every read).
 	proxyCopyBuffer = 32 << 10
@@ -291,8 +295,7 @@ func (i *Instance) invokeProxied(ctx context.Context, req *invoke.Request, fn *a
 		case f := <-fwd:
 			if f.err != nil {
 				if !gotResp {
-					cancel(f.err)
-					got = <-inv
+					got = i.giveUp(ctx, cancel, f.err, inv)
 				}
 				return nil, i.forwardError(ctx, fn, sticky, f.err, got)
 			}
@@ -409,9 +412,12 @@ func invocationOutcome(a answered) error {
 // outcome of the invocation, says), or the worker's HTTP server could not be
 // reached.
 func (i *Instance) forwardError(ctx context.Context, fn *azure.Function, body *stickyReader, err error, got answered) error {
+	var ie *invoke.Error
 	switch {
 	case errors.Is(body.err, invoke.ErrStreamTooLarge):
 		return invoke.Errorf(invoke.KindTooLarge, "%v", body.err)
+	case errors.As(got.err, &ie) && ie.Kind == invoke.KindWorkerCrashed:
+		return got.err // the worker died: its HTTP server with it
 	case got.err != nil && !errors.Is(context.Cause(ctx), err):
 		return got.err // timeout, client gone, instance lost
 	case body.err != nil:
@@ -423,3 +429,21 @@ func (i *Instance) forwardError(ctx context.Context, fn *azure.Function, body *s
 // HTTPStreaming reports whether the worker serves HTTP itself (HttpUri):
 // its app's HTTP functions stream their request and response bodies.
 func (i *Instance) HTTPStreaming() bool { return i.proxy != nil }
+
+// giveUp ends an invocation whose forwarded request failed with err before
+// the worker's response, and returns its outcome: the worker's stream may
+// say within forwardLostWait that the worker died; otherwise the invocation
+// is cancelled.
+func (i *Instance) giveUp(ctx context.Context, cancel context.CancelCauseFunc, err error, inv <-chan answered) answered {
+	if ctx.Err() == nil {
+		t := time.NewTimer(forwardLostWait)
+		defer t.Stop()
+		select {
+		case got := <-inv:
+			return got
+		case <-t.C:
+		}
+	}
+	cancel(err)
+	return <-inv
+}
