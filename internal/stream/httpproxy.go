@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -218,18 +219,32 @@ func proxyInput(ir *rpc.InvocationRequest, fn *azure.Function, req *invoke.Reque
 	return full.GetUrl()
 }
 
-// stickyReader remembers the first error its reader returned.
+// stickyReader remembers the first error its reader returned and how much
+// it read. The transport reads it on a goroutine of its own, which may
+// outlive RoundTrip.
 type stickyReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	mu   sync.Mutex
+	err  error
+	read int64
 }
 
 func (s *stickyReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.mu.Lock()
+	s.read += int64(n)
 	if err != nil && err != io.EOF && s.err == nil {
 		s.err = err
 	}
+	s.mu.Unlock()
 	return n, err
+}
+
+// state returns the bytes read so far and the first error.
+func (s *stickyReader) state() (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.read, s.err
 }
 
 type forwarded struct {
@@ -253,6 +268,22 @@ type answered struct {
 // worker sees as its request closing, and the worker is sent
 // InvocationCancel if it handles it.
 func (i *Instance) invokeProxied(ctx context.Context, req *invoke.Request, fn *azure.Function, m *rpc.StreamingMessage, ir *rpc.InvocationRequest) (*invoke.Result, error) {
+	var sticky *stickyReader
+	res, err := i.forward(ctx, req, fn, m, ir, &sticky)
+	var ie *invoke.Error
+	if errors.As(err, &ie) && ie.Undelivered {
+		// The pool retries an invocation the worker never received on
+		// another instance; not one whose body was read in part or whose
+		// response began.
+		if read, _ := sticky.state(); read > 0 || req.HTTPStream.Answered() {
+			ie.Undelivered = false
+		}
+	}
+	return res, err
+}
+
+func (i *Instance) forward(ctx context.Context, req *invoke.Request, fn *azure.Function, m *rpc.StreamingMessage, ir *rpc.InvocationRequest, stickyOut **stickyReader) (*invoke.Result, error) {
+	*stickyOut = &stickyReader{}
 	st := req.HTTPStream
 	if st == nil || st.Writer == nil {
 		return nil, invoke.Errorf(invoke.KindBadRequest, "function %s of app %s streams its HTTP response (HttpUri); only the HTTP trigger can invoke it", fn.Name, req.App)
@@ -263,7 +294,8 @@ func (i *Instance) invokeProxied(ctx context.Context, req *invoke.Request, fn *a
 	if st.Body != nil {
 		body, length = st.Body, st.ContentLength
 	}
-	sticky := &stickyReader{r: body}
+	sticky := *stickyOut
+	sticky.r = body
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	out, err := i.proxy.forwardRequest(ctx, req, requestURL, sticky, length)
@@ -413,15 +445,16 @@ func invocationOutcome(a answered) error {
 // reached.
 func (i *Instance) forwardError(ctx context.Context, fn *azure.Function, body *stickyReader, err error, got answered) error {
 	var ie *invoke.Error
+	_, bodyErr := body.state()
 	switch {
-	case errors.Is(body.err, invoke.ErrStreamTooLarge):
-		return invoke.Errorf(invoke.KindTooLarge, "%v", body.err)
+	case errors.Is(bodyErr, invoke.ErrStreamTooLarge):
+		return invoke.Errorf(invoke.KindTooLarge, "%v", bodyErr)
 	case errors.As(got.err, &ie) && ie.Kind == invoke.KindWorkerCrashed:
 		return got.err // the worker died: its HTTP server with it
 	case got.err != nil && !errors.Is(context.Cause(ctx), err):
 		return got.err // timeout, client gone, instance lost
-	case body.err != nil:
-		return invoke.Errorf(invoke.KindBadRequest, "read request body: %v", body.err)
+	case bodyErr != nil:
+		return invoke.Errorf(invoke.KindBadRequest, "read request body: %v", bodyErr)
 	}
 	return invoke.Errorf(invoke.KindWorkerCrashed, "function %s: the HTTP server of instance %s (%s) did not answer the forwarded request: %v", fn.Name, i.ID(), i.proxy.base.Redacted(), err)
 }
