@@ -541,6 +541,10 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		msg.m.RequestId, msg.m.Content = req.ID, &msg.content
 		return i.invokeProxied(ctx, req, fn, &msg.m, ir)
 	}
+	if req.HTTPStream != nil && req.HTTPStream.Body != nil && i.proxy == nil {
+		// The body was left unread for a streaming worker; this one is not.
+		return nil, invoke.Errorf(invoke.KindUnavailable, "instance %s of app %s does not serve HTTP itself (no HttpUri) while the app's last started instance did", i.ID(), req.App)
+	}
 	if req.App != "" {
 		var err error
 		if appFn, err = i.appInput(ir, req); err != nil {
