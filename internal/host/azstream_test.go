@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand"
 	"net"
@@ -78,6 +79,42 @@ func TestAzureHTTPStreaming(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "http.max_stream_body") {
 			t.Fatalf("got %d %s", resp.StatusCode, b)
 		}
+	})
+
+	t.Run("chunked body past max_stream_body", func(t *testing.T) {
+		body := make([]byte, 17<<20)
+		req, err := http.NewRequest(http.MethodPost, th.URL+"/api/stream/sum", io.MultiReader(bytes.NewReader(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "http.max_stream_body") {
+			t.Fatalf("got %d %s", resp.StatusCode, b)
+		}
+		hosttest.WaitFor(t, 10*time.Second, "the worker to see its request body break off", func() bool {
+			return strings.Contains(th.Logs.String(), "worker's request body broke off")
+		})
+		// Within the limit the whole body arrives.
+		r := th.Do(t, http.MethodPost, "/api/stream/sum", body[:3<<20], nil)
+		want := sha256.Sum256(body[:3<<20])
+		if r.Status != 200 || string(r.Body) != fmt.Sprintf("%d %x", 3<<20, want) {
+			t.Fatalf("got %d %q", r.Status, r.Body)
+		}
+	})
+
+	t.Run("function fails before it answers", func(t *testing.T) {
+		r := th.Do(t, http.MethodPost, "/api/stream/fail", []byte("x"), nil)
+		if r.Status != http.StatusInternalServerError || r.Err.Error.Message != "the function failed" {
+			t.Fatalf("got %d %+v", r.Status, r.Err)
+		}
+		hosttest.WaitFor(t, 10*time.Second, "the worker to see its request closed", func() bool {
+			return strings.Contains(th.Logs.String(), "failed function's request closed")
+		})
 	})
 
 	t.Run("client gone mid-stream", func(t *testing.T) {

@@ -1,6 +1,8 @@
 package host_test
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +22,9 @@ import (
 // written. Its one function "stream" (route stream/{mode}) does by mode:
 //
 //   - echo: streams the request body back as it reads it;
+//   - sum: reads the whole body, then answers its length and SHA-256;
+//   - fail: fails the invocation before it answers the request, and logs
+//     "failed function's request closed" once the host closed it;
 //   - hang: sends its header and a first chunk, then waits for its request
 //     to be closed and logs "worker saw its request closed" (an RpcLog the
 //     host logs).
@@ -86,16 +91,22 @@ func runFakeStreamingAzureWorker(mode string) {
 			ir := x.InvocationRequest
 			go func() {
 				p := <-pair(ir.InvocationId)
-				err := servePaired(ir, p, func(msg string) {
+				var once sync.Once
+				respond := func(err error) {
+					once.Do(func() {
+						resp := &rpc.InvocationResponse{InvocationId: ir.InvocationId, Result: success}
+						if err != nil {
+							resp.Result = &rpc.StatusResult{Status: rpc.StatusResult_Failure, Exception: &rpc.RpcException{Message: err.Error()}}
+						}
+						send(&rpc.StreamingMessage{RequestId: m.RequestId, Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: resp}})
+					})
+				}
+				err := servePaired(ir, p, respond, func(msg string) {
 					send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_RpcLog{RpcLog: &rpc.RpcLog{
 						InvocationId: ir.InvocationId, Level: rpc.RpcLog_Warning, Message: msg}}})
 				})
 				close(p.done)
-				resp := &rpc.InvocationResponse{InvocationId: ir.InvocationId, Result: success}
-				if err != nil {
-					resp.Result = &rpc.StatusResult{Status: rpc.StatusResult_Failure, Exception: &rpc.RpcException{Message: err.Error()}}
-				}
-				send(&rpc.StreamingMessage{RequestId: m.RequestId, Content: &rpc.StreamingMessage_InvocationResponse{InvocationResponse: resp}})
+				respond(err)
 			}()
 		case *rpc.StreamingMessage_WorkerTerminate:
 			os.Exit(0)
@@ -112,7 +123,7 @@ type proxied struct {
 // servePaired answers the forwarded request of invocation ir as the
 // function does, after checking that the invocation is what the official
 // host sends a streaming worker.
-func servePaired(ir *rpc.InvocationRequest, p *proxied, log func(string)) error {
+func servePaired(ir *rpc.InvocationRequest, p *proxied, respond func(error), log func(string)) error {
 	w, r := p.w, p.r
 	in := ir.InputData
 	if len(in) != 1 || in[0].Name != "httpTrigger1" || in[0].GetData().GetHttp() == nil || in[0].GetData().GetHttp().GetMethod() != "" {
@@ -153,6 +164,23 @@ func servePaired(ir *rpc.InvocationRequest, p *proxied, log func(string)) error 
 		<-r.Context().Done()
 		log("worker saw its request closed")
 		return fmt.Errorf("request closed")
+	case "sum":
+		// Reads the whole body before it answers.
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			log("worker's request body broke off")
+			return err
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+		return nil
+	case "fail":
+		// The function fails before it answers: the host closes the request.
+		respond(errors.New("the function failed"))
+		_, _ = io.Copy(io.Discard, r.Body) // Go's server notices a closed connection once the body is read
+		<-r.Context().Done()
+		log("failed function's request closed")
+		return nil
 	}
 	http.Error(w, "unknown mode "+mode, http.StatusNotFound)
 	return nil
