@@ -356,6 +356,11 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	}
 	h.srv.responding(w)
 	if err != nil {
+		if req.HTTPStream.Body != nil {
+			// The body may be left unread (past max_stream_body, say): the
+			// connection cannot carry another request.
+			w.Header().Set("Connection", "close")
+		}
 		h.writeInvokeError(w, r, err)
 		return
 	}
