@@ -212,7 +212,7 @@ func TestDefaultsAndRelativeCodedir(t *testing.T) {
 	if want := filepath.Join(filepath.Dir(path), "fn"); f.Codedir != want {
 		t.Errorf("codedir %q, want %q (relative to the config file)", f.Codedir, want)
 	}
-	if want := (HTTP{Listen: DefaultListen, MaxBody: DefaultMaxBody, MaxBodyTotal: DefaultMaxBodyTotal, MaxHeaderBytes: DefaultMaxHeaderBytes,
+	if want := (HTTP{Listen: DefaultListen, MaxBody: DefaultMaxBody, MaxBodyTotal: DefaultMaxBodyTotal, MaxStreamBody: DefaultMaxStreamBody, MaxHeaderBytes: DefaultMaxHeaderBytes,
 		MaxConnections: DefaultMaxConnections, ReadHeaderTimeout: Duration(DefaultReadHeaderTimeout), BodyTimeout: Duration(DefaultBodyTimeout),
 		WriteTimeout: Duration(DefaultWriteTimeout), IdleTimeout: Duration(DefaultIdleTimeout)}); c.HTTP != want {
 		t.Errorf("http defaults: %+v, want %+v", c.HTTP, want)

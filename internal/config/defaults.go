@@ -39,6 +39,7 @@ const (
 // clients") derives the host's memory bound from them.
 const (
 	DefaultMaxBodyTotal      = 64 << 20 // 64 MiB
+	DefaultMaxStreamBody     = 1 << 30  // 1 GiB
 	DefaultMaxHeaderBytes    = 32 << 10 // 32 KiB
 	DefaultMaxConnections    = 512
 	DefaultReadHeaderTimeout = 10 * time.Second
@@ -170,6 +171,9 @@ func applyDefaults(c *Config) {
 	}
 	if c.HTTP.MaxBodyTotal == 0 {
 		c.HTTP.MaxBodyTotal = max(DefaultMaxBodyTotal, c.HTTP.MaxBody)
+	}
+	if c.HTTP.MaxStreamBody == 0 {
+		c.HTTP.MaxStreamBody = DefaultMaxStreamBody
 	}
 	if c.HTTP.MaxHeaderBytes == 0 {
 		c.HTTP.MaxHeaderBytes = DefaultMaxHeaderBytes

@@ -391,7 +391,7 @@ func (d *decoder) present(path string) bool { _, ok := d.pos[path]; return ok }
 
 // validateHTTP checks the HTTP trigger's bounds.
 func validateHTTP(h HTTP, d *decoder) {
-	for _, k := range []string{"max_body", "max_body_total", "max_header_bytes", "max_connections",
+	for _, k := range []string{"max_body", "max_body_total", "max_stream_body", "max_header_bytes", "max_connections",
 		"read_header_timeout", "body_timeout", "write_timeout", "idle_timeout"} {
 		if d.explicitZero("http." + k) {
 			d.errorf(d.at("http."+k), "http."+k, "must be above zero (leave it out for the default)")

@@ -114,8 +114,9 @@ type Scaling struct {
 	MaxStarting int `yaml:"max_starting"`
 }
 
-// HTTP configures the HTTP trigger. Every key but MaxBody belongs to the
-// listener and takes effect on restart; MaxBody follows reloads.
+// HTTP configures the HTTP trigger. Every key but MaxBody and MaxStreamBody
+// belongs to the listener and takes effect on restart; those two follow
+// reloads.
 type HTTP struct {
 	// Listen is the address the HTTP trigger listens on. Empty means DefaultListen.
 	Listen string `yaml:"listen"`
@@ -126,6 +127,11 @@ type HTTP struct {
 	// requests together; a request that would go past it gets 503. It must
 	// be at least MaxBody. Zero means DefaultMaxBodyTotal.
 	MaxBodyTotal Size `yaml:"max_body_total"`
+	// MaxStreamBody is the largest request body of a streaming app function
+	// (a worker that serves HTTP itself, the HttpUri capability), whose body
+	// is passed through as it arrives instead of being buffered; larger ones
+	// get 413. Zero means DefaultMaxStreamBody.
+	MaxStreamBody Size `yaml:"max_stream_body"`
 	// MaxHeaderBytes bounds a request's line and header fields; larger ones
 	// get 431. Zero means DefaultMaxHeaderBytes.
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`

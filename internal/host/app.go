@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/azure"
@@ -30,7 +31,10 @@ type app struct {
 	indexed   chan struct{} // closed after the first indexing attempt
 	indexOnce sync.Once
 
-	prefix    string // route prefix from the app's host.json
+	prefix string // route prefix from the app's host.json
+	// streaming: the app's worker serves HTTP itself (HttpUri), as its last
+	// started instance said (appstream.go).
+	streaming atomic.Bool
 	mu        sync.RWMutex
 	functions []*azure.Function
 	router    *azure.Router
@@ -72,6 +76,7 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 				a.failed(err)
 				return nil, err
 			}
+			a.streaming.Store(loaded.HTTPStreaming())
 			fns, broken := loaded.AppFunctions()
 			a.update(h, fns, broken)
 			return inst, nil

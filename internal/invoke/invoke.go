@@ -50,6 +50,10 @@ type Request struct {
 	// the protocol adapter encodes in its own wire form (the stream
 	// adapter: the worker's RpcHttp); the body is Payload. Nil otherwise.
 	HTTPRequest *HTTPRequest
+	// HTTPStream, set by the HTTP trigger for app functions, lets an adapter
+	// whose worker serves HTTP itself pass the request and response bodies
+	// through as they flow (httpstream.go). Nil otherwise.
+	HTTPStream *HTTPStream
 	// Instance is set by the pool to the instance that runs the invocation.
 	Instance string
 }

@@ -84,6 +84,9 @@ type Instance struct {
 	proc *worker.Process
 	conn *Conn
 	caps map[string]string
+	// proxy forwards HTTP requests to a worker that serves HTTP itself
+	// (HttpUri capability, httpproxy.go); nil otherwise.
+	proxy *httpProxy
 
 	mu       sync.Mutex
 	inflight map[string]string // invocation id → function name, for log records
@@ -295,8 +298,12 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 		return fmt.Errorf("worker init failed: %w", err)
 	}
 	i.caps = ir.GetCapabilities()
-	if uri := i.caps["HttpUri"]; uri != "" {
-		return fmt.Errorf("the worker asks for HTTP streaming through a proxy (HttpUri %s, e.g. app.setup({enableHttpStream: true}) or the http-v2 extension), which polyfn does not support yet", uri)
+	if uri := i.caps[CapHTTPURI]; uri != "" {
+		p, err := newHTTPProxy(uri)
+		if err != nil {
+			return err
+		}
+		i.proxy = p
 	}
 	for _, f := range i.opts.Functions {
 		if err := i.load(ctx, loadRequest(f, i.opts.Runtime.Name)); err != nil {
@@ -494,6 +501,9 @@ func (i *Instance) Stop(ctx context.Context) {
 		}
 		i.proc.Stop(ctx, grace)
 		i.conn.Close()
+		if i.proxy != nil {
+			i.proxy.close()
+		}
 		os.RemoveAll(i.opts.Dir)
 	})
 	<-i.proc.Done()
@@ -522,6 +532,19 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 		ir.TraceContext = &rpc.RpcTraceContext{TraceParent: tp, TraceState: ts}
 	}
 	var appFn *azure.Function
+	if req.App != "" && i.proxy != nil && req.HTTPRequest != nil {
+		fn := i.appFunction(req.Function)
+		if fn == nil {
+			return nil, invoke.Errorf(invoke.KindNotFound, "app %s has no function %q", req.App, req.Function)
+		}
+		msg.content.InvocationRequest = ir
+		msg.m.RequestId, msg.m.Content = req.ID, &msg.content
+		return i.invokeProxied(ctx, req, fn, &msg.m, ir)
+	}
+	if req.HTTPStream != nil && req.HTTPStream.Body != nil && i.proxy == nil {
+		// The body was left unread for a streaming worker; this one is not.
+		return nil, invoke.Errorf(invoke.KindUnavailable, "instance %s of app %s does not serve HTTP itself (no HttpUri) while the app's last started instance did", i.ID(), req.App)
+	}
 	if req.App != "" {
 		var err error
 		if appFn, err = i.appInput(ir, req); err != nil {

@@ -321,7 +321,9 @@ func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 
 // app serves an HTTP function of an Azure Functions app: the request goes
 // to the app's worker as it came, the stream adapter encoding it for the
-// worker and decoding its response as the Azure Functions host would.
+// worker and decoding its response as the Azure Functions host would. A
+// function whose worker serves HTTP itself streams: the adapter forwards
+// the request and relays the response (appstream.go).
 func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	r, span := serverSpan(r, "app")
 	defer span.End()
@@ -337,20 +339,14 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	// An app function never sees a key: the headers and the code parameter
 	// are taken whatever its authLevel (which is known once routed).
 	key := takeKey(r, true, AzureKeyHeader, KeyHeader)
-	// The body is read first, within body_timeout of the header: routing
-	// may wait for an app still being indexed.
-	body, held, ok := h.readBody(w, r)
-	if !ok {
-		return
-	}
-	defer h.srv.give(held)
 	req := &invoke.Request{
 		ID:          id,
 		Trigger:     invoke.TriggerHTTP,
-		Payload:     body,
-		Timestamp:   time.Now(),
 		HTTPRequest: invoke.NewHTTPRequest(r, nil),
 	}
+	// Routing comes first: a function whose worker serves HTTP itself
+	// streams, and its body is then not read here. Routing may wait for an
+	// app still being indexed, so the body's deadline starts after it.
 	err := h.apps.RouteApp(r.Context(), req)
 	var cors *corsPolicy
 	if h.cors != nil {
@@ -365,6 +361,20 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		h.writeInvokeError(w, r, err)
 		return
 	}
+	streaming := false
+	if s, ok := h.apps.(AppStreamer); ok {
+		streaming = s.AppStreams(req.App)
+	}
+	h.srv.rearm(w, r)
+	if !streaming {
+		body, held, ok := h.readBody(w, r)
+		if !ok {
+			return
+		}
+		defer h.srv.give(held)
+		req.Payload = body
+	}
+	req.Timestamp = time.Now()
 	if h.auth != nil {
 		own := config.LevelAdmin
 		if l, ok := h.apps.(AppAuthLeveler); ok {
@@ -376,9 +386,25 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var ok bool
+	if req.HTTPStream, ok = h.httpStream(w, r, streaming); !ok {
+		return
+	}
 	res, err := h.inv.Invoke(r.Context(), req)
+	if req.HTTPStream.Answered() {
+		// The adapter relayed the worker's response itself.
+		if req.HTTPStream.Aborted() {
+			panic(http.ErrAbortHandler) // the client must not take a cut body for a whole one
+		}
+		return
+	}
 	h.srv.responding(w)
 	if err != nil {
+		if req.HTTPStream.Body != nil {
+			// The body may be left unread (past max_stream_body, say): the
+			// connection cannot carry another request.
+			w.Header().Set("Connection", "close")
+		}
 		h.writeInvokeError(w, r, err)
 		return
 	}
