@@ -14,6 +14,8 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeEnv); mode != "" {
 		if mode == "attacker" {
 			runAttacker()
+		} else if strings.HasPrefix(mode, "azapp-") {
+			runFakeAzureApp(mode)
 		} else if strings.HasPrefix(mode, "azure") {
 			runFakeAzureWorker(mode)
 		} else if strings.HasPrefix(mode, "stream") {
