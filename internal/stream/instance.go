@@ -118,8 +118,12 @@ type Instance struct {
 	ready bool
 }
 
-// saidMax bounds Instance.said.
-const saidMax = 5
+// saidMax bounds Instance.said, saidLen each of its messages (in
+// characters; the Python worker logs whole module tables).
+const (
+	saidMax = 5
+	saidLen = 300
+)
 
 // Start launches the worker and waits, within the runtime's init timeout,
 // for its stream, init and the load of every function. On any failure the
@@ -328,9 +332,10 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 	return nil
 }
 
-// withSaid appends to a start error what the worker itself said before it
-// was ready: its last warnings and errors (RpcLog), else the last lines of
-// its stderr; what the error already quotes is left out.
+// withSaid appends to a start error that carries no exception of the
+// worker what the worker itself said before it was ready: its last
+// warnings and errors (RpcLog), else the last lines of its stderr; what
+// the error already quotes is left out.
 func (i *Instance) withSaid(err error) error {
 	i.mu.Lock()
 	said := slices.Clone(i.said)
@@ -382,7 +387,7 @@ func (i *Instance) index(ctx context.Context) error {
 		}
 	default:
 		if err := resultError(mr.GetResult()); err != nil {
-			return i.withSaid(fmt.Errorf("the worker could not index the app: %w", err))
+			return fmt.Errorf("the worker could not index the app: %w", err)
 		}
 		for _, md := range mr.GetFunctionMetadataResults() {
 			if st := md.GetStatus(); st != nil && st.GetStatus() != rpc.StatusResult_Success {
@@ -410,7 +415,7 @@ func (i *Instance) index(ctx context.Context) error {
 	}
 	if len(i.appFunctions) == 0 && len(i.unsupported) == 0 {
 		if len(i.broken) > 0 {
-			return i.withSaid(fmt.Errorf("no function of app %s could be loaded: %w", i.opts.AppDir, errors.Join(i.broken...)))
+			return fmt.Errorf("no function of app %s could be loaded: %w", i.opts.AppDir, errors.Join(i.broken...))
 		}
 		return i.withSaid(fmt.Errorf("app %s has no functions (the worker listed none and no */function.json exists)", i.opts.AppDir))
 	}
@@ -825,6 +830,9 @@ func (i *Instance) noteSaid(l *rpc.RpcLog) {
 	msg = strings.Join(strings.Fields(msg), " ")
 	if msg == "" {
 		return
+	}
+	if r := []rune(msg); len(r) > saidLen {
+		msg = string(r[:saidLen]) + "..."
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
