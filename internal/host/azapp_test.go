@@ -227,7 +227,8 @@ func TestAzureAppLogLevels(t *testing.T) {
 func TestAzureAppFailureLogAndAllow(t *testing.T) {
 	th, _ := startAzapp(t, azappHostJSON, "")
 	r := th.Do(t, http.MethodGet, "/api/fails", nil, nil)
-	if r.Status != 500 || r.Err.Error.Type != "TypeError" || strings.Contains(string(r.Body), "index.js:7") {
+	if r.Status != 500 || r.Err.Error.Type != "TypeError" || r.Err.Error.Message != "Cannot read properties of undefined (reading 'id')" ||
+		strings.Contains(string(r.Body), "index.js:7") {
 		t.Fatalf("got %d %s, want 500 TypeError without the stack", r.Status, r.Body)
 	}
 	id := r.Header.Get("X-Polyfn-Invocation-Id")

@@ -113,8 +113,9 @@ func fakeAzureAppInvoke(name string, req *rpc.InvocationRequest, log func(string
 		}
 		return ok("hello")
 	case "fails":
+		// As the Node.js worker sends it: no type, the class in the stack.
 		resp.Result = &rpc.StatusResult{Status: rpc.StatusResult_Failure, Exception: &rpc.RpcException{
-			Type: "TypeError", Message: "Cannot read properties of undefined (reading 'id')",
+			Message: "Cannot read properties of undefined (reading 'id')",
 			StackTrace: "TypeError: Cannot read properties of undefined (reading 'id')\n    at fails (/app/dist/index.js:7:21)"}}
 		return resp
 	case "slow":

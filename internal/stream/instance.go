@@ -617,11 +617,14 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 			}
 			return nil, invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
 		}
-		typ := ex.GetType()
+		typ, msg := ex.GetType(), ex.GetMessage()
+		if appFn != nil {
+			// The official workers send the class in the message or stack.
+			typ, msg = azure.ExceptionType(ex)
+		}
 		if typ == "" {
 			typ = "FunctionError"
 		}
-		msg := ex.GetMessage()
 		if msg == "" {
 			msg = r.GetResult()
 		}
