@@ -115,7 +115,7 @@ func fakeAzureAppInvoke(name string, req *rpc.InvocationRequest, log func(string
 	case "fails":
 		// As the Node.js worker sends it: no type, the class in the stack.
 		resp.Result = &rpc.StatusResult{Status: rpc.StatusResult_Failure, Exception: &rpc.RpcException{
-			Message: "Cannot read properties of undefined (reading 'id')",
+			Message:    "Cannot read properties of undefined (reading 'id')",
 			StackTrace: "TypeError: Cannot read properties of undefined (reading 'id')\n    at fails (/app/dist/index.js:7:21)"}}
 		return resp
 	case "slow":
