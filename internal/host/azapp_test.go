@@ -248,14 +248,15 @@ func TestAzureAppFailureLogAndAllow(t *testing.T) {
 }
 
 // A broken app's 502 and status carry the worker's own reason: what it
-// logged (an Error RpcLog), else the last lines of its stderr.
+// logged (an Error RpcLog), else the last lines of its stderr that are not
+// a stack trace's.
 func TestAzureAppBrokenCarriesWorkerReason(t *testing.T) {
 	th, _ := startAzapp(t, azappHostJSON, `  - {name: says, runtime: says-worker, codedir: "{codedir}"}
   - {name: printed, runtime: stderr-worker, codedir: "{codedir}"}
 `)
 	for app, reason := range map[string]string{
 		"says":    `the worker said: Worker was unable to load entry point "dist/index.js": Cannot find module 'express'`,
-		"printed": "the worker's last stderr lines: Error: Cannot find module 'left-pad' from /app/dist/index.js",
+		"printed": "the worker's last stderr lines: Error: Cannot find module 'left-pad' from /app/dist/index.js | Require stack:",
 	} {
 		// The app is tried again on each request: the stderr line may be
 		// read after the first attempt's error is made.

@@ -22,10 +22,16 @@ import (
 //     Warning.
 //   - azapp-says: the app's entry point does not load: the worker logs why
 //     (an Error RpcLog, as the Node.js worker does) and lists no function.
-//   - azapp-stderr: the same, but the worker only prints why on stderr.
+//   - azapp-stderr: the same, but the worker only prints why on stderr,
+//     with a stack trace longer than the lines polyfn quotes.
 func runFakeAzureApp(mode string) {
 	if mode == "azapp-stderr" {
 		fmt.Fprintln(os.Stderr, "Error: Cannot find module 'left-pad' from /app/dist/index.js")
+		fmt.Fprintln(os.Stderr, "Require stack:")
+		fmt.Fprintln(os.Stderr, "- /app/dist/index.js")
+		for i := 0; i < 8; i++ {
+			fmt.Fprintf(os.Stderr, "    at Module._load (node:internal/modules/cjs/loader:%d:27)\n", 1000+i)
+		}
 	}
 	st, send, workerID := dialFakeStream()
 	send(&rpc.StreamingMessage{Content: &rpc.StreamingMessage_StartStream{StartStream: &rpc.StartStream{WorkerId: workerID}}})

@@ -342,7 +342,7 @@ func (i *Instance) withSaid(err error) error {
 	i.mu.Unlock()
 	what := "the worker said"
 	if len(said) == 0 {
-		what, said = "the worker's last stderr lines", i.proc.StderrTail()
+		what, said = "the worker's last stderr lines", stackless(i.proc.StderrTail())
 		if len(said) > saidMax {
 			said = said[len(said)-saidMax:]
 		}
@@ -353,6 +353,16 @@ func (i *Instance) withSaid(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w; %s: %s", err, what, strings.Join(said, " | "))
+}
+
+// stackless drops the lines of stack traces from stderr lines: indented
+// ones ("    at f (index.js:1:2)", "  File ...") and Node.js's require
+// stack ("- /app/src/index.js"), which crowd out the line naming the
+// error.
+func stackless(lines []string) []string {
+	return slices.DeleteFunc(lines, func(l string) bool {
+		return l == "" || l[0] == ' ' || l[0] == '\t' || strings.HasPrefix(l, "- ")
+	})
 }
 
 // index discovers an app's functions and loads each. Functions that fail
