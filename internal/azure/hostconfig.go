@@ -89,6 +89,7 @@ func ReadHostConfig(appDir string) (*HostConfig, error) {
 			hc.FunctionTimeout = d
 		}
 	}
+	var logIgnored []string // categories of the host's own logs (Host.Results, ...)
 	for _, obj := range lookupAll(doc, "logging", "logLevel") {
 		for _, kv := range members(obj) {
 			lvl, err := parseLogLevel(kv.value)
@@ -97,6 +98,9 @@ func ReadHostConfig(appDir string) (*HostConfig, error) {
 				continue
 			}
 			hc.LogLevels.set(kv.key, lvl)
+			if !appCategory(kv.key) {
+				logIgnored = append(logIgnored, "logging.logLevel."+kv.key)
+			}
 		}
 	}
 	for _, k := range []struct {
@@ -129,8 +133,26 @@ func ReadHostConfig(appDir string) (*HostConfig, error) {
 			hc.CustomHeaders[kv.key] = s
 		}
 	}
-	hc.Ignored = ignoredKeys(doc, "", honoured)
+	hc.Ignored = dedupe(append(ignoredKeys(doc, "", honoured), logIgnored...))
 	return hc, errors.Join(errs...)
+}
+
+// appCategory reports whether a logging.logLevel category can match the
+// categories polyfn logs an app's worker under (see FunctionCategory):
+// "default", "Function...", "Worker..."; the host's own categories
+// (Host.Results, Host.Aggregator, Microsoft...) cannot.
+func appCategory(rule string) bool {
+	r := strings.ToLower(rule)
+	if r == "default" {
+		return true
+	}
+	r, _, _ = strings.Cut(r, "*")
+	for _, c := range []string{"function.", "worker.languageworkerchannel."} {
+		if strings.HasPrefix(c, r) || strings.HasPrefix(r, c) {
+			return true
+		}
+	}
+	return false
 }
 
 // ignoredKeys lists the keys of the object doc (under prefix) that tree
@@ -149,7 +171,12 @@ func ignoredKeys(doc json.RawMessage, prefix string, tree map[string]any) []stri
 			out = append(out, ignoredKeys(kv.value, name+".", next)...)
 		}
 	}
-	// Once each, the first spelling kept.
+	return dedupe(out)
+}
+
+// dedupe keeps the first of the keys that are the same without regard to
+// case.
+func dedupe(out []string) []string {
 	seen := map[string]bool{}
 	return slices.DeleteFunc(out, func(k string) bool {
 		l := strings.ToLower(k)

@@ -28,7 +28,7 @@ func TestReadHostConfig(t *testing.T) {
 	  "functionTimeout": "00:00:05",
 	  // comments are allowed
 	  "logging": {
-	    "logLevel": {"default": "Warning", "Function.hello.User": "debug", "Function": "Error"},
+	    "logLevel": {"default": "Warning", "Function.hello.User": "debug", "Function": "Error", "Host.Results": "Error", "Worker": "Debug", "Func*": "Debug"},
 	    "applicationInsights": {"samplingSettings": {"isEnabled": true, "excludedTypes": "Request"}}
 	  },
 	  "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"},
@@ -49,7 +49,8 @@ func TestReadHostConfig(t *testing.T) {
 	if hc.CustomHeaders["X-Content-Type-Options"] != "nosniff" {
 		t.Errorf("custom headers: %v", hc.CustomHeaders)
 	}
-	want := []string{"logging.applicationInsights", "extensionBundle", "extensions.http.dynamicThrottlesEnabled", "extensions.http.hsts", "extensions.queues", "concurrency"}
+	want := []string{"logging.applicationInsights", "extensionBundle", "extensions.http.dynamicThrottlesEnabled", "extensions.http.hsts", "extensions.queues", "concurrency",
+		"logging.logLevel.Host.Results"}
 	if !slices.Equal(hc.Ignored, want) {
 		t.Errorf("ignored keys:\n got %q\nwant %q", hc.Ignored, want)
 	}
@@ -60,7 +61,8 @@ func TestReadHostConfig(t *testing.T) {
 		{"Function.hello.User", LevelDebug},
 		{"Function.hello", LevelError},
 		{"Function.other.User", LevelError},
-		{"Worker.LanguageWorkerChannel.node", LevelWarning},
+		{"Worker.LanguageWorkerChannel.node", LevelDebug},
+		{"Host.Results", LevelError},
 	} {
 		if got := hc.LogLevels.Min(c.category); got != c.want {
 			t.Errorf("level of %s: %s, want %s", c.category, got, c.want)
