@@ -272,3 +272,26 @@ func TestAzureAppBrokenCarriesWorkerReason(t *testing.T) {
 		}
 	}
 }
+
+// A functionTimeout longer than the entry's timeout does not extend it:
+// the smaller applies, and the 504 names the entry's key.
+func TestAzureAppEntryTimeoutBoundsFunctionTimeout(t *testing.T) {
+	app := t.TempDir()
+	if err := os.WriteFile(filepath.Join(app, "host.json"), []byte(`{"functionTimeout": "00:10:00"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	th := hosttest.Start(t, t.TempDir(), `
+runtimes:
+  mixed-worker:
+    protocol: stream
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: azapp-mixed}
+functions:
+  - {name: mixed, runtime: mixed-worker, codedir: "{app}", timeout: 1s}
+`, "{self}", hosttest.Self(t), "{app}", app)
+	th.Do(t, http.MethodGet, "/api/hello", nil, nil) // the worker is up
+	r := th.Do(t, http.MethodGet, "/api/slow?ms=5000", nil, nil)
+	if r.Status != http.StatusGatewayTimeout || !strings.Contains(r.Err.Error.Message, "1s (functions[0].timeout") {
+		t.Fatalf("got %d %+v, want 504 naming functions[0].timeout of 1s", r.Status, r.Err)
+	}
+}
