@@ -225,9 +225,9 @@ func last(doc json.RawMessage, path ...string) json.RawMessage {
 	return bytes.TrimSpace(all[len(all)-1])
 }
 
-// timeSpan is .NET's TimeSpan text: [-][d.]hh:mm[:ss[.fffffff]], or a
+// functionTimeoutSpan is .NET's TimeSpan text: [-][d.]hh:mm[:ss[.fffffff]], or a
 // whole number of days.
-var timeSpan = regexp.MustCompile(`^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?$`)
+var functionTimeoutSpan = regexp.MustCompile(`^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?$`)
 
 // parseFunctionTimeout parses functionTimeout: a TimeSpan string
 // ("00:05:00", "1.00:00:00"); "-1" or null for unbounded (zero).
@@ -249,7 +249,7 @@ func parseFunctionTimeout(v json.RawMessage) (time.Duration, error) {
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
-	m := timeSpan.FindStringSubmatch(s)
+	m := functionTimeoutSpan.FindStringSubmatch(s)
 	if m == nil {
 		return 0, fmt.Errorf("%q is not a time span such as \"00:05:00\" ([d.]hh:mm:ss)", s)
 	}
