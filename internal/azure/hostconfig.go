@@ -225,8 +225,9 @@ func last(doc json.RawMessage, path ...string) json.RawMessage {
 	return bytes.TrimSpace(all[len(all)-1])
 }
 
-// functionTimeoutSpan is .NET's TimeSpan text: [-][d.]hh:mm[:ss[.fffffff]], or a
-// whole number of days.
+// functionTimeoutSpan is .NET's TimeSpan text as functionTimeout takes
+// it: [-][d.]hh:mm[:ss[.fffffff]] (a whole number of days is parsed
+// apart).
 var functionTimeoutSpan = regexp.MustCompile(`^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?$`)
 
 // parseFunctionTimeout parses functionTimeout: a TimeSpan string
