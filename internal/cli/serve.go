@@ -87,7 +87,9 @@ func validateCmd() *cobra.Command {
 		Short: "Check a config file and print every problem with file:line and key",
 		Long: "Check a config file and print every problem with file:line and key.\n" +
 			"With --index, also start one worker of each Azure Functions app, list the\n" +
-			"functions it finds and report every function that fails to index or load.\n" +
+			"functions it finds and report every function that fails to index or load, every\n" +
+			"function polyfn cannot serve (a queue trigger, say) and the host.json keys it\n" +
+			"does not honour.\n" +
 			"Unless --load=false, also build each function's dependencies (cached, as serve\n" +
 			"does) and load it without serving: import each Python handler's module and check\n" +
 			"the attribute, load each Node.js module and export, compile each Go function;\n" +
@@ -158,6 +160,13 @@ func indexApps(cmd *cobra.Command, cfg *config.Config) error {
 		for _, b := range a.Broken {
 			problems++
 			cmd.Printf("app %s: broken function: %s\n", a.Name, b)
+		}
+		// Not problems: the rest of the app serves.
+		for _, u := range a.Unsupported {
+			cmd.Printf("app %s: unsupported function (not served): %s\n", a.Name, u)
+		}
+		if len(a.HostJSONIgnored) > 0 {
+			cmd.Printf("app %s: host.json keys polyfn does not honour: %s\n", a.Name, strings.Join(a.HostJSONIgnored, ", "))
 		}
 	}
 	if problems > 0 {

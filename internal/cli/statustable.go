@@ -15,7 +15,8 @@ import (
 // writeStatusTable writes polyfn status's table: one row per function, an
 // app's functions named app/function. The functions of an app share its
 // instances: the app's counts are on its first row. Each broken function of
-// an app has a row of its own with state broken and the reason; an error
+// an app has a row of its own with state broken and the reason, each
+// function polyfn cannot serve one with state unsupported; an error
 // about the whole app is on a row app/*.
 func writeStatusTable(w io.Writer, st host.AdminStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -52,6 +53,10 @@ func writeStatusTable(w io.Writer, st host.AdminStatus) error {
 		for _, b := range a.Broken {
 			fn, reason := brokenFunction(b)
 			row(fn, "broken", reason)
+		}
+		for _, u := range a.Unsupported {
+			fn, reason := brokenFunction(u)
+			row(fn, "unsupported", reason)
 		}
 	}
 	if err := tw.Flush(); err != nil {

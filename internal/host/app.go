@@ -35,20 +35,29 @@ type app struct {
 	// streaming: the app's worker serves HTTP itself (HttpUri), as its last
 	// started instance said (appstream.go).
 	streaming atomic.Bool
-	mu        sync.RWMutex
-	functions []*azure.Function
-	router    *azure.Router
-	broken    []string
-	err       error // why the app has no working function, if it has none
-	timers    []appTimer
+	// hostJSON is what polyfn honours of the app's host.json; gate bounds
+	// its HTTP invocations by it.
+	hostJSON *azure.HostConfig
+	gate     *appGate
+
+	mu          sync.RWMutex
+	functions   []*azure.Function
+	router      *azure.Router
+	broken      []string
+	unsupported []string
+	err         error // why the app has no working function, if it has none
+	timers      []appTimer
 }
 
 func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
-	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{}), prefix: azure.DefaultRoutePrefix, host: h}
-	if p, err := azure.ReadRoutePrefix(fc.Codedir); err != nil {
-		h.log.Error("app route prefix: using the default", "app", fc.Name, "prefix", azure.DefaultRoutePrefix, "error", err)
-	} else {
-		a.prefix = p
+	a := &app{cfg: fc, runtime: rt, indexed: make(chan struct{}), host: h}
+	hc, err := azure.ReadHostConfig(fc.Codedir)
+	if err != nil {
+		h.log.Error("app host.json: the settings named keep their defaults", "app", fc.Name, "error", err)
+	}
+	a.hostJSON, a.prefix, a.gate = hc, hc.RoutePrefix, newAppGate(fc.Name, hc)
+	if len(hc.Ignored) > 0 {
+		h.log.Warn("app host.json: keys polyfn does not honour", "app", fc.Name, "keys", strings.Join(hc.Ignored, ", "))
 	}
 	a.pool = pool.New(pool.Options{
 		Function:    fc.Name,
@@ -65,6 +74,7 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 				si, err := stream.Start(ctx, stream.Options{
 					Server: h.stream, Runtime: rt, Name: fc.Name, ID: id,
 					Dir: filepath.Join(h.runDir, id), AppDir: fc.Codedir, Env: fc.Env, Log: h.log, App: true, Isolation: h.iso[fc.Name],
+					LogLevels: hc.LogLevels,
 				})
 				if err != nil {
 					return nil, err
@@ -78,7 +88,7 @@ func (h *Host) newApp(fc config.Function, rt config.Runtime) *app {
 			}
 			a.streaming.Store(loaded.HTTPStreaming())
 			fns, broken := loaded.AppFunctions()
-			a.update(h, fns, broken)
+			a.update(h, fns, broken, loaded.Unsupported())
 			return inst, nil
 		},
 	})
@@ -94,7 +104,7 @@ func (a *app) failed(err error) {
 	a.indexOnce.Do(func() { close(a.indexed) })
 }
 
-func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
+func (a *app) update(h *Host, fns []*azure.Function, broken, unsupported []error) {
 	router, err := azure.NewRouter(fns, a.prefix)
 	timers, timerErrs := a.indexTimers(fns)
 	broken = append(broken, timerErrs...)
@@ -105,18 +115,28 @@ func (a *app) update(h *Host, fns []*azure.Function, broken []error) {
 	if err != nil {
 		msgs = append(msgs, err.Error())
 	}
+	unsup := make([]string, len(unsupported))
+	for i, u := range unsupported {
+		unsup[i] = u.Error()
+	}
 	a.mu.Lock()
 	first := a.router == nil
-	a.functions, a.router, a.broken, a.err = fns, router, msgs, nil
+	a.functions, a.router, a.broken, a.unsupported, a.err = fns, router, msgs, unsup, nil
 	a.mu.Unlock()
 	if first {
 		names := make([]string, len(fns))
 		for i, f := range fns {
 			names[i] = f.Name
 		}
-		h.log.Info("app indexed", "app", a.cfg.Name, "functions", strings.Join(names, ","), "broken", len(msgs))
+		h.log.Info("app indexed", "app", a.cfg.Name, "functions", strings.Join(names, ","), "broken", len(msgs), "unsupported", len(unsup))
 		for _, m := range msgs {
 			h.log.Error("app function broken", "app", a.cfg.Name, "error", m)
+		}
+		for _, u := range unsupported {
+			var ue *azure.UnsupportedError
+			if errors.As(u, &ue) {
+				h.log.Warn("app function unsupported: not served", "app", a.cfg.Name, "function", ue.Function, "bindings", strings.Join(ue.Bindings, ", "), "error", u)
+			}
 		}
 	}
 	h.setTimers(a, timers)
@@ -191,7 +211,13 @@ type AppStatus struct {
 	Runtime   string   `json:"runtime"`
 	Functions []string `json:"functions"`
 	Broken    []string `json:"broken,omitempty"`
-	Error     string   `json:"error,omitempty"`
+	// Unsupported names each function polyfn cannot serve and the bindings
+	// why ("function f: unsupported binding queueTrigger ...").
+	Unsupported []string `json:"unsupported,omitempty"`
+	// HostJSONIgnored lists the keys of the app's host.json polyfn does not
+	// honour.
+	HostJSONIgnored []string `json:"host_json_ignored,omitempty"`
+	Error           string   `json:"error,omitempty"`
 	// Timers are the app's timer functions.
 	Timers []AppTimerStatus `json:"timers,omitempty"`
 	pool.Stats
@@ -202,7 +228,8 @@ func (h *Host) AppStatus() []AppStatus {
 	out := make([]AppStatus, 0, len(h.apps))
 	for _, a := range h.apps {
 		a.mu.RLock()
-		st := AppStatus{Name: a.cfg.Name, Runtime: a.runtime.Name, Broken: a.broken, Stats: a.pool.Stats()}
+		st := AppStatus{Name: a.cfg.Name, Runtime: a.runtime.Name, Broken: a.broken, Unsupported: a.unsupported,
+			HostJSONIgnored: a.hostJSON.Ignored, Stats: a.pool.Stats()}
 		for _, f := range a.functions {
 			st.Functions = append(st.Functions, f.Name)
 		}

@@ -144,7 +144,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 		}
 		if rt.Discovery == config.DiscoveryApp {
 			a := h.newApp(fc, rt)
-			a.timeout = timeoutCause(i, fc)
+			a.timeout = a.boundTimeout(timeoutCause(i, fc))
 			h.apps = append(h.apps, a)
 			h.pools = append(h.pools, a.pool)
 			continue
@@ -392,7 +392,7 @@ func (h *Host) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Result,
 	defer cancel()
 	ctx, span := startSpan(ctx, req)
 	began := time.Now()
-	res, err := p.Invoke(ctx, req)
+	res, err := h.run(ctx, p, req)
 	if err != nil {
 		err = h.invocationFailed(req, err)
 		// The message reaches the caller: every secret of the
@@ -438,6 +438,9 @@ func (h *Host) invocationFailed(req *invoke.Request, err error) error {
 		args = append(args, "app", req.App)
 	}
 	var ie *invoke.Error
+	if errors.As(err, &ie) {
+		args = append(args, failureAttrs(h, req, ie)...)
+	}
 	if !errors.As(err, &ie) {
 		h.log.Error("internal error: a host bug", args...)
 		return &invoke.Error{Kind: invoke.KindInternal, Type: "InternalError", Err: err,

@@ -16,6 +16,8 @@ func TestMain(m *testing.M) {
 			runAttacker()
 		} else if strings.HasPrefix(mode, "azure-stream") {
 			runFakeStreamingAzureWorker(mode)
+		} else if strings.HasPrefix(mode, "azapp-") {
+			runFakeAzureApp(mode)
 		} else if strings.HasPrefix(mode, "azure") {
 			runFakeAzureWorker(mode)
 		} else if strings.HasPrefix(mode, "stream") {

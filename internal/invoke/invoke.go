@@ -181,6 +181,9 @@ type Error struct {
 	Message string
 	// Err is the underlying cause, if any.
 	Err error
+	// Stack is the function's stack trace as its worker reported it (a
+	// function error), for the log; never sent to the caller.
+	Stack string
 	// Undelivered marks a WorkerCrashed error of an invocation that never
 	// reached the worker (it was already gone): it is safe to retry.
 	Undelivered bool

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +75,9 @@ type Options struct {
 	// Isolation confines the worker: resource limits, the user it runs as
 	// (Dir is given to that user).
 	Isolation worker.Isolation
+	// LogLevels filter an app worker's RpcLogs by category (host.json's
+	// logging.logLevel; the zero value passes Information and above).
+	LogLevels azure.LogLevels
 }
 
 // Instance is what the pool runs invocations on.
@@ -104,11 +109,24 @@ type Instance struct {
 	name, id   string // what the instance serves and is called (Bind changes them)
 	stopOnce   sync.Once
 
-	// For apps: the functions the worker loaded, and the ones that failed
-	// indexing or loading with why.
+	// For apps: the functions the worker loaded, the ones that failed
+	// indexing or loading with why, and the ones polyfn cannot serve
+	// (*azure.UnsupportedError each).
 	appFunctions []*azure.Function
 	broken       []error
+	unsupported  []error
+	// said holds the last warnings and errors the worker logged before it
+	// was ready (its own reason when it fails to start or index).
+	said  []string
+	ready bool
 }
+
+// saidMax bounds Instance.said, saidLen each of its messages (in
+// characters; the Python worker logs whole module tables).
+const (
+	saidMax = 5
+	saidLen = 300
+)
 
 // Start launches the worker and waits, within the runtime's init timeout,
 // for its stream, init and the load of every function. On any failure the
@@ -315,7 +333,43 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 			return fail("indexing", err)
 		}
 	}
+	i.mu.Lock()
+	i.ready, i.said = true, nil
+	i.mu.Unlock()
 	return nil
+}
+
+// withSaid appends to a start error that carries no exception of the
+// worker what the worker itself said before it was ready: its last
+// warnings and errors (RpcLog), else the last lines of its stderr; what
+// the error already quotes is left out.
+func (i *Instance) withSaid(err error) error {
+	i.mu.Lock()
+	said := slices.Clone(i.said)
+	i.mu.Unlock()
+	what := "the worker said"
+	if len(said) == 0 {
+		what, said = "the worker's last stderr lines", stackless(i.proc.StderrTail())
+		if len(said) > saidMax {
+			said = said[len(said)-saidMax:]
+		}
+	}
+	text := err.Error()
+	said = slices.DeleteFunc(said, func(s string) bool { return strings.TrimSpace(s) == "" || strings.Contains(text, s) })
+	if len(said) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w; %s: %s", err, what, strings.Join(said, " | "))
+}
+
+// stackless drops the lines of stack traces from stderr lines: indented
+// ones ("    at f (index.js:1:2)", "  File ...") and Node.js's require
+// stack ("- /app/src/index.js"), which crowd out the line naming the
+// error.
+func stackless(lines []string) []string {
+	return slices.DeleteFunc(lines, func(l string) bool {
+		return l == "" || l[0] == ' ' || l[0] == '\t' || strings.HasPrefix(l, "- ")
+	})
 }
 
 // index discovers an app's functions and loads each. Functions that fail
@@ -366,17 +420,21 @@ func (i *Instance) index(ctx context.Context) error {
 		}
 	}
 	for _, c := range found {
+		if err := azure.CheckSupported(c.fn); err != nil {
+			i.unsupported = append(i.unsupported, err)
+			continue
+		}
 		if err := i.load(ctx, c.fn.LoadRequest(c.props)); err != nil {
 			i.broken = append(i.broken, err)
 			continue
 		}
 		i.appFunctions = append(i.appFunctions, c.fn)
 	}
-	if len(i.appFunctions) == 0 {
+	if len(i.appFunctions) == 0 && len(i.unsupported) == 0 {
 		if len(i.broken) > 0 {
 			return fmt.Errorf("no function of app %s could be loaded: %w", i.opts.AppDir, errors.Join(i.broken...))
 		}
-		return fmt.Errorf("app %s has no functions (the worker listed none and no */function.json exists)", i.opts.AppDir)
+		return i.withSaid(fmt.Errorf("app %s has no functions (the worker listed none and no */function.json exists)", i.opts.AppDir))
 	}
 	return nil
 }
@@ -384,6 +442,10 @@ func (i *Instance) index(ctx context.Context) error {
 // AppFunctions returns the functions an app instance loaded, and the errors
 // of those that could not be indexed or loaded.
 func (i *Instance) AppFunctions() ([]*azure.Function, []error) { return i.appFunctions, i.broken }
+
+// Unsupported returns the app functions polyfn cannot serve, an
+// *azure.UnsupportedError each (not loaded into the worker).
+func (i *Instance) Unsupported() []error { return i.unsupported }
 
 func (i *Instance) load(ctx context.Context, req *rpc.FunctionLoadRequest) error {
 	resp, err := i.conn.Request(ctx, "load:"+req.FunctionId, &rpc.StreamingMessage{
@@ -588,15 +650,18 @@ func (i *Instance) Invoke(ctx context.Context, req *invoke.Request) (*invoke.Res
 			}
 			return nil, invoke.Errorf(invoke.KindWorkerCrashed, "%s", msg)
 		}
-		typ := ex.GetType()
+		typ, msg := ex.GetType(), ex.GetMessage()
+		if appFn != nil {
+			// The official workers send the class in the message or stack.
+			typ, msg = azure.ExceptionType(ex)
+		}
 		if typ == "" {
 			typ = "FunctionError"
 		}
-		msg := ex.GetMessage()
 		if msg == "" {
 			msg = r.GetResult()
 		}
-		return nil, &invoke.Error{Kind: invoke.KindFunction, Type: typ, Message: msg}
+		return nil, &invoke.Error{Kind: invoke.KindFunction, Type: typ, Message: msg, Stack: ex.GetStackTrace()}
 	}
 }
 
@@ -735,6 +800,9 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 		return
 	}
 	lvl := rpcLevels[l.GetLevel()]
+	if i.opts.App {
+		i.noteSaid(l)
+	}
 	if l.GetLogCategory() == rpc.RpcLog_System && lvl == slog.LevelInfo && i.opts.App {
 		// The official workers log every invocation at System/Information.
 		lvl = slog.LevelDebug
@@ -744,13 +812,17 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 	}
 	fn, id := i.tags()
 	attrs := make([]slog.Attr, 0, 6)
+	invoked := false
 	if id := l.GetInvocationId(); id != "" {
 		i.mu.Lock()
 		if name, ok := i.inflight[id]; ok {
-			fn = name
+			fn, invoked = name, true
 		}
 		i.mu.Unlock()
 		attrs = append(attrs, slog.String("invocation", id))
+	}
+	if i.opts.App && !i.opts.LogLevels.Enabled(i.logCategory(l, fn, invoked), azure.LogLevel(l.GetLevel())) {
+		return // host.json's logging.logLevel
 	}
 	attrs = append(attrs, slog.String("function", fn), slog.String("instance", id))
 	source := "user"
@@ -765,6 +837,48 @@ func (i *Instance) onLog(l *rpc.RpcLog) {
 		attrs = append(attrs, slog.String("exception", ex.GetMessage()+"\n"+ex.GetStackTrace()))
 	}
 	i.opts.Log.LogAttrs(context.Background(), lvl, l.GetMessage(), attrs...)
+}
+
+// logCategory is the category the official host logs an app worker's
+// RpcLog under (see azure.FunctionCategory), for host.json's
+// logging.logLevel: fn is the function of the invocation it belongs to,
+// if invoked.
+func (i *Instance) logCategory(l *rpc.RpcLog, fn string, invoked bool) string {
+	switch {
+	case !invoked:
+		return azure.WorkerCategory(i.opts.Runtime.Name)
+	case l.GetLogCategory() == rpc.RpcLog_User:
+		return azure.FunctionUserCategory(fn)
+	}
+	return azure.FunctionCategory(fn)
+}
+
+// noteSaid keeps the worker's warnings and errors until it is ready: they
+// are its own reason when it fails to start or index.
+func (i *Instance) noteSaid(l *rpc.RpcLog) {
+	if l.GetLevel() < rpc.RpcLog_Warning {
+		return
+	}
+	msg := l.GetMessage()
+	if ex := l.GetException(); ex != nil && ex.GetMessage() != "" && !strings.Contains(msg, ex.GetMessage()) {
+		msg += ": " + ex.GetMessage()
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if msg == "" {
+		return
+	}
+	if r := []rune(msg); len(r) > saidLen {
+		msg = string(r[:saidLen]) + "..."
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.ready {
+		return
+	}
+	if len(i.said) == saidMax {
+		i.said = append(i.said[:0], i.said[1:]...)
+	}
+	i.said = append(i.said, msg)
 }
 
 // onOther handles worker messages that answer no pending request: late

@@ -75,6 +75,12 @@ type AppAuthLeveler interface {
 	AppAuthLevel(app, function string) string
 }
 
+// AppAllower gives the methods the app functions whose route matches a
+// path accept, for the Allow header of a 405; *host.Host implements it.
+type AppAllower interface {
+	AppAllowed(path string) []string
+}
+
 // Readier tells whether a configuration is fully up; *host.Host
 // implements it.
 type Readier interface {
@@ -358,6 +364,11 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.srv.responding(w)
+		if al, ok := h.apps.(AppAllower); ok && invoke.KindOf(err) == invoke.KindMethodNotAllowed {
+			if m := al.AppAllowed(req.HTTPRequest.Path); len(m) > 0 {
+				w.Header().Set("Allow", strings.Join(m, ", "))
+			}
+		}
 		h.writeInvokeError(w, r, err)
 		return
 	}
@@ -553,30 +564,9 @@ func lowerHeader(k string) string {
 	return strings.ToLower(k)
 }
 
-// Status maps an invocation error kind to its HTTP status.
-func Status(k invoke.Kind) int {
-	switch k {
-	case invoke.KindNotFound:
-		return http.StatusNotFound
-	case invoke.KindTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case invoke.KindOverloaded:
-		return http.StatusTooManyRequests
-	case invoke.KindWorkerCrashed, invoke.KindWorkerStart, invoke.KindInvalidResponse:
-		return http.StatusBadGateway
-	case invoke.KindTimeout:
-		return http.StatusGatewayTimeout
-	case invoke.KindUnavailable:
-		return http.StatusServiceUnavailable
-	case invoke.KindBadRequest:
-		return http.StatusBadRequest
-	case invoke.KindMethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	case invoke.KindInternal:
-		return http.StatusInternalServerError
-	}
-	return http.StatusInternalServerError
-}
+// Status maps an invocation error kind to its HTTP status
+// (invoke.HTTPStatus).
+func Status(k invoke.Kind) int { return invoke.HTTPStatus(k) }
 
 // writeInvokeError answers an invocation that failed. An error that is not
 // an *invoke.Error has no known origin: it is the host's, answered 500
