@@ -3,7 +3,9 @@ package http
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/polyfn/polyfn/internal/config"
@@ -126,16 +128,37 @@ func (h *Handler) unauthorized(w http.ResponseWriter, function, level, header st
 }
 
 // requireAdmin serves next only to requests with an admin key, unless the
-// configuration leaves the admin endpoints open on this listener.
-func (h *Handler) requireAdmin(next http.Handler) http.Handler {
-	if h.auth == nil || h.adminListener || h.auth.cfg.AdminOpen() {
+// configuration leaves the admin endpoints open on this listener. On the
+// admin listener they are open, but for /admin/* (document, not metrics)
+// reached at an address other than loopback when admin keys exist: a pod's
+// admin port is reachable across the cluster for probes and scrapes.
+func (h *Handler) requireAdmin(next http.Handler, document bool) http.Handler {
+	if h.auth == nil || h.auth.cfg.AdminOpen() && !h.adminListener {
+		return next
+	}
+	if h.adminListener && (!document || len(h.auth.admin) == 0) {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.adminListener && localLoopback(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if !h.auth.allows(config.LevelAdmin, takeKey(r, true, KeyHeader)) {
 			h.unauthorized(w, "admin", config.LevelAdmin, KeyHeader)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// localLoopback reports whether r arrived at a loopback address of the
+// host.
+func localLoopback(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(local.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

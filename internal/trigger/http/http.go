@@ -172,7 +172,7 @@ func NewHandlerWith(inv Invoker, srv *Server, maxBody int64, log *slog.Logger, o
 		case srv != nil:
 			listener = append(listener, srv.Metrics())
 		}
-		h.mux.Handle("GET /metrics", guard(h.requireAdmin(m.Metrics().Handler(listener...))))
+		h.mux.Handle("GET /metrics", guard(h.requireAdmin(m.Metrics().Handler(listener...), false)))
 	}
 	if a, ok := inv.(AdminReporter); ok {
 		h.mux.Handle("GET /admin/functions", guard(h.requireAdmin(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -180,7 +180,7 @@ func NewHandlerWith(inv Invoker, srv *Server, maxBody int64, log *slog.Logger, o
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(a.AdminDocument())
-		}))))
+		}), true)))
 	}
 	return h
 }
