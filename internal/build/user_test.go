@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/gobuild"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -267,4 +268,73 @@ func readTrim(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// The go command runs as a user of its own too: a -toolexec wrapper
+// records the uid the compiler and linker run as; the binary is root's in
+// the cache, the go command's caches (gobuild.SharedCache) are root's
+// again after the build.
+func TestGoBuildRunsAsUserOfItsOwn(t *testing.T) {
+	runner, base := userRunner(t)
+	dir := t.TempDir()
+	open(t, dir)
+	record := filepath.Join(dir, "record")
+	if err := os.Mkdir(record, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(record, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "toolexec.sh")
+	write(t, wrapper, "#!/bin/sh\nid -u >> "+filepath.Join(record, "uids")+"\nexec \"$@\"\n")
+	if err := os.Chmod(wrapper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOFLAGS", "-toolexec="+wrapper)
+	write(t, filepath.Join(dir, "gofn", "go.mod"), "module example.com/gofn\n\ngo 1.22\n")
+	write(t, filepath.Join(dir, "gofn", "main.go"), "package main\n\nfunc main() {}\n")
+	cfg := load(t, dir, `
+state_dir: state
+functions:
+  - {name: gofn, runtime: go, codedir: gofn}
+`)
+	b := New(Options{Dir: Dir(cfg), Runner: runner})
+	r := b.Run(context.Background(), Plan(cfg))[0]
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	uids := strings.Fields(readTrim(t, filepath.Join(record, "uids")))
+	if len(uids) == 0 {
+		t.Fatal("the go command ran no tool through -toolexec")
+	}
+	for _, u := range uids {
+		if u == "0" {
+			t.Fatalf("a Go tool ran as root: uids %v", uids)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(r.Path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Mode&0o7777 != 0o755 {
+		t.Errorf("binary %s: uid %d mode %04o; want root's, 0755", r.Path, st.Uid, st.Mode&0o7777)
+	}
+	var err error
+	for _, d := range []string{filepath.Join(Dir(cfg), "go"), gobuild.SharedCache} {
+		err = errors.Join(err, filepath.Walk(d, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			if s := fi.Sys().(*syscall.Stat_t); s.Uid != 0 {
+				return errors.New(p + " is uid " + strconv.Itoa(int(s.Uid)) + " after the build")
+			}
+			return nil
+		}))
+	}
+	if err != nil {
+		t.Error(err)
+	}
+	if ents, err := os.ReadDir(base); err != nil || len(ents) != 0 {
+		t.Errorf("work directories left in %s: %v %v", base, ents, err)
+	}
 }

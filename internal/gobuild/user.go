@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/polyfn/polyfn/internal/builduser"
 )
@@ -15,12 +17,58 @@ import (
 // user of their own when the builder has a Runner. The session begins with
 // the first go command that runs (an unchanged function runs none) and
 // ends with the Build. Sandboxed, the go command's build and module caches
-// are Dir/cache/{build,mod}, the build user's while the session lasts and
-// root's again after it (only the go command runs under the id then, no
-// code of a function's), when the build user can reach Dir; otherwise they
-// are the session's own (a build then compiles and downloads everything).
-// The module file the builder adds (sdkArgs) is copied into the work
-// directory, since -mod=mod may rewrite it.
+// are SharedCache/{build,mod}, one pair for every host of the machine: the
+// build user's while its session lasts, root's again after it, and used by
+// one session at a time (a lock file, SharedCache/lock). Only the go
+// command runs under the id meanwhile, no code of a function's. When the
+// shared caches cannot be made, the session uses caches of its own (a
+// build then compiles and downloads everything). The module file the
+// builder adds (sdkArgs) is copied into the work directory, since -mod=mod
+// may rewrite it.
+
+// SharedCache is where sandboxed Go builds keep the go command's caches.
+const SharedCache = "/var/cache/polyfn/go"
+
+// lockPoll is how often a build waiting for the shared caches tries their
+// lock file again.
+const lockPoll = 50 * time.Millisecond
+
+// cacheMu lets one build of the process hold the shared caches at a time.
+var cacheMu = make(chan struct{}, 1)
+
+// lockShared waits (until ctx is done) for the shared caches: the
+// process's turn, then the machine's (the lock file). The returned file's
+// closing and a receive from cacheMu end the turn.
+func lockShared(ctx context.Context) (*os.File, error) {
+	select {
+	case cacheMu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := os.MkdirAll(SharedCache, 0o755); err != nil {
+		<-cacheMu
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(SharedCache, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		<-cacheMu
+		return nil, err
+	}
+	t := time.NewTicker(lockPoll)
+	defer t.Stop()
+	for {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return f, nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			f.Close()
+			<-cacheMu
+			return nil, ctx.Err()
+		}
+	}
+}
 
 // run is one Build's session, begun lazily.
 type run struct {
@@ -31,9 +79,11 @@ type run struct {
 	env []string
 	// modfile is the session's copy of the builder's module file.
 	modfile string
+	// lock holds the shared caches while the session uses them.
+	lock *os.File
 }
 
-func (r *run) session() (*builduser.Session, error) {
+func (r *run) session(ctx context.Context) (*builduser.Session, error) {
 	if r.s != nil || r.err != nil {
 		return r.s, r.err
 	}
@@ -41,13 +91,21 @@ func (r *run) session() (*builduser.Session, error) {
 	if r.err != nil || !r.s.Sandboxed() {
 		return r.s, r.err
 	}
-	cache := filepath.Join(r.b.Dir, "cache")
-	if os.MkdirAll(cache, 0o755) == nil && builduser.Reachable(cache, r.s.Uid(), r.s.Uid(), 1) == nil {
-		build, mod := filepath.Join(cache, "build"), filepath.Join(cache, "mod")
+	lock, err := lockShared(ctx)
+	if ctx.Err() != nil {
+		r.err = err
+		return r.s, r.err
+	}
+	if err == nil && builduser.Reachable(SharedCache, r.s.Uid(), r.s.Uid(), 1) == nil {
+		r.lock = lock
+		build, mod := filepath.Join(SharedCache, "build"), filepath.Join(SharedCache, "mod")
 		if r.err = r.s.Share(build, mod); r.err != nil {
 			return r.s, r.err
 		}
 		r.env = []string{"GOCACHE=" + build, "GOMODCACHE=" + mod}
+	} else if err == nil {
+		lock.Close()
+		<-cacheMu
 	}
 	return r.s, nil
 }
@@ -69,14 +127,18 @@ func (r *run) modcache() string {
 
 func (r *run) close() {
 	if r.s != nil {
-		r.s.Close()
+		r.s.Close() // gives the shared caches back to root first
+	}
+	if r.lock != nil {
+		r.lock.Close()
+		<-cacheMu
 	}
 }
 
 // command returns the go command with args, run in dir, under the
 // builder's module file (sdkArgs) when there is one, in r's session.
 func (b *Builder) command(ctx context.Context, r *run, dir string, modArgs []string, args ...string) (*exec.Cmd, error) {
-	s, err := r.session()
+	s, err := r.session(ctx)
 	if err != nil {
 		return nil, err
 	}
