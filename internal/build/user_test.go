@@ -60,7 +60,7 @@ func npmTarball(t *testing.T, path string) {
 	t.Helper()
 	files := map[string]string{
 		"package/package.json": `{"name": "recorder", "version": "1.0.0", "main": "index.js",
-  "scripts": {"install": "id -u > uid.txt && id -g > gid.txt"}}`,
+  "scripts": {"install": "id -u > uid.txt && id -g > gid.txt && env > env.txt"}}`,
 		"package/index.js": "const fs = require('fs');\nmodule.exports = () => fs.readFileSync(__dirname + '/uid.txt', 'utf8').trim();\n",
 	}
 	var buf bytes.Buffer
@@ -143,6 +143,7 @@ func asUser(uid uint32, script string) ([]byte, error) {
 // work directory is gone.
 func TestBuildRunsAsUserOfItsOwn(t *testing.T) {
 	runner, base := userRunner(t)
+	t.Setenv("POLYFN_TEST_HOST_SECRET", "s3cret-of-the-host")
 	dir := t.TempDir()
 	open(t, dir)
 	tgz := filepath.Join(dir, "recorder-1.0.0.tgz")
@@ -190,6 +191,14 @@ functions:
 			t.Fatalf("%s: the install step ran as uid %q gid %q; want a uid of its own in %d-%d (gid the same)", r.Function, uid, gid, lo, hi)
 		}
 		recorded = append(recorded, uid)
+		if r.Kind == KindNode {
+			// The host's environment is not the install script's: HOME is
+			// the build's own, a variable of the host's is absent.
+			env := readTrim(t, filepath.Join(r.Path, "recorder", "env.txt"))
+			if strings.Contains(env, "s3cret-of-the-host") || !strings.Contains(env, "\nHOME="+base+"/polyfn-build-") {
+				t.Errorf("the install script's environment:\n%s", env)
+			}
+		}
 		entry := filepath.Dir(r.Path)
 		err = filepath.Walk(entry, func(p string, fi os.FileInfo, err error) error {
 			if err != nil {
@@ -336,5 +345,23 @@ functions:
 	}
 	if ents, err := os.ReadDir(base); err != nil || len(ents) != 0 {
 		t.Errorf("work directories left in %s: %v %v", base, ents, err)
+	}
+}
+
+// polyfn validate loads each handler (its module-level code runs) as the
+// user builds run as: a module that refuses to be imported as root loads.
+func TestCheckRunsAsUserOfItsOwn(t *testing.T) {
+	userRunner(t)
+	dir := t.TempDir()
+	open(t, dir)
+	write(t, filepath.Join(dir, "py", "main.py"), "import os\n\nif os.getuid() == 0:\n    raise RuntimeError('imported as root')\n\n\ndef handler(event, context):\n    return None\n")
+	write(t, filepath.Join(dir, "nd", "index.js"), "if (process.getuid() === 0) throw new Error('loaded as root');\nexports.handler = async () => null;\n")
+	cfg := load(t, dir, `
+functions:
+  - {name: py, runtime: python3, handler: main.handler, codedir: py}
+  - {name: nd, runtime: node, handler: index.handler, codedir: nd}
+`)
+	if problems := Check(context.Background(), cfg, nil, 0); len(problems) != 0 {
+		t.Fatalf("problems: %v", problems)
 	}
 }

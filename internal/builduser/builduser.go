@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -169,9 +170,41 @@ func (s *Session) Env() []string {
 	}
 }
 
+// passed are the host's environment variables a sandboxed build's
+// commands get (with those of passedPrefixes): what the installers and
+// compilers are configured with (indexes, proxies, certificates, compiler
+// flags). No other variable of the host's — credentials, tokens — reaches
+// a package's install script. docs/security.md lists them.
+var passed = map[string]bool{
+	"PATH": true, "LANG": true, "LANGUAGE": true, "LC_ALL": true, "LC_CTYPE": true, "TZ": true, "TERM": true,
+	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "ALL_PROXY": true,
+	"http_proxy": true, "https_proxy": true, "no_proxy": true, "all_proxy": true,
+	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true, "REQUESTS_CA_BUNDLE": true, "CURL_CA_BUNDLE": true,
+	"CC": true, "CXX": true, "CFLAGS": true, "CXXFLAGS": true, "CPPFLAGS": true, "LDFLAGS": true, "PKG_CONFIG_PATH": true,
+}
+
+var passedPrefixes = []string{"GO", "CGO_", "PIP_", "UV_", "npm_config_", "NPM_CONFIG_", "NODE_"}
+
+// Environ returns the entries of env a sandboxed build's commands get.
+func Environ(env []string) []string {
+	var out []string
+	for _, e := range env {
+		k, _, _ := strings.Cut(e, "=")
+		ok := passed[k]
+		for _, p := range passedPrefixes {
+			ok = ok || strings.HasPrefix(k, p)
+		}
+		if ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Command returns a command running name with args in dir: in a process
 // group of its own, killed as a group when ctx is done, and (sandboxed)
-// as the session's user with its environment. extraEnv is added last.
+// as the session's user with the host's environment as Environ passes it
+// and the session's (Env). extraEnv is added last.
 func (s *Session) Command(ctx context.Context, dir string, extraEnv []string, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
@@ -189,8 +222,11 @@ func (s *Session) Command(ctx context.Context, dir string, extraEnv []string, na
 		return err
 	}
 	cmd.WaitDelay = WaitDelay
-	if s.Sandboxed() || len(extraEnv) > 0 {
-		cmd.Env = append(append(os.Environ(), s.Env()...), extraEnv...)
+	switch {
+	case s.Sandboxed():
+		cmd.Env = append(append(Environ(os.Environ()), s.Env()...), extraEnv...)
+	case len(extraEnv) > 0:
+		cmd.Env = append(os.Environ(), extraEnv...)
 	}
 	if s.Sandboxed() {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: s.uid, Gid: s.uid, Groups: []uint32{}}
