@@ -306,11 +306,15 @@ func TestGoBuildRunsAsUserOfItsOwn(t *testing.T) {
 state_dir: state
 functions:
   - {name: gofn, runtime: go, codedir: gofn}
+  - {name: same, runtime: go, codedir: gofn}
 `)
 	b := New(Options{Dir: Dir(cfg), Runner: runner})
-	r := b.Run(context.Background(), Plan(cfg))[0]
-	if r.Err != nil {
-		t.Fatal(r.Err)
+	results := b.Run(context.Background(), Plan(cfg)) // the same entry twice, at once
+	r := results[0]
+	for _, res := range results {
+		if res.Err != nil || res.Path != r.Path {
+			t.Fatalf("%s: %s %v", res.Function, res.Path, res.Err)
+		}
 	}
 	uids := strings.Fields(readTrim(t, filepath.Join(record, "uids")))
 	if len(uids) == 0 {

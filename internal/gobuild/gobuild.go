@@ -82,14 +82,20 @@ func (e *CompileError) Error() string {
 // Cancelling ctx stops a build in progress.
 func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 	r := &run{b: b}
-	defer r.close()
+	defer func() { r.close() }()
 	key, modArgs, err := b.key(ctx, r, codedir)
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(b.Dir, key, "function")
 	lock := b.lock(key)
-	lock.Lock()
+	// A session holds the shared caches (user.go) and a build takes them
+	// under the entry's lock: the session of the key's go commands does
+	// not wait for the entry's lock, it ends first.
+	if !lock.TryLock() {
+		r.close()
+		lock.Lock()
+	}
 	defer lock.Unlock()
 	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
 		return out, nil

@@ -125,12 +125,15 @@ func (r *run) modcache() string {
 	return v
 }
 
+// close ends the session, if any. It is safe to call more than once.
 func (r *run) close() {
 	if r.s != nil {
 		r.s.Close() // gives the shared caches back to root first
 	}
+	r.s, r.err, r.env, r.modfile = nil, nil, nil, ""
 	if r.lock != nil {
 		r.lock.Close()
+		r.lock = nil
 		<-cacheMu
 	}
 }
