@@ -113,6 +113,10 @@ func (r *Runner) Begin() (*Session, error) {
 		s.Close()
 		return nil, fmt.Errorf("build work directory: %w", err)
 	}
+	if err := Reachable(work, uid, uid, 7); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("builds run as uid %d (a user of their own, isolation.uids), which cannot reach its work directory in %s: %w; set TMPDIR to a directory other users may enter (such as /tmp), or set isolation.user: host", uid, r.base, err)
+	}
 	return s, nil
 }
 
