@@ -436,15 +436,16 @@ func Reachable(path string, uid, gid uint32, want uint32) error {
 		if err := syscall.Stat(p, &st); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		mode := st.Mode & 0o7
+		m := uint32(st.Mode)
+		mode := m & 0o7
 		switch {
 		case st.Uid == uid:
-			mode = (st.Mode >> 6) & 0o7
+			mode = (m >> 6) & 0o7
 		case st.Gid == gid:
-			mode = (st.Mode >> 3) & 0o7
+			mode = (m >> 3) & 0o7
 		}
 		if mode&bits != bits {
-			return fmt.Errorf("%s is mode %04o, owner %d, group %d", p, st.Mode&0o7777, st.Uid, st.Gid)
+			return fmt.Errorf("%s is mode %04o, owner %d, group %d", p, m&0o7777, st.Uid, st.Gid)
 		}
 		return nil
 	}
