@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
 )
@@ -115,6 +116,9 @@ type Options struct {
 	// Progress, if set, is called (from the builds' goroutines, one call
 	// at a time) as each build starts and ends.
 	Progress func(Event)
+	// Runner, when set, runs the installers and compilers as a user of
+	// their own (internal/builduser; builduser.For says when).
+	Runner *builduser.Runner
 }
 
 // Builder builds functions' dependencies into its cache. It is safe for
@@ -141,7 +145,9 @@ func New(o Options) *Builder {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Builder{o: o, gb: gobuild.New(filepath.Join(o.Dir, "go")), locks: map[string]*sync.Mutex{}}
+	gb := gobuild.New(filepath.Join(o.Dir, "go"))
+	gb.Runner = o.Runner
+	return &Builder{o: o, gb: gb, locks: map[string]*sync.Mutex{}}
 }
 
 // Dir returns the cache directory of cfg: build.dir when set, else

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 )
 
@@ -82,6 +83,8 @@ require(loaderPath).loadHandler(f).then(
 // in its built environment and checks the attribute, loads a Node.js
 // module and its export, and reports a Go function's compile errors (from
 // its build result). results are the builds of cfg's functions, by name.
+// The loading runs as builds do (builduser.For): on a host running as
+// root, as a user of its own.
 // Checks run at most parallel at once.
 func Check(ctx context.Context, cfg *config.Config, results map[string]Result, parallel int) []Problem {
 	if parallel <= 0 {
@@ -93,6 +96,8 @@ func Check(ctx context.Context, cfg *config.Config, results map[string]Result, p
 		wg       sync.WaitGroup
 	)
 	sem := make(chan struct{}, parallel)
+	// A handler's module-level code runs: as the user builds run as.
+	runner := builduser.For(cfg)
 	add := func(p Problem) {
 		mu.Lock()
 		problems = append(problems, p)
@@ -123,7 +128,7 @@ func Check(ctx context.Context, cfg *config.Config, results map[string]Result, p
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if p, bad := checkOne(ctx, rt, fc); bad {
+			if p, bad := checkOne(ctx, runner, rt, fc); bad {
 				add(p)
 			}
 		}()
@@ -132,15 +137,23 @@ func Check(ctx context.Context, cfg *config.Config, results map[string]Result, p
 	return problems
 }
 
-func checkOne(ctx context.Context, rt config.Runtime, fc config.Function) (Problem, bool) {
+func checkOne(ctx context.Context, runner *builduser.Runner, rt config.Runtime, fc config.Function) (Problem, bool) {
 	spec, _ := json.Marshal(map[string]string{"name": fc.Name, "handler": fc.Handler, "codedir": fc.Codedir, "dependencies": fc.Dependencies})
+	s, err := runner.Begin()
+	if err != nil {
+		return Problem{Function: fc.Name, Message: err.Error()}, true
+	}
+	defer s.Close()
+	if err := s.Readable("codedir "+fc.Codedir, fc.Codedir); err != nil {
+		return Problem{Function: fc.Name, Message: err.Error()}, true
+	}
 	var cmd *exec.Cmd
 	if rt.Name == "python3" {
 		interp, err := PythonInterpreter(rt)
 		if err != nil {
 			return Problem{Function: fc.Name, Message: err.Error()}, true
 		}
-		cmd = exec.CommandContext(ctx, interp, "-c", pythonCheck, string(spec))
+		cmd = s.Command(ctx, fc.Codedir, nil, interp, "-c", pythonCheck, string(spec))
 	} else {
 		loader, err := NodeRuntimeLoader(rt)
 		if err != nil {
@@ -150,12 +163,11 @@ func checkOne(ctx context.Context, rt config.Runtime, fc config.Function) (Probl
 		if err != nil {
 			return Problem{Function: fc.Name, Message: err.Error()}, true
 		}
-		cmd = exec.CommandContext(ctx, node, "-e", nodeCheck, loader, string(spec))
+		cmd = s.Command(ctx, fc.Codedir, nil, node, "-e", nodeCheck, loader, string(spec))
 	}
-	cmd.Dir = fc.Codedir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var out Problem
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &out); jerr != nil || err != nil {

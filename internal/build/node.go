@@ -117,6 +117,17 @@ func (b *Builder) node(ctx context.Context, sp Spec) (string, bool, error) {
 		if err != nil {
 			return err
 		}
+		s, err := b.o.Runner.Begin()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if err := s.Readable("codedir "+sp.Codedir, sp.Codedir); err != nil {
+			return &Error{Function: sp.Function, Command: "read codedir", Err: err}
+		}
+		// out is tmp, or the build user's directory whose result Take
+		// moves to tmp.
+		out := s.Out(tmp)
 		files := []string{"package.json"}
 		args := []string{npm, "install", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"}
 		if lock != "" {
@@ -128,18 +139,23 @@ func (b *Builder) node(ctx context.Context, sp Spec) (string, bool, error) {
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(filepath.Join(tmp, f), data, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(out, f), data, 0o644); err != nil {
 				return err
 			}
 		}
+		if err := s.Own(out); err != nil {
+			return err
+		}
 		b.starting(sp, shell(args)+" (package.json of "+sp.Codedir+")")
 		b.ran()
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Dir = tmp
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd := s.Command(ctx, out, nil, args[0], args[1:]...)
+		var output bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &output, &output
 		if err := cmd.Run(); err != nil {
-			return &Error{Function: sp.Function, Command: shell(args), Output: tail(out.String()), Err: err}
+			return &Error{Function: sp.Function, Command: shell(args), Output: tail(output.String()), Err: err}
+		}
+		if err := s.Take(out, tmp); err != nil {
+			return err
 		}
 		return os.MkdirAll(filepath.Join(tmp, "node_modules"), 0o755)
 	})

@@ -202,17 +202,29 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 	dir := filepath.Join(b.o.Dir, "python", hex.EncodeToString(h.Sum(nil))[:32])
 	site := filepath.Join(dir, "site")
 	cached, err := b.entry(dir, func(tmp string) error {
+		s, err := b.o.Runner.Begin()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if err := s.Readable("codedir "+sp.Codedir, sp.Codedir); err != nil {
+			return &Error{Function: sp.Function, Command: "read codedir", Err: err}
+		}
+		// out is tmp, or the build user's directory whose result Take
+		// moves to tmp.
+		out := s.Out(tmp)
 		var reqs []string
 		if rerr == nil {
 			reqs = append(reqs, "-r", filepath.Join(sp.Codedir, "requirements.txt"))
 		}
 		if perr == nil {
-			out, err := exec.CommandContext(ctx, interp, "-c", pyprojectScript, filepath.Join(sp.Codedir, "pyproject.toml")).CombinedOutput()
+			cmd := s.Command(ctx, sp.Codedir, nil, interp, "-c", pyprojectScript, filepath.Join(sp.Codedir, "pyproject.toml"))
+			said, err := cmd.CombinedOutput()
 			if err != nil {
-				return &Error{Function: sp.Function, Command: "read pyproject.toml dependencies", Output: tail(string(out)), Err: err}
+				return &Error{Function: sp.Function, Command: "read pyproject.toml dependencies", Output: tail(string(said)), Err: err}
 			}
-			if deps := strings.TrimSpace(string(out)); deps != "" {
-				f := filepath.Join(tmp, "pyproject-requirements.txt")
+			if deps := strings.TrimSpace(string(said)); deps != "" {
+				f := filepath.Join(out, "pyproject-requirements.txt")
 				if err := os.WriteFile(f, []byte(deps+"\n"), 0o644); err != nil {
 					return err
 				}
@@ -220,33 +232,38 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 			}
 		}
 		if len(reqs) == 0 || (rerr == nil && len(reqs) == 2 && len(bytes.TrimSpace(stripComments(req))) == 0) {
+			if err := s.Take(out, tmp); err != nil {
+				return err
+			}
 			return os.Mkdir(filepath.Join(tmp, "site"), 0o755) // nothing to install
 		}
-		constraints := filepath.Join(tmp, "runtime-constraints.txt")
+		constraints := filepath.Join(out, "runtime-constraints.txt")
 		if err := os.WriteFile(constraints, []byte(strings.Join(probe.Constraints, "\n")+"\n"), 0o644); err != nil {
+			return err
+		}
+		if err := s.Own(out); err != nil {
 			return err
 		}
 		var args []string
 		if uv := uvFor(interp); uv != "" {
-			args = []string{uv, "pip", "install", "--no-progress", "--compile-bytecode", "--python", interp, "--target", filepath.Join(tmp, "site")}
+			args = []string{uv, "pip", "install", "--no-progress", "--compile-bytecode", "--python", interp, "--target", filepath.Join(out, "site")}
 		} else {
-			args = []string{interp, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--no-warn-script-location", "--target", filepath.Join(tmp, "site")}
+			args = []string{interp, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--no-warn-script-location", "--target", filepath.Join(out, "site")}
 		}
 		args = append(append(args, reqs...), "-c", constraints)
 		b.starting(sp, shell(args))
 		b.ran()
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Dir = sp.Codedir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd := s.Command(ctx, sp.Codedir, nil, args[0], args[1:]...)
+		var output bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &output, &output
 		if err := cmd.Run(); err != nil {
-			e := &Error{Function: sp.Function, Command: shell(args), Output: tail(out.String()), Err: err}
+			e := &Error{Function: sp.Function, Command: shell(args), Output: tail(output.String()), Err: err}
 			if c := conflicts(string(req)+"\n"+string(pyproject), probe.Constraints); c != "" {
 				e.Err = fmt.Errorf("%w; the requirements name packages the Python runtime itself uses (%s): a function gets the runtime's versions of these, pin them compatibly or not at all", err, c)
 			}
 			return e
 		}
-		return nil
+		return s.Take(out, tmp)
 	})
 	if err != nil {
 		return "", false, err

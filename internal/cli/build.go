@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polyfn/polyfn/internal/build"
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 )
 
@@ -120,7 +121,7 @@ func runBuilds(ctx context.Context, out io.Writer, cfg *config.Config, parallel 
 			status()
 		}
 	}
-	b := build.New(build.Options{Dir: build.Dir(cfg), Parallel: parallel, Log: log, Progress: progress})
+	b := build.New(build.Options{Dir: build.Dir(cfg), Parallel: parallel, Log: log, Progress: progress, Runner: builduser.For(cfg)})
 	results := b.Run(ctx, specs)
 	return results, nil
 }

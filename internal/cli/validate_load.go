@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polyfn/polyfn/internal/build"
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 )
 
@@ -20,7 +21,7 @@ func loadFunctions(cmd *cobra.Command, cfg *config.Config) error {
 	specs := build.Plan(cfg)
 	results := map[string]build.Result{}
 	if len(specs) > 0 {
-		b := build.New(build.Options{Dir: build.Dir(cfg)})
+		b := build.New(build.Options{Dir: build.Dir(cfg), Runner: builduser.For(cfg)})
 		for _, r := range b.Run(ctx, specs) {
 			results[r.Function] = r
 		}

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/polyfn/polyfn/internal/builduser"
 )
 
 // Builder builds and caches function binaries. It is safe for concurrent use.
@@ -42,6 +44,10 @@ type Builder struct {
 	// requires, added to the builds of functions outside polyfn's own
 	// module (sdk.go); empty when polyfn carries none.
 	Go, SDK, API string
+
+	// Runner, when set, runs the go commands as a user of their own
+	// (user.go, internal/builduser).
+	Runner *builduser.Runner
 }
 
 // New returns a builder caching under dir.
@@ -75,13 +81,21 @@ func (e *CompileError) Error() string {
 // codedir, building it if no binary for the current source is cached.
 // Cancelling ctx stops a build in progress.
 func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
-	key, modArgs, err := b.key(ctx, codedir)
+	r := &run{b: b}
+	defer func() { r.close() }()
+	key, modArgs, err := b.key(ctx, r, codedir)
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(b.Dir, key, "function")
 	lock := b.lock(key)
-	lock.Lock()
+	// A session holds the shared caches (user.go) and a build takes them
+	// under the entry's lock: the session of the key's go commands does
+	// not wait for the entry's lock, it ends first.
+	if !lock.TryLock() {
+		r.close()
+		lock.Lock()
+	}
 	defer lock.Unlock()
 	if st, err := os.Stat(out); err == nil && st.Mode().IsRegular() {
 		return out, nil
@@ -89,8 +103,21 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	tmp := out + ".tmp"
-	cmd := b.command(ctx, codedir, modArgs, "build", "-o", tmp, ".")
+	cmd, err := b.command(ctx, r, codedir, modArgs, "build", "-o", "", ".")
+	if err != nil {
+		return "", err
+	}
+	// Sandboxed, the binary is written into the session's out directory
+	// and taken into the cache (builduser.Session.Take).
+	tmpDir := r.s.Out(filepath.Dir(out))
+	tmpName := filepath.Base(out) + ".tmp"
+	tmp := filepath.Join(tmpDir, tmpName)
+	for i, a := range cmd.Args {
+		if a == "-o" {
+			cmd.Args[i+1] = tmp
+			break
+		}
+	}
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Run(); err != nil {
@@ -104,7 +131,10 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 		}
 		return "", fmt.Errorf("go build: %w", err)
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	if err := r.s.Take(tmpDir, filepath.Dir(out)); err != nil {
+		return "", err
+	}
+	if err := os.Rename(filepath.Join(filepath.Dir(out), tmpName), out); err != nil {
 		return "", err
 	}
 	return out, nil
@@ -127,7 +157,7 @@ func (b *Builder) lock(key string) *sync.Mutex {
 // of the packages it imports from outside the module cache (the module's
 // other packages, local replace targets), which can change too.
 // It returns the go command's module flags too (sdkArgs).
-func (b *Builder) key(ctx context.Context, codedir string) (string, []string, error) {
+func (b *Builder) key(ctx context.Context, r *run, codedir string) (string, []string, error) {
 	own, err := b.ownKey(codedir)
 	if err != nil {
 		return "", nil, err
@@ -136,7 +166,7 @@ func (b *Builder) key(ctx context.Context, codedir string) (string, []string, er
 	if err != nil {
 		return "", nil, err
 	}
-	deps, err := b.localDeps(ctx, codedir, own, modArgs)
+	deps, err := b.localDeps(ctx, r, codedir, own, modArgs)
 	if err != nil {
 		return "", nil, err
 	}
@@ -164,7 +194,7 @@ func (b *Builder) key(ctx context.Context, codedir string) (string, []string, er
 // that lie outside codedir, the standard library and the module cache. The
 // go command is slow to ask, and the answer only changes with codedir's own
 // files or go.mod, so it is kept on disk under own (the key of those).
-func (b *Builder) localDeps(ctx context.Context, codedir, own string, modArgs []string) ([]string, error) {
+func (b *Builder) localDeps(ctx context.Context, r *run, codedir, own string, modArgs []string) ([]string, error) {
 	memo := filepath.Join(b.Dir, "deps", own)
 	if data, err := os.ReadFile(memo); err == nil {
 		return strings.Fields(string(data)), nil
@@ -173,18 +203,27 @@ func (b *Builder) localDeps(ctx context.Context, codedir, own string, modArgs []
 	if err != nil {
 		return nil, err
 	}
-	cmd := b.command(ctx, abs, modArgs, "list", "-e", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
+	cmd, err := b.command(ctx, r, abs, modArgs, "list", "-e", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
+	if err != nil {
+		return nil, err
+	}
 	out, err := cmd.Output()
 	if err != nil {
 		// The build reports what is wrong; without the list the key is
 		// codedir's alone.
 		return nil, nil
 	}
-	modcache := strings.TrimSpace(string(b.modcache))
+	inCache := func(d string) bool {
+		for _, c := range []string{strings.TrimSpace(string(b.modcache)), r.modcache()} {
+			if c != "" && strings.HasPrefix(d, c+string(filepath.Separator)) {
+				return true
+			}
+		}
+		return false
+	}
 	var deps []string
 	for _, d := range strings.Fields(string(out)) {
-		if d == abs || strings.HasPrefix(d, abs+string(filepath.Separator)) ||
-			modcache != "" && strings.HasPrefix(d, modcache+string(filepath.Separator)) {
+		if d == abs || strings.HasPrefix(d, abs+string(filepath.Separator)) || inCache(d) {
 			continue
 		}
 		deps = append(deps, d)

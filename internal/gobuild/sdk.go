@@ -38,21 +38,6 @@ func (b *Builder) goTool() string {
 	return "go"
 }
 
-// command returns the go command with args, run in dir, under the
-// builder's module file (sdkArgs) when there is one.
-func (b *Builder) command(ctx context.Context, dir string, modArgs []string, args ...string) *exec.Cmd {
-	if len(modArgs) > 0 {
-		args = append(append([]string{args[0]}, modArgs...), args[1:]...)
-	}
-	cmd := exec.CommandContext(ctx, b.goTool(), args...)
-	cmd.Dir = dir
-	if len(modArgs) > 0 {
-		// -modfile is refused in workspace mode.
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-	}
-	return cmd
-}
-
 // sdkArgs returns the go command's flags that build codedir's module with
 // the SDK polyfn carries: -modfile naming a copy of its go.mod with
 // replace directives for the SDK and protocol modules (any replace of

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/polyfn/polyfn/internal/build"
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/invoke"
 )
 
@@ -24,7 +25,7 @@ func (h *Host) buildAll() {
 		return
 	}
 	began := time.Now()
-	b := build.New(build.Options{Dir: build.Dir(h.cfg), Log: h.log})
+	b := build.New(build.Options{Dir: build.Dir(h.cfg), Log: h.log, Runner: builduser.For(h.cfg)})
 	results := b.Run(h.buildCtx, specs)
 	failed := 0
 	for _, r := range results {

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polyfn/polyfn/internal/build"
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
@@ -125,6 +126,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 	}
 	h := &Host{cfg: cfg, log: log, runDir: dir.path, dir: dir, fns: map[string]*function{}, builder: gobuild.New(filepath.Join(build.Dir(cfg), "go")), standbys: map[string]*standby{},
 		capacity: newCapacity(cfg.Scaling.MaxInstances, cfg.Scaling.MaxStarting)}
+	h.builder.Runner = builduser.For(cfg) // Go functions built at worker start
 	h.buildCtx, h.cancelBuild = context.WithCancel(context.Background())
 	h.metrics = m
 	if err := h.setupIsolation(); err != nil {
