@@ -49,8 +49,12 @@ const SERVER_OPTIONS = Object.freeze({
   'grpc.max_receive_message_length': MAX_MESSAGE_LENGTH,
 });
 
-/** Run call mode with the config file at configPath; resolve with the exit status. */
-async function run(configPath) {
+/**
+ * Run call mode with the config file at configPath; resolve with the exit
+ * status. onListening, when given, is called once the server listens (a
+ * standby worker tells the host).
+ */
+async function run(configPath, onListening) {
   let config;
   try {
     config = loadConfig(configPath);
@@ -91,6 +95,7 @@ async function run(configPath) {
   }
   const where = address.startsWith('unix:') ? address : `${address.slice(0, address.lastIndexOf(':'))}:${port}`;
   log.info(`listening on ${where}`);
+  if (onListening) onListening();
 
   await new Promise((resolve) => onStopSignals(resolve));
   const grace = config.server.grace;

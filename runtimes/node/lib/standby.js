@@ -1,0 +1,97 @@
+'use strict';
+
+// Call mode's standby: a worker started before it has a function.
+//
+// polyfn's host starts `polyfn-node -c FILE --standby` with its standard
+// input a Unix socket to the host, and the runtime's environment alone. The
+// worker loads what call mode needs, then:
+//
+// 1. writes "ready\n";
+// 2. reads one line, a JSON object {"env": {NAME: VALUE, ...}}: its whole
+//    environment, as a worker started for the function gets it
+//    (BAETYL_SERVICE_INSTANCE_ADDRESS included). By then the host has
+//    written FILE;
+// 3. replaces its environment with it and runs call mode with FILE as at a
+//    normal start;
+// 4. writes "serving\n" once it listens, and gives its standard input back
+//    to /dev/null.
+//
+// End of input before the line (the host stopped without binding it) exits
+// with status 0. The wait is a blocking read: a signal ends the process as
+// it would any process that has no handler. See docs/protocols.md.
+
+const fs = require('node:fs');
+
+const READY = 'ready\n';
+const SERVING = 'serving\n';
+// The most the host's line may hold: an environment larger than Linux
+// passes to a new process could not have started a worker either.
+const MAX_LINE = 4 << 20;
+const HANDSHAKE_FD = 0;
+
+/** The host's line is not a standby claim. */
+class HandshakeError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'HandshakeError';
+  }
+}
+
+/** Load what call mode runs with, so that a claim costs none of it. */
+function warm() {
+  require('./call');
+  require('./config');
+  require('./protos').loadBaetyl();
+}
+
+/** Say ready and wait for the host's claim; return the environment, or null at end of input. */
+function claim(fd = HANDSHAKE_FD) {
+  fs.writeSync(fd, READY);
+  const chunks = [];
+  let length = 0;
+  const buf = Buffer.allocUnsafe(1 << 16);
+  for (;;) {
+    const n = fs.readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) return null;
+    const chunk = Buffer.from(buf.subarray(0, n));
+    const nl = chunk.indexOf(10);
+    chunks.push(nl < 0 ? chunk : chunk.subarray(0, nl));
+    length += n;
+    if (nl >= 0) break;
+    if (length > MAX_LINE) throw new HandshakeError(`the host's line is longer than ${MAX_LINE} bytes`);
+  }
+  let message;
+  try {
+    message = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw new HandshakeError(`the host's line is not JSON: ${err.message}`);
+  }
+  const env = message !== null && typeof message === 'object' ? message.env : undefined;
+  if (env === null || typeof env !== 'object' || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string')) {
+    throw new HandshakeError('the host\'s line has no "env" object of strings');
+  }
+  return env;
+}
+
+/** Make env the process's whole environment. */
+function apply(env) {
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, env);
+}
+
+/** Tell the host the worker listens, and give standard input back to /dev/null. */
+function serving(fd = HANDSHAKE_FD) {
+  try {
+    fs.writeSync(fd, SERVING);
+  } catch {
+    // The host gave up on the handshake; it sees the worker listen anyway.
+  }
+  // Node.js has no dup2: close fd 0 and open /dev/null, which takes the
+  // lowest free descriptor, 0. Nothing else opens a file in between: this
+  // runs synchronously on the main thread, with no file operation queued.
+  fs.closeSync(fd);
+  const null_ = fs.openSync('/dev/null', 'r');
+  if (null_ !== fd) fs.closeSync(null_);
+}
+
+module.exports = { HandshakeError, MAX_LINE, apply, claim, serving, warm };
