@@ -133,7 +133,7 @@ type StandbyStatus struct {
 	Runtime  string          `json:"runtime"`
 	Protocol config.Protocol `json:"protocol"`
 	Ready    bool            `json:"ready"`
-	Pid     int    `json:"pid,omitempty"`
+	Pid      int             `json:"pid,omitempty"`
 }
 
 // Standbys returns the state of every runtime's standby worker.
