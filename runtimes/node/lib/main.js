@@ -68,7 +68,7 @@ async function main(argv) {
  */
 async function standby(configPath) {
   const sb = require('./standby');
-  sb.warm();
+  await sb.warm();
   let env;
   try {
     env = sb.claim();

@@ -21,6 +21,8 @@
 // it would any process that has no handler. See docs/protocols.md.
 
 const fs = require('node:fs');
+const path = require('node:path');
+const { pathToFileURL } = require('node:url');
 
 const READY = 'ready\n';
 const SERVING = 'serving\n';
@@ -37,11 +39,16 @@ class HandshakeError extends Error {
   }
 }
 
-/** Load what call mode runs with, so that a claim costs none of it. */
-function warm() {
+/**
+ * Load what call mode runs with, so that a claim costs none of it: the
+ * modules, the protocol, the YAML parser's first parse and the ES module
+ * loader's first import() (about 40 ms together on a loaded machine).
+ */
+async function warm() {
   require('./call');
-  require('./config');
   require('./protos').loadBaetyl();
+  require('yaml').parse('name: standby\nfunctions:\n  - {name: f, handler: index.f, codedir: .}\n');
+  await import(pathToFileURL(path.join(__dirname, 'version.js')).href);
 }
 
 /** Say ready and wait for the host's claim; return the environment, or null at end of input. */
