@@ -14,14 +14,17 @@ worker imports what call mode needs, then:
 4. writes ``serving\\n`` once it listens, and replaces its standard input
    with ``/dev/null``.
 
-End of input before the line (the host stopped without binding it) exits
-with status 0. See docs/protocols.md.
+End of input before the line (the host stopped without binding it), or
+SIGTERM or SIGINT while waiting, exits with status 0. See docs/protocols.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+from types import FrameType
 
 READY = b"ready\n"
 SERVING = b"serving\n"
@@ -43,9 +46,25 @@ def warm() -> None:
     from . import server  # noqa: F401  grpc, the Baetyl protocol, the loader
     from .protos.baetyl import function_pb2  # noqa: F401
 
+    with contextlib.suppress(ImportError):
+        from grpc import _server  # noqa: F401  what grpc.server() imports on first use
+
 
 def claim(fd: int = HANDSHAKE_FD) -> dict[str, str] | None:
     """Say ready and wait for the host's claim; return the environment, or ``None`` at end of input."""
+    previous = {signum: signal.signal(signum, _stop_waiting) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _read_claim(fd)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_waiting(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _read_claim(fd: int) -> dict[str, str] | None:
     os.write(fd, READY)
     buf = bytearray()
     while b"\n" not in buf:
@@ -74,10 +93,8 @@ def apply(env: dict[str, str]) -> None:
 
 def serving(fd: int = HANDSHAKE_FD) -> None:
     """Tell the host the worker listens, and give standard input back to ``/dev/null``."""
-    try:
+    with contextlib.suppress(OSError):  # the host gave up on the handshake; it sees the worker listen anyway
         os.write(fd, SERVING)
-    except OSError:
-        pass  # the host gave up on the handshake; it sees the worker listen anyway
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         os.dup2(null, fd)
