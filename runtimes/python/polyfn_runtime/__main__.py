@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("standby: %s", err)
         return EXIT_USAGE
     if env is None:
-        return 0
+        standby.leave()
     standby.apply(env)
     return server.run(args.config, on_listening=standby.serving)
 
