@@ -244,4 +244,4 @@ function details(text) {
   return `${new TextDecoder().decode(data.subarray(0, MAX_DETAILS_BYTES)).replace(/\uFFFD+$/, '')} [truncated]`;
 }
 
-module.exports = { EXIT_FAILED, EXIT_NO_ADDRESS, EXIT_OK, RESPONSE_METADATA_KEY, details, run };
+module.exports = { Calls, EXIT_FAILED, EXIT_NO_ADDRESS, EXIT_OK, RESPONSE_METADATA_KEY, SERVER_OPTIONS, bind, details, rawCallService, run };

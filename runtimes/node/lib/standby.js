@@ -41,14 +41,70 @@ class HandshakeError extends Error {
 
 /**
  * Load what call mode runs with, so that a claim costs none of it: the
- * modules, the protocol, the YAML parser's first parse and the ES module
- * loader's first import() (about 40 ms together on a loaded machine).
+ * modules, the protocol, the YAML parser's first parse, the ES module
+ * loader's first import() (about 40 ms together on a loaded machine), and
+ * one invocation of a no-op through a call-mode server of its own on a
+ * socket in the working directory (the first connection and call of a
+ * process cost 50-100 ms there).
  */
 async function warm() {
-  require('./call');
   require('./protos').loadBaetyl();
   require('yaml').parse('name: standby\nfunctions:\n  - {name: f, handler: index.f, codedir: .}\n');
   await import(pathToFileURL(path.join(__dirname, 'version.js')).href);
+  const sock = path.resolve('.standby-warm.sock');
+  try {
+    await warmCall(sock);
+  } catch (err) {
+    require('./logs').log.debug(`standby: the warm-up invocation failed: ${err.message}`);
+  } finally {
+    fs.rmSync(sock, { force: true });
+  }
+}
+
+// WARM_TIMEOUT_MS bounds the warm-up invocation.
+const WARM_TIMEOUT_MS = 5000;
+
+/** One invocation of a no-op function through a call-mode server on sock, over HTTP/2 as the host sends it. */
+async function warmCall(sock) {
+  const grpc = require('@grpc/grpc-js');
+  const http2 = require('node:http2');
+  const net = require('node:net');
+  const { Calls, SERVER_OPTIONS, bind, rawCallService } = require('./call');
+  const name = 'polyfn-standby-warm-up';
+  const calls = new Calls(new Map([[name, { name, handler: () => null, spec: name, file: '' }]]));
+  const server = new grpc.Server(SERVER_OPTIONS);
+  server.addService(rawCallService(), { Call: (call, callback) => calls.call(call, callback) });
+  await bind(server, `unix:${sock}`);
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(sock) });
+  try {
+    await /** @type {Promise<void>} */ (
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('timed out')), WARM_TIMEOUT_MS);
+        session.on('error', reject);
+        // FunctionMessage{FunctionName (field 11): name}, in a gRPC frame.
+        const message = Buffer.concat([Buffer.from([(11 << 3) | 2, name.length]), Buffer.from(name)]);
+        const frame = Buffer.alloc(5);
+        frame.writeUInt32BE(message.length, 1);
+        const req = session.request({
+          ':method': 'POST',
+          ':path': '/baetyl.Function/Call',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        });
+        req.on('trailers', (trailers) => {
+          clearTimeout(timer);
+          if (trailers['grpc-status'] === '0') resolve(undefined);
+          else reject(new Error(`grpc-status ${trailers['grpc-status']}: ${trailers['grpc-message']}`));
+        });
+        req.on('error', reject);
+        req.resume();
+        req.end(Buffer.concat([frame, message]));
+      })
+    );
+  } finally {
+    session.destroy();
+    server.forceShutdown();
+  }
 }
 
 /** Say ready and wait for the host's claim; return the environment, or null at end of input. */

@@ -78,6 +78,8 @@ describe('call mode standby', { concurrency: 3 }, () => {
     const dir = writeCode(tempDir(), CODE);
     const sb = startStandby(t, dir);
     assert.equal(await sb.line(), 'ready\n');
+    // The warm-up invocation's server is gone with its socket.
+    assert.equal(fs.existsSync(path.join(dir, '.standby-warm.sock')), false);
     fs.writeFileSync(sb.config, YAML.stringify({ functions: [{ name: 'env', handler: 'fn.env', codedir: 'main' }] }));
     const sock = path.join(dir, 'worker.sock');
     const env = {
