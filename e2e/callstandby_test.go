@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/hosttest"
 )
 
@@ -140,5 +145,93 @@ functions:
 	}
 	if strings.Contains(th.Logs.String(), "standby worker bound") {
 		t.Error("a standby worker was bound for a declared Baetyl runtime")
+	}
+}
+
+// standbyChildren returns the processes of polyfn (parent pid) started with
+// --standby.
+func standbyChildren(t *testing.T, parent int) []int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+			continue
+		}
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && slices.Contains(strings.Split(string(data), "\x00"), "--standby") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// A reload (SIGHUP) stops the old configuration's call standby workers,
+// the bound one and the one waiting, and the new configuration starts its
+// own; shutdown leaves none.
+func TestCallStandbyAcrossReload(t *testing.T) {
+	requirePython(t)
+	dir := tempDir(t)
+	code := filepath.Join(dir, "fn")
+	if err := os.MkdirAll(code, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
+	cfg := filepath.Join(dir, "polyfn.yaml")
+	writeFile(t, cfg, "functions:\n  - {name: v, protocol: call, handler: v.handler, codedir: fn}\n")
+	s := serve(t, cfg)
+	polyfn := s.cmd.Process.Pid
+	admin := adminBase(t, s)
+	readyStandby := func() int {
+		resp, err := http.Get(admin + "/admin/functions")
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		var st host.AdminStatus
+		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return 0
+		}
+		for _, sb := range st.Standby {
+			if sb.Runtime == "python3" && sb.Protocol == config.ProtocolCall && sb.Ready {
+				return sb.Pid
+			}
+		}
+		return 0
+	}
+	var first, second int
+	hosttest.WaitFor(t, 30*time.Second, "the call standby worker", func() bool { first = readyStandby(); return first != 0 })
+	if got := get(t, s.base+"/function/v"); got != `"one"` {
+		t.Fatalf("got %s", got)
+	}
+	// The standby was bound; another one takes its place.
+	hosttest.WaitFor(t, 30*time.Second, "a second call standby worker", func() bool { second = readyStandby(); return second != 0 && second != first })
+	old := standbyChildren(t, polyfn)
+	if !slices.Contains(old, first) || !slices.Contains(old, second) {
+		t.Fatalf("polyfn's --standby children %v, want the bound %d and the waiting %d", old, first, second)
+	}
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+	_ = s.cmd.Process.Signal(syscall.SIGHUP)
+	hosttest.WaitFor(t, 30*time.Second, "the reloaded code to answer", func() bool { return get(t, s.base+"/function/v") == `"two"` })
+	hosttest.WaitFor(t, 30*time.Second, "the old configuration's workers to be gone", func() bool {
+		return !slices.ContainsFunc(old, alive)
+	})
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("polyfn did not exit after SIGTERM")
+	}
+	if left := standbyChildren(t, polyfn); len(left) != 0 {
+		t.Errorf("call standby workers %v outlive polyfn", left)
 	}
 }
