@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,23 @@ type standby struct {
 type standbyWorker interface {
 	pool.Instance
 	Bind(ctx context.Context, name, id string, functions []config.Function, env map[string]string) error
+}
+
+// startVarPrefixes start the names of variables that an interpreter, gRPC
+// or the dynamic loader read only when a process starts.
+var startVarPrefixes = []string{"PYTHON", "NODE_", "UV_", "LD_", "GRPC_"}
+
+// readAtStart returns a variable of env that a worker reads only when it
+// starts, or "": a call standby, started before, would not see it.
+func readAtStart(env map[string]string) string {
+	for k := range env {
+		for _, p := range startVarPrefixes {
+			if strings.HasPrefix(k, p) {
+				return k
+			}
+		}
+	}
+	return ""
 }
 
 // standbyKey names the standby of runtime rt: one per runtime and protocol.
@@ -175,6 +193,10 @@ func (s *standby) close() {
 func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, rt config.Runtime, id string) pool.Instance {
 	sb := h.standbys[standbyKey(rt)]
 	if sb == nil {
+		return nil
+	}
+	if k := readAtStart(spec.env); k != "" && rt.Protocol == config.ProtocolCall {
+		h.log.Debug("the function's environment sets a variable read at process start: not served by the call standby", "function", spec.name, "variable", k)
 		return nil
 	}
 	inst := sb.take()
