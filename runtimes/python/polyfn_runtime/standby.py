@@ -11,8 +11,8 @@ worker imports what call mode needs, then:
    written FILE;
 3. replaces its environment with it and runs call mode with FILE as at a
    normal start;
-4. writes ``serving\\n`` once it listens, and replaces its standard input
-   with ``/dev/null``.
+4. once it listens, replaces its standard input with ``/dev/null`` and
+   writes ``serving\\n``.
 
 End of input before the line (the host stopped without binding it), or
 SIGTERM or SIGINT while waiting, exits with status 0. See docs/protocols.md.
@@ -101,11 +101,15 @@ def apply(env: dict[str, str]) -> None:
 
 
 def serving(fd: int = HANDSHAKE_FD) -> None:
-    """Tell the host the worker listens, and give standard input back to ``/dev/null``."""
-    with contextlib.suppress(OSError):  # the host gave up on the handshake; it sees the worker listen anyway
-        os.write(fd, SERVING)
+    """Give standard input back to ``/dev/null``, then tell the host the worker listens."""
+    handshake = os.dup(fd)
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         os.dup2(null, fd)
     finally:
         os.close(null)
+    try:
+        with contextlib.suppress(OSError):  # the host gave up on the handshake; it sees the worker listen anyway
+            os.write(handshake, SERVING)
+    finally:
+        os.close(handshake)
