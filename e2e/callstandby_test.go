@@ -261,3 +261,45 @@ functions:
 		t.Errorf("py's worker was not started with PYTHONHASHSEED=0 (%v)", err)
 	}
 }
+
+// The semantic table of TestRuntimeSemantics, run over the call protocol by
+// polyfn's own Python and Node.js runtimes (built-in, so with a call
+// standby) on workers that were all bound from a standby.
+func TestRuntimeSemanticsThroughCallStandby(t *testing.T) {
+	requirePython(t)
+	t.Setenv("POLYFN_SECRET", "must-not-reach-workers")
+	configs := map[string]string{
+		"python": `
+  - {name: echo, protocol: call, handler: index.echo, codedir: functions/kinds}
+  - {name: returns, protocol: call, handler: index.returns, codedir: functions/kinds}
+  - {name: fail, protocol: call, handler: index.fail, codedir: functions/kinds}
+  - {name: respond, protocol: call, handler: index.respond, codedir: functions/kinds}
+  - {name: slow, protocol: call, handler: index.slow, codedir: functions/kinds}
+  - {name: ctx, protocol: call, handler: ctx.handler, codedir: functions/ctx, env: {GREETING: hi, RUNTIME_VAR: from-runtime}}
+`,
+		"node": `
+  - {name: echo, runtime: node, protocol: call, handler: index.echo, codedir: functions/node-kinds}
+  - {name: returns, runtime: node, protocol: call, handler: index.returns, codedir: functions/node-kinds}
+  - {name: fail, runtime: node, protocol: call, handler: index.fail, codedir: functions/node-kinds}
+  - {name: respond, runtime: node, protocol: call, handler: index.respond, codedir: functions/node-kinds}
+  - {name: slow, runtime: node, protocol: call, handler: index.slow, codedir: functions/node-kinds}
+  - {name: ctx, runtime: node, protocol: call, handler: index.ctx, codedir: functions/node-kinds, env: {GREETING: hi, RUNTIME_VAR: from-runtime}}
+`,
+	}
+	for _, lang := range []string{"python", "node"} {
+		t.Run(lang, func(t *testing.T) {
+			runtime := map[string]string{"python": "python3", "node": "node"}[lang]
+			th := hosttest.Start(t, testdata(t), "functions:"+configs[lang])
+			// Each function's first instance is a bound standby.
+			for _, fn := range []string{"echo", "returns", "fail", "respond", "slow", "ctx"} {
+				var pid int
+				hosttest.WaitFor(t, 30*time.Second, runtime+"'s call standby worker", func() bool { pid = callStandbyPid(th, runtime); return pid != 0 })
+				th.Call(t, fn, `{"kind": "none"}`)
+				if p := pidOf(th, fn); p != pid {
+					t.Fatalf("%s runs in process %d, want the call standby %d", fn, p, pid)
+				}
+			}
+			semanticTable(t, th, lang)
+		})
+	}
+}
