@@ -637,7 +637,7 @@ func (r *runner) coldSample(cfg *config.Config, fc config.Function) (time.Durati
 	if rt := cfg.Effective(fc); rt.StandbyEnabled() {
 		// The runtime keeps a standby worker: measure the cold start it serves.
 		deadline := time.Now().Add(60 * time.Second)
-		for !standbyReady(ih.h, rt.Name) {
+		for !standbyReady(ih.h, rt) {
 			if time.Now().After(deadline) {
 				return 0, fmt.Errorf("%s's standby worker was not ready within 60s", rt.Name)
 			}
@@ -649,9 +649,9 @@ func (r *runner) coldSample(cfg *config.Config, fc config.Function) (time.Durati
 	return time.Since(t0), err
 }
 
-func standbyReady(h *host.Host, runtime string) bool {
+func standbyReady(h *host.Host, rt config.Runtime) bool {
 	for _, s := range h.Standbys() {
-		if s.Runtime == runtime && s.Ready {
+		if s.Runtime == rt.Name && s.Protocol == rt.Protocol && s.Ready {
 			return true
 		}
 	}

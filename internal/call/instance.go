@@ -106,6 +106,9 @@ type Instance struct {
 	// abortStart ends the wait for the worker to be ready (set before
 	// the first dial).
 	abortStart context.CancelCauseFunc
+	// handshake is a standby worker's end of its standard input until it
+	// is bound (standby.go); nil for other instances.
+	handshake net.Conn
 }
 
 // runtimeConfig is the file a Baetyl runtime reads with -c.
@@ -144,34 +147,16 @@ func start(ctx context.Context, o Options) (*Instance, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
-	cfgPath := filepath.Join(o.Dir, "service.yml")
-	rc := runtimeConfig{Name: o.ID}
-	for _, f := range o.Functions {
-		rc.Functions = append(rc.Functions, runtimeFunction{Name: f.Name, Handler: f.Handler, Codedir: f.Codedir, Dependencies: f.Dependencies})
-	}
-	data, err := yaml.Marshal(rc)
+	cfgPath, err := writeConfig(o)
 	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
-		return nil, fmt.Errorf("runtime config: %w", err)
-	}
-	if err := o.Isolation.Own(o.Dir, cfgPath); err != nil {
 		os.RemoveAll(o.Dir)
-		return nil, fmt.Errorf("instance directory: %w", err)
+		return nil, err
 	}
 	addr, dialTarget, err := listenAddress(o.Runtime.Address, o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	own := map[string]string{
-		"BAETYL_SERVICE_INSTANCE_ADDRESS": addr,
-		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
-	}
-	if o.Isolation.OtherUser() {
-		own["HOME"] = o.Dir // the host's home is not theirs
-	}
-	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, own)
+	env := worker.ScrubbedEnv(o.Runtime.Env, o.Env, ownEnv(o, addr))
 	proc, err := worker.Start(worker.Spec{
 		Function:  o.Name,
 		Instance:  o.ID,
@@ -195,6 +180,44 @@ func start(ctx context.Context, o Options) (*Instance, error) {
 		return nil, err
 	}
 	return inst, nil
+}
+
+// configPath is where the runtime config file of an instance whose
+// directory is dir is written.
+func configPath(dir string) string { return filepath.Join(dir, "service.yml") }
+
+// writeConfig writes the runtime config file of o's functions into o.Dir,
+// which must exist, and gives both to the worker's user.
+func writeConfig(o Options) (string, error) {
+	cfgPath := configPath(o.Dir)
+	rc := runtimeConfig{Name: o.ID}
+	for _, f := range o.Functions {
+		rc.Functions = append(rc.Functions, runtimeFunction{Name: f.Name, Handler: f.Handler, Codedir: f.Codedir, Dependencies: f.Dependencies})
+	}
+	data, err := yaml.Marshal(rc)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return "", fmt.Errorf("runtime config: %w", err)
+	}
+	if err := o.Isolation.Own(o.Dir, cfgPath); err != nil {
+		return "", fmt.Errorf("instance directory: %w", err)
+	}
+	return cfgPath, nil
+}
+
+// ownEnv returns the variables the host sets for a worker of o listening
+// on addr, over the runtime's and the function's.
+func ownEnv(o Options, addr string) map[string]string {
+	own := map[string]string{
+		"BAETYL_SERVICE_INSTANCE_ADDRESS": addr,
+		"BAETYL_SERVICE_INSTANCE_NAME":    o.ID,
+	}
+	if o.Isolation.OtherUser() {
+		own["HOME"] = o.Dir // the host's home is not theirs
+	}
+	return own
 }
 
 // command returns the worker argv: {config} in any argument is replaced by
@@ -363,7 +386,12 @@ func (i *Instance) ExitError() error {
 // is safe to call more than once.
 func (i *Instance) Stop(ctx context.Context) {
 	i.proc.Stop(ctx, i.opts.Runtime.StopGrace.D())
-	i.conn.Close()
+	if i.handshake != nil {
+		i.handshake.Close()
+	}
+	if i.conn != nil {
+		i.conn.Close()
+	}
 	os.RemoveAll(i.opts.Dir)
 }
 

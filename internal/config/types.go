@@ -317,8 +317,14 @@ type App struct {
 	Group       string            `yaml:"group"`
 }
 
-// StandbyEnabled reports whether the runtime keeps a standby worker.
+// StandbyEnabled reports whether the runtime keeps a standby worker. Over
+// the call protocol only polyfn's own Python and Node.js runtimes do (they
+// speak the standby handshake; a declared Baetyl runtime is started as it
+// always was).
 func (r Runtime) StandbyEnabled() bool {
+	if r.Protocol == ProtocolCall {
+		return r.BuiltIn && r.Build == "" && (r.Name == "python3" || r.Name == "node") && (r.Standby == nil || *r.Standby)
+	}
 	if r.Protocol != ProtocolStream || r.Discovery != DiscoveryConfig || r.Build != "" {
 		return false
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,9 @@ func runFakeWorker(mode string) {
 	// directory, which the grandchild inherits as its working directory).
 	if sleep, err := exec.LookPath("sleep"); err == nil {
 		_ = exec.Command(sleep, "1000").Start()
+	}
+	if slices.Contains(os.Args, "--standby") {
+		runFakeStandby(mode)
 	}
 	switch mode {
 	case "hog": // a process of a worker that allocates too much
@@ -96,6 +100,22 @@ func runFakeWorker(mode string) {
 		os.Stderr.Write([]byte("{\"msg\": broken json\n"))
 	}
 	serveFake()
+}
+
+// runFakeStandby is a call standby worker (started with --standby, its
+// standard input the handshake socket) that fails on purpose.
+func runFakeStandby(mode string) {
+	switch mode {
+	case "standby-exit": // fails before it is ready
+		fmt.Fprintln(os.Stderr, "standby: cannot import grpc")
+		os.Exit(3)
+	case "standby-exit-on-claim": // ready, then fails once claimed
+		_, _ = os.Stdin.Write([]byte("ready\n"))
+		line := make([]byte, 1<<20)
+		n, _ := os.Stdin.Read(line)
+		fmt.Fprintf(os.Stderr, "standby: claimed with %d bytes, failing\n", n)
+		os.Exit(4)
+	}
 }
 
 type fakeServer struct {

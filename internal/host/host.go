@@ -165,8 +165,8 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 			specs = append(specs, spec)
 		}
 		h.fns[fc.Name] = &function{cfg: fc, runtime: rt, timeout: timeoutCause(i, fc)}
-		if rt.StandbyEnabled() && h.standbyServes(h.iso[fc.Name]) && h.standbys[rt.Name] == nil {
-			h.standbys[rt.Name] = &standby{h: h, rt: rt}
+		if key := standbyKey(rt); rt.StandbyEnabled() && h.standbyServes(h.iso[fc.Name]) && h.standbys[key] == nil {
+			h.standbys[key] = &standby{h: h, rt: rt, key: key}
 		}
 	}
 	for _, spec := range specs {
@@ -249,8 +249,8 @@ func (h *Host) starter(spec *poolSpec) pool.StartFunc {
 		// A standby worker was started without limits, as the host-wide
 		// default user: it serves only functions that keep that user.
 		iso := h.iso[spec.functions[0].Name]
-		if rt.Protocol == config.ProtocolStream && h.standbyServes(iso) {
-			if inst := h.bindStandby(ctx, spec, id); inst != nil {
+		if rt.StandbyEnabled() && h.standbyServes(iso) {
+			if inst := h.bindStandby(ctx, spec, rt, id); inst != nil {
 				return inst, nil // the standby already holds its place among the host's instances
 			}
 		}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/polyfn/polyfn/internal/call"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/pool"
 	"github.com/polyfn/polyfn/internal/stream"
@@ -21,17 +23,52 @@ const standbyRetry = 5 * time.Second
 // function owns yet. A pool about to start an instance takes it instead and
 // binds it to its function, which costs an environment reload and a
 // function load instead of a process start and the runtime's imports.
+// Stream workers are bound over the stream; call workers of polyfn's own
+// runtimes over their standby handshake (internal/call).
 type standby struct {
 	h  *Host
 	rt config.Runtime
+	// key is the runtime's name, with "/call" for the call protocol's.
+	key string
 
 	mu       sync.Mutex
-	ready    *stream.Instance
+	ready    standbyWorker
 	starting bool
 	closed   bool
 	seq      int
 	failedAt time.Time
 	wg       sync.WaitGroup
+}
+
+// standbyWorker is a standby worker of either protocol.
+type standbyWorker interface {
+	pool.Instance
+	Bind(ctx context.Context, name, id string, functions []config.Function, env map[string]string) error
+}
+
+// startVarPrefixes start the names of variables that an interpreter, gRPC
+// or the dynamic loader read only when a process starts.
+var startVarPrefixes = []string{"PYTHON", "NODE_", "UV_", "LD_", "GRPC_"}
+
+// readAtStart returns a variable of env that a worker reads only when it
+// starts, or "": a call standby, started before, would not see it.
+func readAtStart(env map[string]string) string {
+	for k := range env {
+		for _, p := range startVarPrefixes {
+			if strings.HasPrefix(k, p) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// standbyKey names the standby of runtime rt: one per runtime and protocol.
+func standbyKey(rt config.Runtime) string {
+	if rt.Protocol == config.ProtocolCall {
+		return rt.Name + "/call"
+	}
+	return rt.Name
 }
 
 // fillLocked starts a standby worker in the background if none is ready or
@@ -43,20 +80,34 @@ func (s *standby) fillLocked() {
 	s.starting = true
 	s.seq++
 	id := fmt.Sprintf("%s-standby-%d", s.rt.Name, s.seq)
+	if s.rt.Protocol == config.ProtocolCall {
+		id = fmt.Sprintf("%s-call-standby-%d", s.rt.Name, s.seq)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		var inst *stream.Instance
+		var inst standbyWorker
 		_, err := s.h.startAdmitted(s.h.buildCtx, nil, func() (pool.Instance, error) {
-			si, err := stream.Start(s.h.buildCtx, stream.Options{
-				Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
-				Dir: filepath.Join(s.h.runDir, id), Log: s.h.log, Isolation: s.h.standbyIso,
-			})
+			var (
+				w   standbyWorker
+				err error
+			)
+			if s.rt.Protocol == config.ProtocolCall {
+				w, err = call.StartStandby(s.h.buildCtx, call.Options{
+					Runtime: s.rt, Name: s.rt.Name + " (call standby)", ID: id,
+					Dir: filepath.Join(s.h.runDir, id), Log: s.h.log, Isolation: s.h.standbyIso, Refusals: s.h.metrics,
+				})
+			} else {
+				w, err = stream.Start(s.h.buildCtx, stream.Options{
+					Server: s.h.stream, Runtime: s.rt, Name: s.rt.Name + " (standby)", ID: id,
+					Dir: filepath.Join(s.h.runDir, id), Log: s.h.log, Isolation: s.h.standbyIso,
+				})
+			}
 			if err != nil {
 				return nil, err
 			}
-			inst = si
-			return si, nil
+			inst = w
+			return w, nil
 		})
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -64,7 +115,7 @@ func (s *standby) fillLocked() {
 		if err != nil {
 			if !s.closed {
 				s.failedAt = time.Now()
-				s.h.log.Warn("standby worker failed to start", "runtime", s.rt.Name, "error", err)
+				s.h.log.Warn("standby worker failed to start", "runtime", s.rt.Name, "protocol", s.rt.Protocol, "error", err)
 			}
 			return
 		}
@@ -73,12 +124,12 @@ func (s *standby) fillLocked() {
 			return
 		}
 		s.ready = inst
-		s.h.metrics.StandbyReady(s.rt.Name)
+		s.h.metrics.StandbyReady(s.key)
 	}()
 }
 
 // take returns the ready standby worker, or nil, and starts the next one.
-func (s *standby) take() *stream.Instance {
+func (s *standby) take() standbyWorker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst := s.ready
@@ -97,24 +148,30 @@ func (s *standby) take() *stream.Instance {
 
 // StandbyStatus describes a runtime's standby worker.
 type StandbyStatus struct {
-	Runtime string `json:"runtime"`
-	Ready   bool   `json:"ready"`
-	Pid     int    `json:"pid,omitempty"`
+	Runtime  string          `json:"runtime"`
+	Protocol config.Protocol `json:"protocol"`
+	Ready    bool            `json:"ready"`
+	Pid      int             `json:"pid,omitempty"`
 }
 
 // Standbys returns the state of every runtime's standby worker.
 func (h *Host) Standbys() []StandbyStatus {
 	out := make([]StandbyStatus, 0, len(h.standbys))
-	for name, s := range h.standbys {
+	for _, s := range h.standbys {
 		s.mu.Lock()
-		st := StandbyStatus{Runtime: name, Ready: s.ready != nil}
+		st := StandbyStatus{Runtime: s.rt.Name, Protocol: s.rt.Protocol, Ready: s.ready != nil}
 		if s.ready != nil {
 			st.Pid = s.ready.Pid()
 		}
 		s.mu.Unlock()
 		out = append(out, st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Runtime < out[j].Runtime })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Runtime != out[j].Runtime {
+			return out[i].Runtime < out[j].Runtime
+		}
+		return out[i].Protocol > out[j].Protocol // stream first
+	})
 	return out
 }
 
@@ -133,9 +190,13 @@ func (s *standby) close() {
 
 // bindStandby tries to serve spec's next instance with the runtime's
 // standby worker; nil means start a worker as usual.
-func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, id string) *stream.Instance {
-	sb := h.standbys[spec.runtime.Name]
+func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, rt config.Runtime, id string) pool.Instance {
+	sb := h.standbys[standbyKey(rt)]
 	if sb == nil {
+		return nil
+	}
+	if k := readAtStart(spec.env); k != "" && rt.Protocol == config.ProtocolCall {
+		h.log.Debug("the function's environment sets a variable read at process start: not served by the call standby", "function", spec.name, "variable", k)
 		return nil
 	}
 	inst := sb.take()
@@ -148,7 +209,7 @@ func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, id string) *stre
 		inst.Stop(context.Background())
 		return nil
 	}
-	h.metrics.StandbyBound(spec.runtime.Name)
-	h.log.Debug("standby worker bound", "function", spec.name, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
+	h.metrics.StandbyBound(sb.key)
+	h.log.Debug("standby worker bound", "function", spec.name, "protocol", rt.Protocol, "instance", id, "pid", inst.Pid(), "duration", time.Since(began).Round(time.Microsecond))
 	return inst
 }

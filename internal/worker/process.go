@@ -37,6 +37,10 @@ type Spec struct {
 	// Isolation confines the process beyond its process group: resource
 	// limits and the user it runs as.
 	Isolation Isolation
+	// Stdin, when set, is the process's standard input (a standby worker's
+	// handshake socket); the caller closes its copy once Start returned.
+	// Nil: /dev/null.
+	Stdin *os.File
 }
 
 // stderrTailLines is how many of the last stderr lines a Process keeps for
@@ -169,6 +173,9 @@ func Start(spec Spec) (*Process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	if spec.Stdin != nil {
+		cmd.Stdin = spec.Stdin
+	}
 	if p.group != nil {
 		err = p.group.Start(cmd.SysProcAttr, cmd.Start)
 	} else {

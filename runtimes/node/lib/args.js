@@ -43,6 +43,7 @@ const FLAGS = new Map([
   ['-h', 'help'],
   ['--help', 'help'],
   ['--version', 'version'],
+  ['--standby', 'standby'],
 ]);
 
 const USAGE = `usage: polyfn-node [-c FILE]
@@ -55,6 +56,8 @@ polyfn's Node.js runtime: serves Node.js functions to the polyfn host.
 call mode (baetyl.Function/Call server):
   -c, --config FILE   the worker's config file (default: ${DEFAULT_CONFIG_PATH});
                       listens on BAETYL_SERVICE_INSTANCE_ADDRESS (127.0.0.1:PORT or unix:/path)
+  --standby           wait for the environment on standard input before reading
+                      the config (polyfn's host starts standby workers so)
 
 stream mode (Azure Functions language worker; the host passes these, either spelling):
   --host HOST --port PORT, or --functions-uri http://HOST:PORT/
@@ -73,7 +76,7 @@ stream mode (Azure Functions language worker; the host passes these, either spel
  * @throws {UsageError}
  */
 function parseArgs(argv) {
-  const args = { config: DEFAULT_CONFIG_PATH, unknown: /** @type {string[]} */ ([]), help: false, version: false };
+  const args = { config: DEFAULT_CONFIG_PATH, unknown: /** @type {string[]} */ ([]), help: false, version: false, standby: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const flag = FLAGS.get(arg);

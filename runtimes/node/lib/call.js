@@ -49,8 +49,12 @@ const SERVER_OPTIONS = Object.freeze({
   'grpc.max_receive_message_length': MAX_MESSAGE_LENGTH,
 });
 
-/** Run call mode with the config file at configPath; resolve with the exit status. */
-async function run(configPath) {
+/**
+ * Run call mode with the config file at configPath; resolve with the exit
+ * status. onListening, when given, is called once the server listens (a
+ * standby worker tells the host).
+ */
+async function run(configPath, onListening) {
   let config;
   try {
     config = loadConfig(configPath);
@@ -91,6 +95,7 @@ async function run(configPath) {
   }
   const where = address.startsWith('unix:') ? address : `${address.slice(0, address.lastIndexOf(':'))}:${port}`;
   log.info(`listening on ${where}`);
+  if (onListening) onListening();
 
   await new Promise((resolve) => onStopSignals(resolve));
   const grace = config.server.grace;
@@ -239,4 +244,4 @@ function details(text) {
   return `${new TextDecoder().decode(data.subarray(0, MAX_DETAILS_BYTES)).replace(/\uFFFD+$/, '')} [truncated]`;
 }
 
-module.exports = { EXIT_FAILED, EXIT_NO_ADDRESS, EXIT_OK, RESPONSE_METADATA_KEY, details, run };
+module.exports = { Calls, EXIT_FAILED, EXIT_NO_ADDRESS, EXIT_OK, RESPONSE_METADATA_KEY, SERVER_OPTIONS, bind, details, rawCallService, run };

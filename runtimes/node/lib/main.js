@@ -55,10 +55,30 @@ async function main(argv) {
   delete process.env[WORKER_ID_ENV];
   try {
     if (options) return await require('./stream').run(options);
+    if (args.standby) return await standby(args.config);
     return await require('./call').run(args.config);
   } finally {
     logs.flushAll();
   }
+}
+
+/**
+ * Call mode as a standby worker (see ./standby.js): load, wait for the
+ * host's claim, then serve as a worker started for the function.
+ */
+async function standby(configPath) {
+  const sb = require('./standby');
+  await sb.warm();
+  let env;
+  try {
+    env = sb.claim();
+  } catch (err) {
+    logs.log.error(`standby: ${err.message}`);
+    return EXIT_USAGE;
+  }
+  if (env === null) return 0;
+  sb.apply(env);
+  return require('./call').run(configPath, () => sb.serving());
 }
 
 /**

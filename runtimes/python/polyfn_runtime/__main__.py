@@ -2,6 +2,9 @@
 
 Call mode (Baetyl): ``-c FILE`` names the config file listing the functions to
 serve; the address to listen on comes from ``BAETYL_SERVICE_INSTANCE_ADDRESS``.
+With ``--standby`` the worker imports what call mode needs, then waits for its
+environment on its standard input (polyfn's host; see
+:mod:`polyfn_runtime.standby`).
 
 Stream mode (Azure Functions language worker): chosen when the host passes
 ``--host H --port P`` or ``--functions-uri http://H:P/``, with the worker id
@@ -43,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=DEFAULT_CONFIG_PATH,
         help=f"the worker's config file (default: {DEFAULT_CONFIG_PATH})",
+    )
+    call.add_argument(
+        "--standby",
+        action="store_true",
+        help="wait for the environment on standard input before reading the config (polyfn's host)",
     )
     stream = parser.add_argument_group(
         "stream mode (Azure Functions language worker; the host passes these, either spelling)"
@@ -97,7 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import server
 
-    return server.run(args.config)
+    if not args.standby:
+        return server.run(args.config)
+    from . import standby
+
+    standby.warm()
+    try:
+        env = standby.claim()
+    except (standby.HandshakeError, OSError) as err:
+        log.error("standby: %s", err)
+        return EXIT_USAGE
+    if env is None:
+        standby.leave()
+    standby.apply(env)
+    return server.run(args.config, on_listening=standby.serving)
 
 
 if __name__ == "__main__":

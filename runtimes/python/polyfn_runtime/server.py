@@ -62,8 +62,11 @@ class StartupError(Exception):
     """The server cannot start (for example, the address is taken)."""
 
 
-def run(config_path: str) -> int:
-    """Run call mode with the config file at ``config_path``; return the exit status."""
+def run(config_path: str, on_listening: Callable[[], object] | None = None) -> int:
+    """Run call mode with the config file at ``config_path``; return the exit status.
+
+    ``on_listening`` is called once the server listens (a standby worker tells the host).
+    """
     logs.install()
     try:
         config = load_config(config_path)
@@ -90,8 +93,8 @@ def run(config_path: str) -> int:
     engine = choose_engine(config.server.engine, functions)
     try:
         if engine == "asyncio":
-            return loops.run(_serve_asyncio(config, functions))
-        return _serve_threads(config, functions)
+            return loops.run(_serve_asyncio(config, functions, on_listening))
+        return _serve_threads(config, functions, on_listening)
     except StartupError as err:
         log.error("%s", err)
         return EXIT_FAILED
@@ -126,7 +129,9 @@ def _load_functions(config: ServiceConfig) -> dict[str, LoadedFunction] | None:
     return functions
 
 
-async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFunction]) -> int:
+async def _serve_asyncio(
+    config: ServiceConfig, functions: Mapping[str, LoadedFunction], on_listening: Callable[[], object] | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     on_signal = StopSignal(stop.set)
@@ -140,6 +145,8 @@ async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFu
     port = _bind(server, config)
     await server.start()
     _log_listening(config, port, "asyncio")
+    if on_listening is not None:
+        on_listening()
 
     await stop.wait()
     _log_stopping(config)
@@ -147,7 +154,9 @@ async def _serve_asyncio(config: ServiceConfig, functions: Mapping[str, LoadedFu
     return _finish(config, calls.running, executor)
 
 
-def _serve_threads(config: ServiceConfig, functions: Mapping[str, LoadedFunction]) -> int:
+def _serve_threads(
+    config: ServiceConfig, functions: Mapping[str, LoadedFunction], on_listening: Callable[[], object] | None = None
+) -> int:
     stop = threading.Event()
     on_signal = StopSignal(stop.set)
     for signum in STOP_SIGNALS:
@@ -161,6 +170,8 @@ def _serve_threads(config: ServiceConfig, functions: Mapping[str, LoadedFunction
     port = _bind(server, config)
     server.start()
     _log_listening(config, port, "threads")
+    if on_listening is not None:
+        on_listening()
 
     stop.wait()
     _log_stopping(config)
