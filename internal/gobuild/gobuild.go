@@ -103,7 +103,9 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	cmd, err := b.command(ctx, r, codedir, modArgs, "build", "-o", "", ".")
+	// No VCS stamping: the function's binary does not depend on the state of
+	// a repository around its code (which the build user may not read).
+	cmd, err := b.command(ctx, r, codedir, modArgs, "build", "-buildvcs=false", "-o", "", ".")
 	if err != nil {
 		return "", err
 	}
