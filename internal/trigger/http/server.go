@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -187,15 +188,47 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.s.refuse(c)
 			continue
 		}
-		return &countedConn{Conn: c, s: l.s}, nil
+		cc := &countedConn{Conn: c, s: l.s}
+		if l.s.tls != nil {
+			cc.plainCheck = true
+		}
+		return cc, nil
 	}
 }
+
+// plainHTTPRefusal answers a plain HTTP request sent to a TLS listener,
+// instead of the http.Server's own text.
+const plainHTTPRefusal = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+
+const plainHTTPBody = `{"error":{"type":"PlainHTTP","message":"this listener serves HTTPS only (http.tls): send the request over https://"}}` + "\n"
+
+// errPlainHTTP ends the TLS handshake of a client that sent plain HTTP.
+var errPlainHTTP = errors.New("the client sent plain HTTP to an HTTPS listener")
 
 // countedConn gives its place back when it is closed.
 type countedConn struct {
 	net.Conn
 	s      *Server
 	closed atomic.Bool
+	// plainCheck, on a TLS listener until the first read, answers a
+	// client that speaks plain HTTP with a JSON 400.
+	plainCheck bool
+}
+
+// Read is the connection's; on a TLS listener, the first read checks that
+// the client opens with a TLS handshake record (0x16), and answers one
+// that starts with a letter (an HTTP method) 400 with a JSON body.
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.plainCheck && n > 0 {
+		c.plainCheck = false // the handshake reads the connection from one goroutine
+		if b := p[0]; b >= 'A' && b <= 'Z' {
+			_ = c.SetWriteDeadline(time.Now().Add(refuseLinger))
+			_, _ = fmt.Fprintf(c.Conn, plainHTTPRefusal, len(plainHTTPBody), plainHTTPBody)
+			return 0, errPlainHTTP
+		}
+	}
+	return n, err
 }
 
 func (c *countedConn) Close() error {

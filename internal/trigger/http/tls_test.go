@@ -122,10 +122,19 @@ func TestTLSServesHTTP2AndRotates(t *testing.T) {
 	writeTLSFile(t, certFile, c)
 	waitFor(t, 4*certCheckInterval, "the renewed certificate to be served", func() bool { return serial() == 200 })
 
-	// Plain HTTP on the TLS port gets no answer it could take for a
-	// function's.
-	if resp, err := http.Get("http://" + s.addr + "/healthz"); err == nil && resp.StatusCode == 200 {
-		t.Error("plain HTTP was served on the TLS listener")
+	// Plain HTTP on the TLS port gets 400 with a JSON error saying so,
+	// and the listener goes on serving HTTPS.
+	resp, err := http.Post("http://"+s.addr+"/function/echo", "text/plain", strings.NewReader("plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(b), `"type":"PlainHTTP"`) {
+		t.Errorf("plain HTTP on the TLS listener: %d %q %s, want 400 with a PlainHTTP JSON error", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	if got := serial(); got != 200 {
+		t.Errorf("after a plain request, served certificate %d, want 200", got)
 	}
 }
 
