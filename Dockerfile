@@ -65,6 +65,13 @@ WORKDIR /app
 RUN polyfn kube -c /app/polyfn.yaml --pod-config --without-secrets > /etc/polyfn/polyfn.yaml \
  && polyfn build -c /etc/polyfn/polyfn.yaml --without-secrets \
  && rm -rf /tmp/* /tmp/.[!.]* /var/cache/polyfn/*
+# The code, the built dependencies and the config then belong to root, read-only: the host
+# and its workers (user 10001; a host that is not root runs its workers as itself) read them
+# and cannot change them, with or without a read-only root file system.
+USER root
+RUN chown -R root:root /app /opt/polyfn/build /etc/polyfn \
+ && chmod -R a-w /app /opt/polyfn/build /etc/polyfn/polyfn.yaml
+USER 10001:10001
 EXPOSE 8080 9180
 # Liveness on the admin listener, asked with the Node.js runtime's interpreter (no curl here).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

@@ -28,6 +28,7 @@ var dockerfileSteps = []string{
 	"ENV HOME=/tmp XDG_CACHE_HOME=/var/cache/polyfn",
 	"USER 10001:10001",
 	"RUN polyfn kube -c /app/polyfn.yaml --pod-config --without-secrets > /etc/polyfn/polyfn.yaml \\\n && polyfn build -c /etc/polyfn/polyfn.yaml --without-secrets \\",
+	"USER root\nRUN chown -R root:root /app /opt/polyfn/build /etc/polyfn \\\n && chmod -R a-w /app /opt/polyfn/build /etc/polyfn/polyfn.yaml\nUSER 10001:10001\n",
 	`ENTRYPOINT ["polyfn"]`,
 	`CMD ["serve", "-c", "/etc/polyfn/polyfn.yaml"]`,
 }
@@ -189,8 +190,10 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 			t.Errorf("no %s build in the build cache %s (%v):\n%s", kind, img("/opt/polyfn/build"), err, out)
 		}
 	}
-	// The pod's root file system is read-only.
-	run(t, root, env, "chmod", "-R", "a-w", img("/opt/polyfn/build"), img("/app"))
+	// USER root, RUN chown -R root:root ... && chmod -R a-w (the test runs
+	// as one user, so the chown is left out); the pod's root file system
+	// is read-only besides.
+	run(t, root, env, "chmod", "-R", "a-w", img("/opt/polyfn/build"), img("/app"), cfg)
 	t.Cleanup(func() { _ = exec.Command("chmod", "-R", "u+w", root).Run() })
 	before := snapshot(t, img("/opt/polyfn/build"), img("/app"))
 
