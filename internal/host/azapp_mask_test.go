@@ -26,3 +26,31 @@ func TestAzureAppBrokenMasksSecrets(t *testing.T) {
 		t.Fatalf("the 502 quotes a secret of the config unmasked: %s", msg)
 	}
 }
+
+// With keys configured, a client without a key learns nothing of a broken
+// app: the reason (the worker's stderr, the app's paths) is for the log and
+// the admin status.
+func TestAzureAppBrokenNeedsKey(t *testing.T) {
+	t.Setenv("REVIEW_FN_KEY", "review-function-key")
+	th := hosttest.Start(t, t.TempDir(), `
+runtimes:
+  stderr-worker:
+    protocol: stream
+    command: ["{self}"]
+    env: {POLYFN_FAKE_WORKER: azapp-stderr}
+auth:
+  function_keys: [{name: ci, env: REVIEW_FN_KEY}]
+functions:
+  - {name: printed, runtime: stderr-worker, codedir: "{codedir}", auth: function}
+`, "{self}", hosttest.Self(t), "{codedir}", t.TempDir())
+	var status int
+	var msg string
+	hosttest.WaitFor(t, 10*time.Second, "an answer once the app was tried", func() bool {
+		r := th.Do(t, http.MethodGet, "/api/nothing", nil, nil)
+		status, msg = r.Status, r.Err.Error.Message
+		return r.Status != http.StatusServiceUnavailable
+	})
+	if strings.Contains(msg, "stderr") || strings.Contains(msg, "/tmp/") {
+		t.Fatalf("a request without a key got %d with the app's failure: %s", status, msg)
+	}
+}
