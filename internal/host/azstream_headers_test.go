@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
@@ -24,5 +25,24 @@ func TestAzureHTTPStreamingCustomHeaders(t *testing.T) {
 	}
 	if got := r.Header.Get("X-Content-Type-Options"); got != "nosniff" {
 		t.Fatalf("streamed response lacks host.json's custom header: X-Content-Type-Options %q", got)
+	}
+}
+
+// Under a CORS policy the function's own Access-Control-* headers are
+// dropped and its Vary adds to the policy's (http.go writeResult); a
+// streamed response must not bypass the policy either.
+func TestAzureHTTPStreamingCORSPolicy(t *testing.T) {
+	cfg := strings.Replace(azureStreamConfig, "http: {max_body: 1Mi, max_stream_body: 16Mi}",
+		`http: {max_body: 1Mi, max_stream_body: 16Mi, cors: {allow_origins: ["https://spa.example.com"]}}`, 1)
+	th := hosttest.Start(t, t.TempDir(), cfg, "{self}", hosttest.Self(t), "{app}", t.TempDir())
+	r := th.Do(t, http.MethodGet, "/api/stream/cors", nil, http.Header{"Origin": {"https://evil.example.net"}})
+	if r.Status != 200 || string(r.Body) != "ok" {
+		t.Fatalf("got %d %s", r.Status, r.Body)
+	}
+	if got := r.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("an origin outside the policy got Access-Control-Allow-Origin %q from the worker", got)
+	}
+	if vary := strings.Join(r.Header.Values("Vary"), ", "); !strings.Contains(vary, "Origin") {
+		t.Errorf("Vary %q lacks the policy's Origin", vary)
 	}
 }
