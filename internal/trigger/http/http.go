@@ -27,6 +27,7 @@ import (
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
+	"github.com/polyfn/polyfn/internal/secret"
 	"github.com/polyfn/polyfn/internal/tracing"
 )
 
@@ -369,7 +370,9 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Allow", strings.Join(m, ", "))
 			}
 		}
-		h.writeInvokeError(w, r, err)
+		// Routing runs before the key check: a broken app's reasons are
+		// for a client with a key only (appbroken.go).
+		h.writeInvokeError(w, r, h.withoutReasons(err, key))
 		return
 	}
 	streaming := false
@@ -582,7 +585,10 @@ func (h *Handler) writeInvokeError(w http.ResponseWriter, r *http.Request, err e
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, status, ie.Type, ie.Message)
+	// The message may quote a worker's stderr or log, which may print its
+	// environment: every secret of the configuration is masked, whichever
+	// path the error took.
+	writeError(w, status, ie.Type, secret.Process.Redact(ie.Message))
 }
 
 // ErrorBody is the JSON body of every error response.
