@@ -287,17 +287,8 @@ func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 		// canon: the name is canonicalised (Headers); else kept as the
 		// function wrote it (Header).
 		copyHeader := func(k string, vs []string, canon bool) {
-			switch {
-			case strings.EqualFold(k, "Content-Length"):
-			case cors && isCORSHeader(k):
-			case cors && strings.EqualFold(k, "Vary"):
-				for _, v := range vs {
-					h.Add("Vary", v)
-				}
-			case canon:
-				h.Set(k, vs[0])
-			default:
-				h[k] = vs
+			if !strings.EqualFold(k, "Content-Length") {
+				copyFunctionHeader(h, k, vs, canon, cors)
 			}
 		}
 		for k, v := range res.HTTP.Headers {
@@ -324,6 +315,25 @@ func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(res.Payload)
+}
+
+// copyFunctionHeader copies header k of a function's response (a result's
+// or a streamed one's) into h. Under a CORS policy (cors) an
+// Access-Control-* header is dropped (the policy's stand) and Vary adds to
+// the policy's. canon: the name is canonicalised and the first value set;
+// else kept as the function wrote it.
+func copyFunctionHeader(h http.Header, k string, vs []string, canon, cors bool) {
+	switch {
+	case cors && isCORSHeader(k):
+	case cors && strings.EqualFold(k, "Vary"):
+		for _, v := range vs {
+			h.Add("Vary", v)
+		}
+	case canon:
+		h.Set(k, vs[0])
+	default:
+		h[k] = vs
+	}
 }
 
 // app serves an HTTP function of an Azure Functions app: the request goes
@@ -401,7 +411,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var ok bool
-	if req.HTTPStream, ok = h.httpStream(w, r, streaming); !ok {
+	if req.HTTPStream, ok = h.httpStream(w, r, streaming, cors != nil); !ok {
 		return
 	}
 	res, err := h.inv.Invoke(r.Context(), req)
