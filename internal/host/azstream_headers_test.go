@@ -46,3 +46,26 @@ func TestAzureHTTPStreamingCORSPolicy(t *testing.T) {
 		t.Errorf("Vary %q lacks the policy's Origin", vary)
 	}
 }
+
+// An Access-Control-* header of host.json's customHeaders is dropped under
+// a CORS policy on a streamed response too (docs/azure.md, "CORS"); the
+// app's other custom headers stay.
+func TestAzureHTTPStreamingCustomHeadersUnderCORS(t *testing.T) {
+	app := t.TempDir()
+	if err := os.WriteFile(filepath.Join(app, "host.json"), []byte(`{"version": "2.0", "extensions": {"http": {"customHeaders": {"Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"}}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(azureStreamConfig, "http: {max_body: 1Mi, max_stream_body: 16Mi}",
+		`http: {max_body: 1Mi, max_stream_body: 16Mi, cors: {allow_origins: ["https://spa.example.com"]}}`, 1)
+	th := hosttest.Start(t, t.TempDir(), cfg, "{self}", hosttest.Self(t), "{app}", app)
+	r := th.Do(t, http.MethodPost, "/api/stream/sum", []byte("x"), http.Header{"Origin": {"https://evil.example.net"}})
+	if r.Status != 200 {
+		t.Fatalf("got %d %s", r.Status, r.Body)
+	}
+	if got := r.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("an origin outside the policy got Access-Control-Allow-Origin %q from customHeaders", got)
+	}
+	if got := r.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("X-Content-Type-Options %q, want host.json's nosniff", got)
+	}
+}
