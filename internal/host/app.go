@@ -14,6 +14,7 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/pool"
+	"github.com/polyfn/polyfn/internal/secret"
 	"github.com/polyfn/polyfn/internal/stream"
 )
 
@@ -147,13 +148,15 @@ func (a *app) update(h *Host, fns []*azure.Function, broken, unsupported []error
 // escaped path, under its app's route prefix: /api/ by default) and sets
 // req's App, Function and the route's parameters; Invoke then runs it. It
 // waits (within ctx) for apps still being indexed. Errors: not found,
-// method not allowed, or an app that could not be indexed.
+// method not allowed, or an app that could not be indexed (502 AppBroken,
+// its message the apps' reasons with secrets masked, its Err an
+// *invoke.AppsBroken).
 func (h *Host) RouteApp(ctx context.Context, req *invoke.Request) error {
 	hr := req.HTTPRequest
 	if hr == nil {
 		return invoke.Errorf(invoke.KindBadRequest, "only HTTP requests are routed to app functions")
 	}
-	var brokenApps []string
+	var brokenApps, brokenNames []string
 	notAllowed := false
 	for _, a := range h.apps {
 		select {
@@ -167,6 +170,7 @@ func (h *Host) RouteApp(ctx context.Context, req *invoke.Request) error {
 		if router == nil {
 			if err != nil {
 				brokenApps = append(brokenApps, fmt.Sprintf("app %s: %v", a.cfg.Name, err))
+				brokenNames = append(brokenNames, a.cfg.Name)
 				a.pool.Prestart(1) // try again in the background
 			}
 			continue
@@ -184,7 +188,13 @@ func (h *Host) RouteApp(ctx context.Context, req *invoke.Request) error {
 	case notAllowed:
 		return invoke.Errorf(invoke.KindMethodNotAllowed, "method %s is not allowed for %s", hr.Method, hr.Path)
 	case len(brokenApps) > 0:
-		return &invoke.Error{Kind: invoke.KindWorkerStart, Type: "AppBroken", Message: strings.Join(brokenApps, "; ")}
+		// The reasons quote the worker's stderr and log, which may print
+		// its environment: every secret of the configuration is masked,
+		// as Invoke masks an invocation's error. The trigger tells a
+		// client without a key only Err's public message.
+		return &invoke.Error{Kind: invoke.KindWorkerStart, Type: "AppBroken",
+			Message: secret.Process.Redact(strings.Join(brokenApps, "; ")),
+			Err:     &invoke.AppsBroken{Apps: brokenNames}}
 	}
 	return invoke.Errorf(invoke.KindNotFound, "no function serves %s", hr.Path)
 }

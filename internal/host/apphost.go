@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -83,6 +84,14 @@ func (h *Host) run(ctx context.Context, p *pool.Pool, req *invoke.Request) (*inv
 			return nil, err
 		}
 		defer release()
+	}
+	if req.HTTPStream != nil && len(a.hostJSON.CustomHeaders) > 0 {
+		// A streamed response is written before Invoke returns: the
+		// adapter sets them where the worker's response does not.
+		req.HTTPStream.Defaults = make(http.Header, len(a.hostJSON.CustomHeaders))
+		for k, v := range a.hostJSON.CustomHeaders {
+			req.HTTPStream.Defaults.Set(k, v)
+		}
 	}
 	res, err := p.Invoke(ctx, req)
 	if err == nil && res.HTTP != nil && len(a.hostJSON.CustomHeaders) > 0 {

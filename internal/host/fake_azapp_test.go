@@ -26,6 +26,10 @@ import (
 //     with a stack trace longer than the lines polyfn quotes.
 func runFakeAzureApp(mode string) {
 	if mode == "azapp-stderr" {
+		if leak := os.Getenv("LEAK"); leak != "" {
+			// A worker that prints its environment.
+			fmt.Fprintln(os.Stderr, "Error: LEAK="+leak)
+		}
 		fmt.Fprintln(os.Stderr, "Error: Cannot find module 'left-pad' from /app/dist/index.js")
 		fmt.Fprintln(os.Stderr, "Require stack:")
 		fmt.Fprintln(os.Stderr, "- /app/dist/index.js")

@@ -157,6 +157,12 @@ func servePaired(ir *rpc.InvocationRequest, p *proxied, respond func(error), log
 				return err
 			}
 		}
+	case "cors":
+		// A function that sets CORS headers of its own.
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Vary", "Accept-Encoding")
+		_, _ = w.Write([]byte("ok"))
+		return nil
 	case "hang":
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("first chunk\n"))

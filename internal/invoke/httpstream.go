@@ -24,9 +24,18 @@ type HTTPStream struct {
 	RemoteAddr string
 	// Writer is the client's response. An adapter that writes to it calls
 	// Started first.
-	Writer  http.ResponseWriter
-	started bool
-	aborted bool
+	Writer http.ResponseWriter
+	// CopyHeader, when set, copies one header of the worker's response
+	// into Writer's headers as the trigger copies a function's own (under
+	// a CORS policy it drops Access-Control-* and adds to Vary); nil
+	// copies it as it is.
+	CopyHeader func(dst http.Header, name string, values []string)
+	// Defaults are headers the response gets when the worker's does not
+	// set them (host.json extensions.http.customHeaders); they pass
+	// through CopyHeader like the worker's own.
+	Defaults http.Header
+	started  bool
+	aborted  bool
 }
 
 // ErrStreamTooLarge is the error of reading a streamed request body past

@@ -56,18 +56,20 @@ func (s *Server) Reload() error {
 }
 
 // warnRestartOnly says which changes of cfg take effect on restart only:
-// the HTTP listener's settings (http.max_body and http.cors aside), the mqtt section and
+// the HTTP listener's settings (http.max_body, http.max_stream_body and
+// http.cors aside: each handler reads its own config's), the mqtt section and
 // state_dir; and that MQTT rules have no broker when polyfn started
 // without one.
 func (s *Server) warnRestartOnly(cfg *config.Config) {
 	listener := cfg.HTTP
 	listener.MaxBody = s.http.MaxBody
+	listener.MaxStreamBody = s.http.MaxStreamBody
 	listener.CORS = s.http.CORS // follows reloads
 	switch {
 	case cfg.HTTP.Listen != s.http.Listen:
 		s.log.Warn("reload: http.listen changed; it takes effect on restart", "listen", s.http.Listen, "config", cfg.HTTP.Listen)
 	case listener != s.http:
-		s.log.Warn("reload: the http section's listener settings changed; they take effect on restart (http.max_body and http.cors follow the reload)")
+		s.log.Warn("reload: the http section's listener settings changed; they take effect on restart (http.max_body, http.max_stream_body and http.cors follow the reload)")
 	}
 	if !reflect.DeepEqual(cfg.MQTT, s.mqtt) {
 		s.log.Warn("reload: the mqtt section changed; it takes effect on restart (the functions' triggers.mqtt rules are reloaded)")

@@ -79,7 +79,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 
-	// As started: a reload keeps them (http.max_body aside), and says so
+	// As started: a reload keeps them (http.max_body, http.max_stream_body
+	// and http.cors aside), and says so
 	// when the new configuration changes them.
 	http     config.HTTP
 	mqtt     config.MQTT

@@ -352,8 +352,17 @@ func (i *Instance) forward(ctx context.Context, req *invoke.Request, fn *azure.F
 	w := st.Writer
 	h := w.Header()
 	removeHopHeaders(resp.Header)
+	for k, vs := range st.Defaults {
+		if _, set := resp.Header[k]; !set && len(vs) > 0 {
+			resp.Header[k] = vs
+		}
+	}
 	for k, vs := range resp.Header {
-		h[k] = vs
+		if st.CopyHeader != nil {
+			st.CopyHeader(h, k, vs)
+		} else {
+			h[k] = vs
+		}
 	}
 	if resp.ContentLength >= 0 && h.Get("Content-Length") == "" && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
 		h.Set("Content-Length", fmt.Sprint(resp.ContentLength))

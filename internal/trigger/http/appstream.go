@@ -26,9 +26,15 @@ type AppStreamer interface {
 // body still comes. For a streamed request and response, body_timeout and
 // write_timeout bound each read of the body and each write of the response
 // (a stall), not the whole transfer: the function's timeout bounds that.
-// ok is false when the request was answered here.
-func (h *Handler) httpStream(w http.ResponseWriter, r *http.Request, streaming bool) (st *invoke.HTTPStream, ok bool) {
+// A relayed response's headers pass the filter of writeResult: under a
+// CORS policy (cors) the worker's Access-Control-* are dropped and its
+// Vary adds to the policy's. ok is false when the request was answered
+// here.
+func (h *Handler) httpStream(w http.ResponseWriter, r *http.Request, streaming, cors bool) (st *invoke.HTTPStream, ok bool) {
 	st = &invoke.HTTPStream{RemoteAddr: r.RemoteAddr, Writer: &deadlineWriter{ResponseWriter: w, srv: h.srv}}
+	if cors {
+		st.CopyHeader = func(dst http.Header, k string, vs []string) { copyFunctionHeader(dst, k, vs, false, true) }
+	}
 	if !streaming {
 		return st, true
 	}

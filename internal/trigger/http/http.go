@@ -27,6 +27,7 @@ import (
 	"github.com/polyfn/polyfn/internal/invoke"
 	"github.com/polyfn/polyfn/internal/metrics"
 	"github.com/polyfn/polyfn/internal/peer"
+	"github.com/polyfn/polyfn/internal/secret"
 	"github.com/polyfn/polyfn/internal/tracing"
 )
 
@@ -286,17 +287,8 @@ func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 		// canon: the name is canonicalised (Headers); else kept as the
 		// function wrote it (Header).
 		copyHeader := func(k string, vs []string, canon bool) {
-			switch {
-			case strings.EqualFold(k, "Content-Length"):
-			case cors && isCORSHeader(k):
-			case cors && strings.EqualFold(k, "Vary"):
-				for _, v := range vs {
-					h.Add("Vary", v)
-				}
-			case canon:
-				h.Set(k, vs[0])
-			default:
-				h[k] = vs
+			if !strings.EqualFold(k, "Content-Length") {
+				copyFunctionHeader(h, k, vs, canon, cors)
 			}
 		}
 		for k, v := range res.HTTP.Headers {
@@ -323,6 +315,25 @@ func writeResult(w http.ResponseWriter, res *invoke.Result, cors bool) {
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(res.Payload)
+}
+
+// copyFunctionHeader copies header k of a function's response (a result's
+// or a streamed one's) into h. Under a CORS policy (cors) an
+// Access-Control-* header is dropped (the policy's stand) and Vary adds to
+// the policy's. canon: the name is canonicalised and the first value set;
+// else kept as the function wrote it.
+func copyFunctionHeader(h http.Header, k string, vs []string, canon, cors bool) {
+	switch {
+	case cors && isCORSHeader(k):
+	case cors && strings.EqualFold(k, "Vary"):
+		for _, v := range vs {
+			h.Add("Vary", v)
+		}
+	case canon:
+		h.Set(k, vs[0])
+	default:
+		h[k] = vs
+	}
 }
 
 // app serves an HTTP function of an Azure Functions app: the request goes
@@ -369,7 +380,9 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Allow", strings.Join(m, ", "))
 			}
 		}
-		h.writeInvokeError(w, r, err)
+		// Routing runs before the key check: a broken app's reasons are
+		// for a client with a key only (appbroken.go).
+		h.writeInvokeError(w, r, h.withoutReasons(err, key))
 		return
 	}
 	streaming := false
@@ -398,7 +411,7 @@ func (h *Handler) app(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var ok bool
-	if req.HTTPStream, ok = h.httpStream(w, r, streaming); !ok {
+	if req.HTTPStream, ok = h.httpStream(w, r, streaming, cors != nil); !ok {
 		return
 	}
 	res, err := h.inv.Invoke(r.Context(), req)
@@ -582,7 +595,10 @@ func (h *Handler) writeInvokeError(w http.ResponseWriter, r *http.Request, err e
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, status, ie.Type, ie.Message)
+	// The message may quote a worker's stderr or log, which may print its
+	// environment: every secret of the configuration is masked, whichever
+	// path the error took.
+	writeError(w, status, ie.Type, secret.Process.Redact(ie.Message))
 }
 
 // ErrorBody is the JSON body of every error response.
