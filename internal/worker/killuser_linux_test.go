@@ -1,0 +1,70 @@
+//go:build linux
+
+package worker
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+)
+
+// Processes that fork in a loop, each child forking the next and its
+// parent exiting (so the process's id keeps moving ahead of a scan of
+// /proc), are all dead when KillUser returns without an error.
+func TestKillUserForkHoppers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u := newTestUsers(t, 64020, 64020, t.TempDir())
+	id, err := u.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Release(id)
+	// ulimit -u bounds the processes the user id may have.
+	script := `ulimit -u 48; hop() { hop & exit 0; }; for i in 1 2 3 4 5 6; do hop & done; echo started; wait`
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+		t.Fatalf("the hoppers did not start: %v", err)
+	}
+	if err := KillUser(id); err != nil {
+		t.Fatal(err)
+	}
+	// A scan of /proc can miss a process whose id moves ahead of it;
+	// kill(-1, 0) as the user id cannot.
+	if anyAs(t, id) {
+		_ = KillUser(id)
+		t.Fatalf("processes of uid %d outlived KillUser", id)
+	}
+}
+
+// anyAs reports whether any process runs as uid: kill -0 -1 run as uid
+// succeeds when it may signal some process (other than itself).
+func anyAs(t *testing.T, uid uint32) bool {
+	tool := ""
+	for _, k := range []string{"/bin/kill", "/usr/bin/kill"} {
+		if _, err := os.Stat(k); err == nil {
+			tool = k
+			break
+		}
+	}
+	if tool == "" {
+		t.Skip("no kill(1)")
+	}
+	cmd := exec.Command(tool, "-0", "-1")
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	return cmd.Run() == nil
+}
