@@ -204,7 +204,7 @@ const KillUserTimeout = 10 * time.Second
 // killTools are where kill(1) is looked for; the first that exists is used.
 var killTools = []string{"/bin/kill", "/usr/bin/kill"}
 
-// killAs runs kill -9 -1 as uid (no groups, no environment): every process
+// killAs runs kill -9 -- -1 as uid (no groups, no environment): every process
 // the helper may signal, that is every process of uid but itself, is sent
 // SIGKILL in one system call.
 func killAs(uid uint32) {
@@ -212,7 +212,7 @@ func killAs(uid uint32) {
 		if st, err := os.Stat(tool); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
-		cmd := exec.Command(tool, "-9", "-1")
+		cmd := exec.Command(tool, "-9", "--", "-1")
 		cmd.Dir = "/"
 		cmd.Env = []string{}
 		cmd.SysProcAttr = &syscall.SysProcAttr{
