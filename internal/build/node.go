@@ -139,7 +139,7 @@ func (b *Builder) node(ctx context.Context, sp Spec) (string, bool, error) {
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(filepath.Join(out, f), data, 0o644); err != nil {
+			if err := writeNew(filepath.Join(out, f), data); err != nil {
 				return err
 			}
 		}

@@ -218,14 +218,18 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 			reqs = append(reqs, "-r", filepath.Join(sp.Codedir, "requirements.txt"))
 		}
 		if perr == nil {
-			cmd := s.Command(ctx, sp.Codedir, nil, interp, "-c", pyprojectScript, filepath.Join(sp.Codedir, "pyproject.toml"))
+			// Isolated (-I) and run from a directory of its own: neither the
+			// codedir nor the working directory is on sys.path, so a module
+			// of the function's (a tomllib.py) cannot stand in for the
+			// standard library's and run at build time.
+			cmd := s.Command(ctx, scratchDir(s), nil, interp, "-I", "-c", pyprojectScript, filepath.Join(sp.Codedir, "pyproject.toml"))
 			said, err := cmd.CombinedOutput()
 			if err != nil {
 				return &Error{Function: sp.Function, Command: "read pyproject.toml dependencies", Output: tail(string(said)), Err: err}
 			}
 			if deps := strings.TrimSpace(string(said)); deps != "" {
 				f := filepath.Join(out, "pyproject-requirements.txt")
-				if err := os.WriteFile(f, []byte(deps+"\n"), 0o644); err != nil {
+				if err := writeNew(f, []byte(deps+"\n")); err != nil {
 					return err
 				}
 				reqs = append(reqs, "-r", f)
@@ -238,7 +242,7 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 			return os.Mkdir(filepath.Join(tmp, "site"), 0o755) // nothing to install
 		}
 		constraints := filepath.Join(out, "runtime-constraints.txt")
-		if err := os.WriteFile(constraints, []byte(strings.Join(probe.Constraints, "\n")+"\n"), 0o644); err != nil {
+		if err := writeNew(constraints, []byte(strings.Join(probe.Constraints, "\n")+"\n")); err != nil {
 			return err
 		}
 		if err := s.Own(out); err != nil {

@@ -12,7 +12,9 @@
 // host then kills whatever still runs under the id, takes the result
 // (owned by root, writable by nobody else, readable by the users workers
 // run as) into the cache and removes the work directory before the id is
-// released. On a host that is not root, or with isolation.user: host, a
+// released. The work directory itself stays root's, so the build user
+// cannot replace its out directory with a link to something of the
+// host's; Take never follows a symbolic link the build left. On a host that is not root, or with isolation.user: host, a
 // session runs everything as the host's user, in place, as before.
 package builduser
 
@@ -77,6 +79,8 @@ func NewRunner(users *worker.Users, base string) *Runner {
 type Session struct {
 	uid  uint32
 	work string
+	// dev and ino identify the work directory as Begin made it.
+	dev, ino uint64
 	// shared are directories given to the build user for the session
 	// (Share) and taken back at Close.
 	shared []string
@@ -102,18 +106,30 @@ func (r *Runner) Begin() (*Session, error) {
 		return nil, fmt.Errorf("build work directory: %w", err)
 	}
 	s.work = work
+	// The work directory is root's, searchable by others (0711): the
+	// build user cannot rename or replace its entries. home, tmp and cache
+	// are the build user's and no one else's (0700); out stays root's until
+	// the host has written what the build starts from into it and gives it
+	// to the build user (Own).
+	var st syscall.Stat_t
+	err = syscall.Lstat(work, &st)
+	if err == nil {
+		s.dev, s.ino = uint64(st.Dev), uint64(st.Ino)
+		err = os.Chmod(work, 0o711)
+	}
 	for _, d := range []string{"home", "tmp", "cache", "out"} {
-		if err := os.Mkdir(filepath.Join(work, d), 0o700); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("build work directory: %w", err)
+		if err == nil {
+			err = os.Mkdir(filepath.Join(work, d), 0o700)
+		}
+		if err == nil && d != "out" {
+			err = os.Lchown(filepath.Join(work, d), int(uid), int(uid))
 		}
 	}
-	// The work directory is the build user's and no one else's (0700).
-	if err := chownTree(work, uid); err != nil {
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("build work directory: %w", err)
 	}
-	if err := Reachable(work, uid, uid, 7); err != nil {
+	if err := Reachable(work, uid, uid, 1); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("builds run as uid %d (a user of their own, isolation.uids), which cannot reach its work directory in %s: %w; set TMPDIR to a directory other users may enter (such as /tmp), or set isolation.user: host", uid, r.base, err)
 	}
@@ -142,8 +158,9 @@ func (s *Session) Work() string {
 
 // Out returns the directory the build writes its result into: fallback
 // (a directory of the host's, written in place) when not sandboxed, else
-// the session's out directory, owned by the build user. Take moves what
-// is there to where fallback is.
+// the session's out directory: root's until Own gives it to the build
+// user (the host writes what the build starts from into it first). Take
+// moves what is there to where fallback is.
 func (s *Session) Out(fallback string) string {
 	if !s.Sandboxed() {
 		return fallback
@@ -256,19 +273,63 @@ func (s *Session) Own(paths ...string) error {
 // Share gives the directories dirs (made if missing) to the build user
 // for the session; Close gives them back to root. The go command's caches
 // use it: only the go command runs while they are the build user's, and
-// no process of the id outlives the session.
+// no process of the id outlives the session. The caller must hold a lock
+// that keeps other sessions from sharing the same directories meanwhile.
+//
+// A directory a session shared and did not give back (its host died
+// mid-build, or a process of its user survived) may hold anything that
+// user wrote: Share wipes it before sharing it again. It knows one by a
+// mark, a root-owned file beside it (sharedMark) that Share writes before
+// giving the directory away and Close removes once it is root's again, or
+// by the directory not being root's.
 func (s *Session) Share(dirs ...string) error {
 	if !s.Sandboxed() {
 		return nil
 	}
 	for _, d := range dirs {
+		if err := Reclaim(d); err != nil {
+			return fmt.Errorf("reclaim %s: %w", d, err)
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(sharedMark(d), []byte(fmt.Sprintf("%d\n", s.uid)), 0o600); err != nil {
 			return err
 		}
 		s.shared = append(s.shared, d)
 		if err := chownTree(d, s.uid); err != nil {
 			return fmt.Errorf("give %s to the build user (uid %d): %w", d, s.uid, err)
 		}
+	}
+	return nil
+}
+
+// sharedMark is the file beside the shared directory d that says it may
+// be a build user's (Share).
+func sharedMark(d string) string {
+	return filepath.Join(filepath.Dir(d), "."+filepath.Base(d)+".shared")
+}
+
+// Reclaim wipes the directory d when a session shared it and did not give
+// it back: its mark (sharedMark) is there, or d is not a directory owned by
+// root. Share calls it; the caller holds the lock that guards d.
+func Reclaim(d string) error {
+	_, err := os.Lstat(sharedMark(d))
+	stale := err == nil
+	var st syscall.Stat_t
+	if err := syscall.Lstat(d, &st); err == nil {
+		stale = stale || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 0
+	} else if !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	if !stale {
+		return nil
+	}
+	if err := os.RemoveAll(d); err != nil {
+		return err
+	}
+	if err := os.Remove(sharedMark(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -287,17 +348,39 @@ func (s *Session) Readable(what, dir string) error {
 }
 
 // Take moves the result the build wrote into out (from Out) to dst, a
-// directory of the host's that exists: each entry of out becomes dst's.
-// Sandboxed, it first kills every process of the build user, then makes
-// the result root's: owned by root, writable by root alone, readable (and
-// directories searchable) by everyone, no set-id bits. An entry the build
-// user does not own (a hard link to someone else's file) fails it. Not
-// sandboxed, out is dst and nothing happens.
-func (s *Session) Take(out, dst string) error {
+// directory of the host's that exists: each entry of out becomes dst's,
+// or with names only those entries (each must exist; the rest are
+// dropped). Sandboxed, it first kills every process of the build user
+// (failing if any survives), checks that the work directory is the one
+// Begin made and that out is a directory, not a symbolic link, gives out
+// back to root, then makes the result root's: owned by root, writable by
+// root alone, readable (and directories searchable) by everyone, no set-id
+// bits. Symbolic links in the result stay links; none is followed. An
+// entry the build user does not own (a hard link to someone else's file)
+// fails it. Not sandboxed, out is dst and nothing happens.
+func (s *Session) Take(out, dst string, names ...string) error {
 	if !s.Sandboxed() {
 		return nil
 	}
-	worker.KillUser(s.uid)
+	if err := worker.KillUser(s.uid); err != nil {
+		return fmt.Errorf("take the build's result: %w", err)
+	}
+	if err := s.checkWork(out); err != nil {
+		return fmt.Errorf("take the build's result: %w", err)
+	}
+	// Nothing of the build user's runs now, and out is root's from here
+	// on: what is read below cannot change under it.
+	if err := os.Lchown(out, 0, 0); err != nil {
+		return err
+	}
+	if err := os.Chmod(out, 0o700); err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		if err := s.keepOnly(out, names); err != nil {
+			return fmt.Errorf("take the build's result: %w", err)
+		}
+	}
 	if err := s.secure(out); err != nil {
 		return err
 	}
@@ -319,8 +402,56 @@ func (s *Session) Take(out, dst string) error {
 	return nil
 }
 
+// checkWork checks, once no process of the build user runs, that the work
+// directory is a directory (not a link) with the identity Begin recorded,
+// still root's, and that out is its out directory: a directory, not a link.
+func (s *Session) checkWork(out string) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(s.work, &st); err != nil {
+		return err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR || uint64(st.Dev) != s.dev || uint64(st.Ino) != s.ino || st.Uid != 0 {
+		return fmt.Errorf("the work directory %s was replaced", s.work)
+	}
+	if out != filepath.Join(s.work, "out") {
+		return fmt.Errorf("%s is not the session's out directory", out)
+	}
+	if err := syscall.Lstat(out, &st); err != nil {
+		return err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return fmt.Errorf("the build replaced its out directory %s with something other than a directory (mode %o)", out, st.Mode)
+	}
+	return nil
+}
+
+// keepOnly removes the entries of dir not in names; each of names must be
+// there.
+func (s *Session) keepOnly(dir string, names []string) error {
+	keep := map[string]bool{}
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err != nil {
+			return err
+		}
+		keep[n] = true
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // secure makes the tree at root the host's, refusing what the build user
-// does not own.
+// does not own. It never follows a symbolic link: the walk lstats every
+// entry and a link is given to root as a link.
 func (s *Session) secure(root string) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -330,6 +461,9 @@ func (s *Session) secure(root string) error {
 		if err := syscall.Lstat(p, &st); err != nil {
 			return err
 		}
+		if p == root && st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return fmt.Errorf("%s is not a directory", p)
+		}
 		if p != root && st.Uid != s.uid {
 			return fmt.Errorf("the build left %s, owned by uid %d, not by the build user (uid %d)", p, st.Uid, s.uid)
 		}
@@ -337,12 +471,12 @@ func (s *Session) secure(root string) error {
 			return err
 		}
 		mode := fs.FileMode(st.Mode)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
+		switch st.Mode & syscall.S_IFMT {
+		case syscall.S_IFLNK:
 			return nil
-		case d.IsDir():
+		case syscall.S_IFDIR:
 			return os.Chmod(p, 0o755)
-		case d.Type().IsRegular():
+		case syscall.S_IFREG:
 			perm := fs.FileMode(0o644)
 			if mode&0o111 != 0 {
 				perm = 0o755
@@ -362,9 +496,17 @@ func (s *Session) Close() {
 		return
 	}
 	s.once.Do(func() {
-		worker.KillUser(s.uid)
+		if worker.KillUser(s.uid) != nil {
+			// Something of the build user's survived: the shared
+			// directories keep their marks (the next Share wipes them)
+			// and the id stays leased (Release).
+			s.users.Release(s.uid)
+			return
+		}
 		for _, d := range s.shared {
-			_ = chownTree(d, 0)
+			if chownTree(d, 0) == nil {
+				_ = os.Remove(sharedMark(d))
+			}
 		}
 		_ = os.RemoveAll(s.work)
 		s.users.Release(s.uid)

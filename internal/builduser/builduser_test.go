@@ -109,6 +109,9 @@ func TestTake(t *testing.T) {
 	}
 	defer s.Close()
 	out := s.Out(dst)
+	if err := s.Own(out); err != nil {
+		t.Fatal(err)
+	}
 	cmd := s.Command(context.Background(), out, nil, "/bin/sh", "-c", "mkdir -p pkg && echo hi > pkg/file && chmod 4777 pkg/file && chmod 777 pkg")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, b)

@@ -112,6 +112,9 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 	// Sandboxed, the binary is written into the session's out directory
 	// and taken into the cache (builduser.Session.Take).
 	tmpDir := r.s.Out(filepath.Dir(out))
+	if err := r.s.Own(tmpDir); err != nil {
+		return "", err
+	}
 	tmpName := filepath.Base(out) + ".tmp"
 	tmp := filepath.Join(tmpDir, tmpName)
 	for i, a := range cmd.Args {
@@ -133,7 +136,9 @@ func (b *Builder) Build(ctx context.Context, codedir string) (string, error) {
 		}
 		return "", fmt.Errorf("go build: %w", err)
 	}
-	if err := r.s.Take(tmpDir, filepath.Dir(out)); err != nil {
+	// Only the binary: anything else the build left in its out directory
+	// must not replace a file of the shared binary directory.
+	if err := r.s.Take(tmpDir, filepath.Dir(out), tmpName); err != nil {
 		return "", err
 	}
 	if err := os.Rename(filepath.Join(filepath.Dir(out), tmpName), out); err != nil {

@@ -82,7 +82,7 @@ func (iso Isolation) killLeased() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if !l.ended {
-			KillUser(l.uid)
+			_ = KillUser(l.uid) // Release, at the lease's end, checks again
 		}
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Users hands out user ids for workers to run as, one per instance: a
@@ -120,7 +122,11 @@ func (u *Users) lease(uid uint32) (*os.File, error) {
 	switch string(mark[:n]) {
 	case freeMark: // released cleanly: nothing runs under it
 	case heldMark:
-		KillUser(uid) // leased by a host that died: what it left is ours
+		// Leased by a host that died: what it left is ours.
+		if err := KillUser(uid); err != nil {
+			f.Close()
+			return nil, nil // still in use: skip it
+		}
 	default:
 		if killUserOnce(uid, false) > 0 {
 			f.Close() // never ours, and in use
@@ -135,9 +141,14 @@ func (u *Users) lease(uid uint32) (*os.File, error) {
 }
 
 // Release kills every process still running under uid and ends its lease.
-// It is safe to call for an id that is not leased.
+// When some survive (KillUser fails), the id stays leased, never handed out
+// again by this process, and its lock file says held, so that the next
+// host to lease it kills them first. It is safe to call for an id that is
+// not leased.
 func (u *Users) Release(uid uint32) {
-	KillUser(uid)
+	if KillUser(uid) != nil {
+		return
+	}
 	u.mu.Lock()
 	f := u.held[uid]
 	delete(u.held, uid)
@@ -155,22 +166,63 @@ const (
 	heldMark = "held"
 )
 
-// KillUser sends SIGKILL to every process whose user id is uid, again
-// until none is left (processes forking meanwhile are caught by the next
-// pass), for at most a bounded number of passes.
-func KillUser(uid uint32) {
+// KillUser kills every process whose user id is uid and returns once none
+// is left, or an error naming how many remain after KillUserTimeout.
+//
+// Running as root, it kills them as uid itself: a helper (kill(1), run as
+// uid) calls kill(-1, SIGKILL), which the kernel delivers to every process
+// of uid at once, so a process forking in a loop cannot hop ahead of it the
+// way it can outrun a scan of /proc. A scan of /proc then kills (and
+// counts) what is left, until nothing is.
+func KillUser(uid uint32) error {
 	if uid == 0 || int(uid) == os.Getuid() {
-		return // never the host's own
+		return nil // never the host's own
 	}
-	for pass := 0; pass < killUserPasses; pass++ {
-		if killUserOnce(uid, true) == 0 {
-			return
+	deadline := time.Now().Add(KillUserTimeout)
+	pause := time.Millisecond
+	for {
+		if os.Geteuid() == 0 {
+			killAs(uid)
 		}
+		killUserOnce(uid, true)
+		n := killUserOnce(uid, false)
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes of user id %d still run after %v of killing them", n, uid, KillUserTimeout)
+		}
+		time.Sleep(pause) // killed processes take a moment to exit
+		pause = min(2*pause, 50*time.Millisecond)
 	}
 }
 
-// killUserPasses bounds KillUser's scans of /proc.
-const killUserPasses = 20
+// KillUserTimeout bounds how long KillUser keeps killing the processes of
+// a user id before it gives up with an error. docs/security.md documents it.
+const KillUserTimeout = 10 * time.Second
+
+// killTools are where kill(1) is looked for; the first that exists is used.
+var killTools = []string{"/bin/kill", "/usr/bin/kill"}
+
+// killAs runs kill -9 -- -1 as uid (no groups, no environment): every process
+// the helper may signal, that is every process of uid but itself, is sent
+// SIGKILL in one system call.
+func killAs(uid uint32) {
+	for _, tool := range killTools {
+		if st, err := os.Stat(tool); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		cmd := exec.Command(tool, "-9", "--", "-1")
+		cmd.Dir = "/"
+		cmd.Env = []string{}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}},
+			Pdeathsig:  syscall.SIGKILL,
+		}
+		_ = cmd.Run() // it fails when nothing was left to kill; the scan counts
+		return
+	}
+}
 
 // killUserOnce kills (or with kill false, counts) the live processes of uid.
 func killUserOnce(uid uint32, kill bool) int {
