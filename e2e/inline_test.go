@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -29,5 +30,26 @@ func TestRuntimeSemanticsPythonConcurrency1(t *testing.T) {
 			}
 			semanticTable(t, th, "python")
 		})
+	}
+}
+
+// A function of an app runs at the app's concurrency: the worker is told
+// the app's, not the function's default.
+func TestPythonAppConcurrency1RunsPlainFunctionsInline(t *testing.T) {
+	requirePython(t)
+	for conc, want := range map[int]string{1: `{"main": true}`, 2: `{"main": false}`} {
+		th := hosttest.Start(t, testdata(t), pythonRuntimes["stream"]+fmt.Sprintf(`
+apps:
+  tools: {concurrency: %d, instances: {max: 1}}
+functions:
+  - {name: thread, handler: index.thread, codedir: functions/kinds, app: tools}
+  - {name: echo, handler: index.echo, codedir: functions/kinds, app: tools}
+`, conc))
+		if r := th.Call(t, "thread", ""); r.Status != 200 || string(r.Body) != want {
+			t.Errorf("app concurrency %d: got %d %s, want %s", conc, r.Status, r.Body, want)
+		}
+		if r := th.Call(t, "echo", `{"x": 1}`); r.Status != 200 || string(r.Body) != `{"x": 1}` {
+			t.Errorf("app concurrency %d: echo got %d %s", conc, r.Status, r.Body)
+		}
 	}
 }
