@@ -29,7 +29,7 @@ func (h *Host) StartInstance(ctx context.Context, function, id string) (pool.Ins
 		spec = &poolSpec{name: f.cfg.App, runtime: f.runtime, env: h.cfg.Apps[f.cfg.App].Env}
 		for _, fc := range h.cfg.Functions {
 			if fc.App == f.cfg.App {
-				spec.functions = append(spec.functions, fc)
+				spec.functions = append(spec.functions, appMember(fc, h.cfg.Apps[f.cfg.App].Concurrency))
 			}
 		}
 	}

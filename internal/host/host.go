@@ -160,7 +160,7 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 				specs = append(specs, apps[fc.App])
 			}
 			spec = apps[fc.App]
-			spec.functions = append(spec.functions, fc)
+			spec.functions = append(spec.functions, appMember(fc, spec.conc))
 		} else {
 			specs = append(specs, spec)
 		}
@@ -192,6 +192,13 @@ func NewWith(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*Host, e
 	h.describeIsolation()
 	h.reportRuntimes()
 	return h, nil
+}
+
+// appMember is fc as an app's instance loads it: the app's concurrency is
+// the instance's, which the worker is told (stream.PropConcurrency).
+func appMember(fc config.Function, conc int) config.Function {
+	fc.Concurrency = conc
+	return fc
 }
 
 // standbyServes reports whether a standby worker may be bound to a

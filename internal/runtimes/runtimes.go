@@ -166,6 +166,13 @@ func (h Home) Python() Runtime {
 	return r
 }
 
+// NodeFlags are the V8 flags polyfn's Node.js runtime starts with, the same
+// as in the shebang line of its bin/polyfn-node.js (which applies when it
+// is run as polyfn-node from PATH): a young generation of at most 2 MiB per
+// semi-space (V8 grows it to 16 MiB under a burst and keeps it), and one
+// background thread for V8 instead of four (docs/performance.md, "Node.js").
+var NodeFlags = []string{"--max-semi-space-size=2", "--v8-pool-size=1"}
+
 // Node returns where h's Node.js runtime is. The node program is the one
 // on PATH, else one in a usual place (/usr/local/bin, /usr/bin).
 func (h Home) Node() Runtime {
@@ -183,8 +190,8 @@ func (h Home) Node() Runtime {
 	}
 	r.Interpreter = findProgram("node", "/usr/local/bin/node", "/usr/bin/node")
 	script := filepath.Join(r.Dir, "bin", "polyfn-node.js")
-	r.Command = []string{r.Interpreter, script}
-	r.CallCommand = []string{r.Interpreter, script, "-c", "{config}"}
+	r.Command = append(append([]string{r.Interpreter}, NodeFlags...), script)
+	r.CallCommand = append(append([]string{r.Interpreter}, NodeFlags...), script, "-c", "{config}")
 	switch {
 	case !isFile(script):
 		r.Err = fmt.Errorf("the Node.js runtime is missing: no %s", script)

@@ -42,7 +42,7 @@ func TestLayouts(t *testing.T) {
 	if py := At(inst).Python(); py.Command[0] != filepath.Join(inst, "lib/polyfn/python/bin/python") {
 		t.Errorf("installed python command %v", py.Command)
 	}
-	if node := At(co).Node(); node.Command[1] != filepath.Join(co, "runtimes/node/bin/polyfn-node.js") {
+	if node := At(co).Node(); node.Command[len(node.Command)-1] != filepath.Join(co, "runtimes/node/bin/polyfn-node.js") {
 		t.Errorf("checkout node command %v", node.Command)
 	}
 }
@@ -115,5 +115,28 @@ func TestProbeCheckout(t *testing.T) {
 	}
 	if sdk, api := h.GoSDK(); sdk != filepath.Join(root, "sdk/go") || api != filepath.Join(root, "api") {
 		t.Errorf("GoSDK() = %s, %s", sdk, api)
+	}
+}
+
+// polyfn-node.js run by path (checkout and installed layouts) gets the same
+// V8 flags as its shebang line gives it when run as polyfn-node from PATH.
+func TestNodeFlagsMatchTheShebang(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", "..", "runtimes", "node", "bin", "polyfn-node.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(script), "\n")
+	want := "#!/usr/bin/env -S node " + strings.Join(NodeFlags, " ")
+	if first != want {
+		t.Errorf("polyfn-node.js starts with %q, want %q", first, want)
+	}
+	co := t.TempDir()
+	touch(t, co, "go.mod")
+	mkdirs(t, co, "runtimes/python", "sdk/go")
+	node := At(co).Node()
+	for _, cmd := range [][]string{node.Command, node.CallCommand} {
+		if len(cmd) < 2+len(NodeFlags) || strings.Join(cmd[1:1+len(NodeFlags)], " ") != strings.Join(NodeFlags, " ") {
+			t.Errorf("node command %v: want the flags %v after the interpreter", cmd, NodeFlags)
+		}
 	}
 }

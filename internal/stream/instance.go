@@ -44,6 +44,13 @@ const TypeWorkerUnavailable = "WorkerUnavailable"
 // to their module search path after their own (docs/protocols.md).
 const PropDependencies = "polyfn.dependencies"
 
+// PropConcurrency is the FunctionLoadRequest metadata property carrying the
+// instance's concurrency: how many invocations the host sends the worker at
+// once, over all its functions. At 1, polyfn's Python runtime runs a plain
+// function on its event loop's thread instead of in a thread pool
+// (docs/protocols.md).
+const PropConcurrency = "polyfn.concurrency"
+
 // cancelGrace is the grace period sent with InvocationCancel.
 const cancelGrace = time.Second
 
@@ -467,6 +474,9 @@ func loadRequest(f config.Function, language string) *rpc.FunctionLoadRequest {
 	props := map[string]string{"polyfn": "1"}
 	if f.Dependencies != "" {
 		props[PropDependencies] = f.Dependencies
+	}
+	if f.Concurrency > 0 {
+		props[PropConcurrency] = strconv.Itoa(f.Concurrency)
 	}
 	return &rpc.FunctionLoadRequest{
 		FunctionId: f.Name,

@@ -17,7 +17,6 @@
 
 const fs = require('node:fs');
 const util = require('node:util');
-const YAML = require('yaml');
 
 const { validHandler } = require('./loader');
 
@@ -53,7 +52,8 @@ function loadConfig(file, env = process.env) {
   }
   let data;
   try {
-    data = YAML.parse(text);
+    // Required here, not at the top: a stream worker reads no config file.
+    data = require('yaml').parse(text);
   } catch (err) {
     throw new ConfigError(`${file}: invalid YAML: ${err.message}`);
   }

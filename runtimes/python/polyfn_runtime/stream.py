@@ -35,10 +35,16 @@ The host is the gRPC server. The worker dials ``--host:--port`` (or
 Every response echoes the ``request_id`` of the message it answers.
 
 Concurrency: the stream is read by one task and written by one task that
-drains a queue, so nothing writes concurrently and a slow handler never
-blocks reading. Coroutine handlers run as tasks on the event loop; plain
-functions in a thread pool, each call in a copy of the reader's context
-variables so its output is tagged.
+drains a queue, so nothing writes concurrently. Coroutine handlers run as
+tasks on the event loop; plain functions in a thread pool, each call in a
+copy of the reader's context variables so its output is tagged, and a slow
+handler never blocks reading. A plain function loaded with the property
+``polyfn.concurrency: "1"`` (the host sends at most one invocation at a time
+to the instance) runs instead on the event loop's thread, in the reader's
+turn, in a copy of its context variables: no thread hop, and nothing else
+for the worker to do meanwhile, since the host sends the next invocation
+only after the answer. Setting ``POLYFN_PLAIN_INLINE=0`` in the function's
+environment keeps it in the thread pool.
 
 Logs: once the host has answered (its first message), every log record goes
 to the host as ``RpcLog`` (see :class:`RpcLogSink`); before that and after the
@@ -83,6 +89,12 @@ CAPABILITIES = {
 EVENT_BINDING = "event"
 # The FunctionLoadRequest metadata property naming the function's built dependencies.
 DEPENDENCIES_PROPERTY = "polyfn.dependencies"
+# The FunctionLoadRequest metadata property carrying the instance's concurrency: how many
+# invocations the host sends to this worker at once, over all its functions.
+CONCURRENCY_PROPERTY = "polyfn.concurrency"
+# Set to "0" in a function's environment: its plain handler runs in the thread pool even at
+# concurrency 1 (for a handler that needs a thread of its own, e.g. one that calls asyncio.run).
+INLINE_ENV = "POLYFN_PLAIN_INLINE"
 # RpcLog.category of the runtime's own messages that name no function.
 RUNTIME_CATEGORY = "polyfn_runtime"
 # After closing its side of the stream, how long to wait for the host to close its own.
@@ -145,6 +157,8 @@ class StreamWorker:
         self._grace = grace
         self._workers = workers
         self._functions: dict[str, LoadedFunction] = {}
+        # Ids of the plain functions run on the event loop's thread (concurrency 1).
+        self._inline: set[str] = set()
         self._loading: dict[str, asyncio.Future[Any]] = {}
         self._loader = HandlerLoader()
         self._inflight: dict[str, _Invocation] = {}
@@ -445,6 +459,7 @@ class StreamWorker:
             codedir=metadata.directory or ".",
             dependencies=metadata.properties.get(DEPENDENCIES_PROPERTY, ""),
         )
+        inline = metadata.properties.get(CONCURRENCY_PROPERTY, "").strip() == "1" and os.environ.get(INLINE_ENV) != "0"
         loaded: asyncio.Future[LoadedFunction | rpc.RpcException]
         try:
             loaded = self._loop.run_in_executor(self._load_executor, self._load, config)
@@ -464,6 +479,10 @@ class StreamWorker:
             response = rpc.FunctionLoadResponse(function_id=function_id)
             if isinstance(outcome, LoadedFunction):
                 self._functions[function_id] = outcome
+                if inline and not outcome.is_async:
+                    self._inline.add(function_id)
+                else:
+                    self._inline.discard(function_id)
                 response.result.status = SUCCESS
             else:
                 response.result.status = FAILURE
@@ -518,6 +537,9 @@ class StreamWorker:
         if function.is_async:
             self._start_task(invocation, self._run_async(invocation, request))
             return
+        if request.function_id in self._inline:
+            contextvars.copy_context().run(self._run_inline, invocation, request)
+            return
         try:
             self._executor.submit(contextvars.copy_context().run, self._run_sync, invocation, request)
         except ThreadStartError as err:
@@ -550,6 +572,15 @@ class StreamWorker:
 
     def _run_sync(self, invocation: _Invocation, request: rpc.InvocationRequest) -> None:
         """A plain function, in a pool thread (inside a copy of the reader's context)."""
+        self._call_soon(*self._run_plain(invocation, request))
+
+    def _run_inline(self, invocation: _Invocation, request: rpc.InvocationRequest) -> None:
+        """A plain function, on the loop's thread (inside a copy of the reader's context)."""
+        then, *args = self._run_plain(invocation, request)
+        then(*args)
+
+    def _run_plain(self, invocation: _Invocation, request: rpc.InvocationRequest) -> tuple[Any, ...]:
+        """Run a plain function; return what the loop does next, and its arguments."""
         scope = logs.Scope(invocation.function.name, invocation.id)
         logs.current_scope.set(scope)
         try:
@@ -557,13 +588,12 @@ class StreamWorker:
             result = invocation.function.handler(event, context)
             if inspect.isawaitable(result):
                 # A plain callable that returned a coroutine: await it on the loop.
-                self._call_soon(self._await_on_loop, invocation, result, scope)
-                return
+                return self._await_on_loop, invocation, result, scope
             response = self._succeeded(invocation, result, scope)
         except BaseException as exc:  # any failure of user code is the invocation's result
             response = self._failed(invocation, exc, scope)
         logs.end_scope(scope)
-        self._call_soon(self._finish, invocation, response)
+        return self._finish, invocation, response
 
     def _await_on_loop(self, invocation: _Invocation, awaitable: Awaitable[Any], scope: logs.Scope) -> None:
         self._start_task(invocation, self._complete(invocation, awaitable, scope))

@@ -1,10 +1,13 @@
 """Warm round-trip latency of a no-op invocation, stream mode vs call mode.
 
-    python tests/bench_stream.py [-n 3000]
+    python tests/bench_stream.py [-n 3000] [--rounds 5]
 
 Stream mode: an in-process grpc.aio HOST accepts the worker's EventStream,
-loads a plain and an ``async def`` no-op, then sends one InvocationRequest at
-a time and waits for its InvocationResponse. Call mode, for comparison: a
+loads a plain no-op twice (in the thread pool, and at ``polyfn.concurrency``
+1, on the event loop's thread) and an ``async def`` one, then sends one
+InvocationRequest at a time and waits for its InvocationResponse; the cases
+take turns in rounds of ``n / rounds`` invocations, and each also reports the
+worker's CPU time per invocation (``/proc/PID/stat``, utime + stime). Call mode, for comparison: a
 grpc.aio client calls ``baetyl.Function/Call`` one at a time. Both measure on
 the host side, from just before the request is written to just after the
 response is read, after a warm-up. Not collected by pytest.
@@ -24,6 +27,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -77,7 +81,7 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-async def bench_stream(workdir: Path, count: int) -> list[str]:
+async def bench_stream(workdir: Path, count: int, rounds: int) -> list[str]:
     streams: asyncio.Queue[grpc.aio.ServicerContext] = asyncio.Queue()
     finished = asyncio.Event()
 
@@ -114,39 +118,70 @@ async def bench_stream(workdir: Path, count: int) -> list[str]:
         init.worker_init_request.host_version = "bench"
         await stream.write(init)
         await until("worker_init_response")
-        for function_id, entry_point in (("noop", "code.noop"), ("anoop", "code.anoop")):
+        for function_id, entry_point, concurrency in (
+            ("noop", "code.noop", "8"),
+            ("noop-inline", "code.noop", "1"),
+            ("anoop", "code.anoop", "8"),
+        ):
             load = rpc.StreamingMessage(request_id=f"load-{function_id}")
             load.function_load_request.function_id = function_id
             fill_metadata(load.function_load_request.metadata, function_id, str(workdir), entry_point)
+            load.function_load_request.metadata.properties["polyfn.concurrency"] = concurrency
             await stream.write(load)
             response = await until("function_load_response")
             assert response.function_load_response.result.status == rpc.StatusResult.Success, response
 
-        results = []
-        for function_id, label in (("noop", "stream, def handler"), ("anoop", "stream, async def handler")):
-            samples = []
-            for i in range(WARMUP + count):
-                request = rpc.StreamingMessage(request_id=f"r{i}")
-                invocation = request.invocation_request
-                invocation.invocation_id = f"inv-{function_id}-{i}"
-                invocation.function_id = function_id
-                invocation.input_data.add(name="event").data.bytes = b'{"n": 1}'
-                invocation.trigger_metadata["trigger"].string = "invoke"
-                invocation.trigger_metadata["functionName"].string = function_id
-                invocation.trigger_metadata["deadline"].string = "2099-01-01T00:00:00Z"
-                began = time.perf_counter()
-                await stream.write(request)
-                response = await until("invocation_response")
-                elapsed = time.perf_counter() - began
-                assert response.invocation_response.result.status == rpc.StatusResult.Success, response
-                if i >= WARMUP:
-                    samples.append(elapsed)
-            results.append(summary(label, samples))
-        return results
+        cases = (
+            ("noop", "stream, def, thread"),
+            ("noop-inline", "stream, def, inline (c=1)"),
+            ("anoop", "stream, async def handler"),
+        )
+        samples: dict[str, list[float]] = {function_id: [] for function_id, _ in cases}
+        cpu: dict[str, float] = {function_id: 0.0 for function_id, _ in cases}
+        per_round = max(1, count // rounds)
+        for round_ in range(rounds + 1):  # round 0 is the warm-up
+            for function_id, _ in cases:
+                before = cpu_seconds(process.pid)
+                kept = await invoke_n(stream, until, function_id, WARMUP if round_ == 0 else per_round, round_)
+                if round_:
+                    cpu[function_id] += cpu_seconds(process.pid) - before
+                    samples[function_id] += kept
+        lines = []
+        for function_id, label in cases:
+            per_invocation = cpu[function_id] / len(samples[function_id])
+            lines.append(f"{summary(label, samples[function_id])}  worker CPU {per_invocation * 1e6:5.0f} µs")
+        return lines
     finally:
         kill(process)
         finished.set()
         await server.stop(0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def invoke_n(stream: Any, until: Any, function_id: str, n: int, round_: int) -> list[float]:
+    """Invoke ``function_id`` ``n`` times, one at a time; the round trips."""
+    samples = []
+    for i in range(n):
+        request = rpc.StreamingMessage(request_id=f"r{i}")
+        invocation = request.invocation_request
+        invocation.invocation_id = f"inv-{function_id}-{round_}-{i}"
+        invocation.function_id = function_id
+        invocation.input_data.add(name="event").data.bytes = b'{"n": 1}'
+        invocation.trigger_metadata["trigger"].string = "invoke"
+        invocation.trigger_metadata["functionName"].string = function_id
+        invocation.trigger_metadata["deadline"].string = "2099-01-01T00:00:00Z"
+        began = time.perf_counter()
+        await stream.write(request)
+        response = await until("invocation_response")
+        elapsed = time.perf_counter() - began
+        assert response.invocation_response.result.status == rpc.StatusResult.Success, response
+        samples.append(elapsed)
+    return samples
 
 
 async def bench_call(workdir: Path, count: int) -> list[str]:
@@ -201,12 +236,13 @@ def socket_port():  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=3000, help="measured invocations per case")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the stream cases take")
     parser.add_argument("--no-call", action="store_true", help="skip the call-mode comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="polyfn-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "code.py").write_text(textwrap.dedent(CODE))
-        lines = asyncio.run(bench_stream(workdir, args.n))
+        lines = asyncio.run(bench_stream(workdir, args.n, args.rounds))
         if not args.no_call:
             lines += asyncio.run(bench_call(workdir, args.n))
     print(f"python {sys.version.split()[0]}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs")

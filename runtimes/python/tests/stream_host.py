@@ -139,11 +139,19 @@ class HostStream:
         request.worker_init_request.capabilities["RpcHttpBodyOnly"] = "true"
         return self.response_to(self.send(request), "worker_init_response")
 
-    def load(self, function_id: str, directory: str, entry_point: str, name: str | None = None) -> Any:
+    def load(
+        self,
+        function_id: str,
+        directory: str,
+        entry_point: str,
+        name: str | None = None,
+        properties: Mapping[str, str] | None = None,
+    ) -> Any:
         request = StreamingMessage()
         load = request.function_load_request
         load.function_id = function_id
         fill_metadata(load.metadata, function_id if name is None else name, directory, entry_point)
+        load.metadata.properties.update(properties or {})
         return self.response_to(self.send(request), "function_load_response")
 
     def invoke(

@@ -45,3 +45,9 @@ def slow(event, context):
 
     time.sleep(0.3)
     return "done"
+
+
+def thread(event, context):
+    import threading
+
+    return {"main": threading.current_thread() is threading.main_thread()}
