@@ -308,6 +308,21 @@ func (b *Builder) lock(entry string) *sync.Mutex {
 	return l
 }
 
+// session begins the build user's session of an installer that fills
+// tmp, once it can read sp's codedir: out is tmp, or the build user's
+// directory whose result Take moves to tmp. The caller closes s.
+func (b *Builder) session(sp Spec, tmp string) (s *builduser.Session, out string, err error) {
+	s, err = b.o.Runner.Begin()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := s.Readable("codedir "+sp.Codedir, sp.Codedir); err != nil {
+		s.Close()
+		return nil, "", &Error{Function: sp.Function, Command: "read codedir", Err: err}
+	}
+	return s, s.Out(tmp), nil
+}
+
 // entry makes the cache entry dir with fill, unless it exists: fill writes
 // into a temporary directory that is renamed to dir once complete, so an
 // entry that exists is whole. It reports whether the entry was cached.

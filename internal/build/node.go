@@ -117,17 +117,11 @@ func (b *Builder) node(ctx context.Context, sp Spec) (string, bool, error) {
 		if err != nil {
 			return err
 		}
-		s, err := b.o.Runner.Begin()
+		s, out, err := b.session(sp, tmp)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		if err := s.Readable("codedir "+sp.Codedir, sp.Codedir); err != nil {
-			return &Error{Function: sp.Function, Command: "read codedir", Err: err}
-		}
-		// out is tmp, or the build user's directory whose result Take
-		// moves to tmp.
-		out := s.Out(tmp)
 		files := []string{"package.json"}
 		args := []string{npm, "install", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"}
 		if lock != "" {

@@ -202,17 +202,11 @@ func (b *Builder) python(ctx context.Context, sp Spec) (string, bool, error) {
 	dir := filepath.Join(b.o.Dir, "python", hex.EncodeToString(h.Sum(nil))[:32])
 	site := filepath.Join(dir, "site")
 	cached, err := b.entry(dir, func(tmp string) error {
-		s, err := b.o.Runner.Begin()
+		s, out, err := b.session(sp, tmp)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		if err := s.Readable("codedir "+sp.Codedir, sp.Codedir); err != nil {
-			return &Error{Function: sp.Function, Command: "read codedir", Err: err}
-		}
-		// out is tmp, or the build user's directory whose result Take
-		// moves to tmp.
-		out := s.Out(tmp)
 		var reqs []string
 		if rerr == nil {
 			reqs = append(reqs, "-r", filepath.Join(sp.Codedir, "requirements.txt"))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/limits"
 	"github.com/polyfn/polyfn/internal/worker"
@@ -206,7 +207,7 @@ func (h *Host) checkReachable(owner string, fc config.Function, iso worker.Isola
 		return nil
 	}
 	fix := "set user: root on the function (or isolation.user: host) to run it as the host's user"
-	if err := reachable(fc.Codedir, uid, gid, 5); err != nil {
+	if err := builduser.Reachable(fc.Codedir, uid, gid, 5); err != nil {
 		return fmt.Errorf("%s: its workers run as %s and cannot read codedir: %w; make it readable by other users (chmod -R o+rX), or %s", owner, who, err, fix)
 	}
 	rt := h.cfg.Effective(fc)
@@ -222,53 +223,10 @@ func (h *Host) checkReachable(owner string, fc config.Function, iso worker.Isola
 		paths = append(paths, real)
 	}
 	for _, p := range paths {
-		if err := reachable(p, uid, gid, 1); err != nil {
+		if err := builduser.Reachable(p, uid, gid, 1); err != nil {
 			return fmt.Errorf("%s: its workers run as %s and cannot run runtime %s's program %s: %w; install the runtime where other users can read it (for Python, a virtualenv made from a system interpreter such as /usr/bin/python3), make the directory traversable (chmod o+x), or %s",
 				owner, who, rt.Name, paths[len(paths)-1], err, fix)
 		}
 	}
 	return nil
-}
-
-// reachable checks that the user uid (group gid, no other groups) may
-// search every directory above path and has the access bits want (4 read,
-// 1 execute or search) on path itself.
-func reachable(path string, uid, gid uint32, want uint32) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	check := func(p string, bits uint32) error {
-		var st syscall.Stat_t
-		if err := syscall.Stat(p, &st); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		mode := st.Mode & 0o7
-		switch {
-		case st.Uid == uid:
-			mode = (st.Mode >> 6) & 0o7
-		case st.Gid == gid:
-			mode = (st.Mode >> 3) & 0o7
-		}
-		if mode&bits != bits {
-			return fmt.Errorf("%s is mode %04o, owner %d, group %d", p, st.Mode&0o7777, st.Uid, st.Gid)
-		}
-		return nil
-	}
-	dir := filepath.Dir(abs)
-	var parents []string
-	for {
-		parents = append(parents, dir)
-		next := filepath.Dir(dir)
-		if next == dir {
-			break
-		}
-		dir = next
-	}
-	for i := len(parents) - 1; i >= 0; i-- {
-		if err := check(parents[i], 1); err != nil {
-			return err
-		}
-	}
-	return check(abs, want)
 }
