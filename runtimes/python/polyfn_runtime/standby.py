@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 from types import FrameType
 from typing import NoReturn
@@ -74,15 +75,36 @@ def leave() -> NoReturn:
 
 
 def _read_claim(fd: int) -> dict[str, str] | None:
-    os.write(fd, READY)
-    buf = bytearray()
-    while b"\n" not in buf:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return None
-        buf += chunk
-        if len(buf) > MAX_LINE:
-            raise HandshakeError(f"the host's line is longer than {MAX_LINE} bytes")
+    # The kernel may deliver SIGTERM to a thread other than the main one
+    # (grpc's), whose read would then go on blocking and never run the
+    # handler: the wait watches the signal wake-up pipe too.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    previous = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    try:
+        os.write(fd, READY)
+        buf = bytearray()
+        while b"\n" not in buf:
+            # The timeout returns to the interpreter now and then, which
+            # runs a pending handler whatever thread took the signal.
+            readable, _, _ = select.select([fd, wake_r], [], [], 1.0)
+            # A signal's handler has run by now (it exits).
+            if wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+            if fd not in readable:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            buf += chunk
+            if len(buf) > MAX_LINE:
+                raise HandshakeError(f"the host's line is longer than {MAX_LINE} bytes")
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(wake_r)
+        os.close(wake_w)
     line = bytes(buf).split(b"\n", 1)[0]
     try:
         message = json.loads(line)
