@@ -17,7 +17,8 @@ func TestKillUserForkHoppers(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	u := newTestUsers(t, 64020, 64020, t.TempDir())
+	uid := testUID(12)
+	u := newTestUsers(t, uid, uid, t.TempDir())
 	id, err := u.Take()
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,16 @@ func newTestUsers(t testing.TB, lo, hi uint32, lockDir string) *Users {
 	return &Users{lo: lo, hi: hi, held: map[uint32]*os.File{}, users: map[uint32]bool{}, lockDir: lockDir}
 }
 
+// testUID is the user id n (0 to 15) of this test process's own block of
+// 16: far above the default isolation range's first ids, which hosts in
+// other packages' tests lease, and chosen by the process id among 60
+// blocks (64512-65471), so that test runs side by side on one machine
+// (their leases in lock directories of their own) seldom meet, and then
+// fail rather than kill each other's processes.
+func testUID(n uint32) uint32 {
+	return 64512 + uint32(os.Getpid()%60)*16 + n%16
+}
+
 // Two hosts (two books over the same lock directory) never hold the same
 // id; a released id comes back; a full range says so.
 func TestUsersLeases(t *testing.T) {
@@ -21,8 +31,9 @@ func TestUsersLeases(t *testing.T) {
 		t.Skip("needs root")
 	}
 	locks := t.TempDir()
-	a := newTestUsers(t, 64000, 64002, locks)
-	b := newTestUsers(t, 64000, 64002, locks)
+	lo := testUID(0)
+	a := newTestUsers(t, lo, lo+2, locks)
+	b := newTestUsers(t, lo, lo+2, locks)
 	seen := map[uint32]bool{}
 	for _, u := range []*Users{a, b, a} {
 		id, err := u.Take()
@@ -54,7 +65,8 @@ func TestReleaseKillsTheUsersProcesses(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	u := newTestUsers(t, 64010, 64010, t.TempDir())
+	uid := testUID(8)
+	u := newTestUsers(t, uid, uid, t.TempDir())
 	id, err := u.Take()
 	if err != nil {
 		t.Fatal(err)
