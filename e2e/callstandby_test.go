@@ -237,28 +237,40 @@ func TestCallStandbyAcrossReload(t *testing.T) {
 }
 
 // A function whose environment sets a variable the interpreter reads only
-// at start (PYTHON*, NODE_*, ...) is not served by the call standby, which
-// started without it: its worker starts as usual, and the standby keeps
-// waiting.
-func TestCallStandbySkipsStartTimeVariables(t *testing.T) {
+// at start (PYTHON*, NODE_*, ...) is not served by its runtime's standby of
+// either protocol, which started without it: its worker starts as usual,
+// and the standby keeps waiting.
+func TestStandbySkipsStartTimeVariables(t *testing.T) {
 	requirePython(t)
-	th := hosttest.Start(t, testdata(t), `
+	for _, protocol := range []config.Protocol{config.ProtocolCall, config.ProtocolStream} {
+		t.Run(string(protocol), func(t *testing.T) {
+			th := hosttest.Start(t, testdata(t), `
 functions:
-  - {name: py, runtime: python3, protocol: call, handler: ctx.handler, codedir: functions/ctx, env: {PYTHONHASHSEED: "0"}}
+  - {name: py, runtime: python3, protocol: `+string(protocol)+`, handler: ctx.handler, codedir: functions/ctx, env: {PYTHONHASHSEED: "0"}}
 `)
-	var pid int
-	hosttest.WaitFor(t, 30*time.Second, "python3's call standby worker", func() bool { pid = callStandbyPid(th, "python3"); return pid != 0 })
-	if r := th.Call(t, "py", ""); r.Status != 200 {
-		t.Fatalf("py: got %d %s", r.Status, r.Body)
-	}
-	if p := pidOf(th, "py"); p == 0 || p == pid {
-		t.Errorf("py runs in process %d, want a worker of its own (the standby is %d)", p, pid)
-	}
-	if p := callStandbyPid(th, "python3"); p != pid {
-		t.Errorf("the call standby is %d, want %d still waiting", p, pid)
-	}
-	if hashSeed, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pidOf(th, "py"))); err != nil || !strings.Contains(string(hashSeed), "PYTHONHASHSEED=0\x00") {
-		t.Errorf("py's worker was not started with PYTHONHASHSEED=0 (%v)", err)
+			standbyPid := func() int {
+				for _, s := range th.Standbys() {
+					if s.Runtime == "python3" && s.Protocol == protocol && s.Ready {
+						return s.Pid
+					}
+				}
+				return 0
+			}
+			var pid int
+			hosttest.WaitFor(t, 30*time.Second, "python3's standby worker", func() bool { pid = standbyPid(); return pid != 0 })
+			if r := th.Call(t, "py", ""); r.Status != 200 {
+				t.Fatalf("py: got %d %s", r.Status, r.Body)
+			}
+			if p := pidOf(th, "py"); p == 0 || p == pid {
+				t.Errorf("py runs in process %d, want a worker of its own (the standby is %d)", p, pid)
+			}
+			if p := standbyPid(); p != pid {
+				t.Errorf("the standby is %d, want %d still waiting", p, pid)
+			}
+			if hashSeed, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pidOf(th, "py"))); err != nil || !strings.Contains(string(hashSeed), "PYTHONHASHSEED=0\x00") {
+				t.Errorf("py's worker was not started with PYTHONHASHSEED=0 (%v)", err)
+			}
+		})
 	}
 }
 

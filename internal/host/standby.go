@@ -51,7 +51,8 @@ type standbyWorker interface {
 var startVarPrefixes = []string{"PYTHON", "NODE_", "UV_", "LD_", "GRPC_"}
 
 // readAtStart returns a variable of env that a worker reads only when it
-// starts, or "": a call standby, started before, would not see it.
+// starts, or "": a standby worker of either protocol, started before, would
+// not see it (a stream worker's environment reload sets it too late).
 func readAtStart(env map[string]string) string {
 	for k := range env {
 		for _, p := range startVarPrefixes {
@@ -195,8 +196,8 @@ func (h *Host) bindStandby(ctx context.Context, spec *poolSpec, rt config.Runtim
 	if sb == nil {
 		return nil
 	}
-	if k := readAtStart(spec.env); k != "" && rt.Protocol == config.ProtocolCall {
-		h.log.Debug("the function's environment sets a variable read at process start: not served by the call standby", "function", spec.name, "variable", k)
+	if k := readAtStart(spec.env); k != "" {
+		h.log.Debug("the function's environment sets a variable read at process start: not served by the standby", "function", spec.name, "protocol", rt.Protocol, "variable", k)
 		return nil
 	}
 	inst := sb.take()
