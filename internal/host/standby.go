@@ -80,9 +80,12 @@ func (s *standby) fillLocked() {
 	}
 	s.starting = true
 	s.seq++
-	id := fmt.Sprintf("%s-standby-%d", s.rt.Name, s.seq)
+	// A leading '_' is not allowed in function and app names, so that a
+	// standby's id (and its directory) is never a function instance's
+	// (NAME-N): a function named python3-standby has python3-standby-1.
+	id := fmt.Sprintf("_%s-standby-%d", s.rt.Name, s.seq)
 	if s.rt.Protocol == config.ProtocolCall {
-		id = fmt.Sprintf("%s-call-standby-%d", s.rt.Name, s.seq)
+		id = fmt.Sprintf("_%s-call-standby-%d", s.rt.Name, s.seq)
 	}
 	s.wg.Add(1)
 	go func() {
