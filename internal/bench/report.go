@@ -282,7 +282,11 @@ func figures(r Row) string {
 	case SectionPayload:
 		lat("p50", "max")
 		if x, ok := v["mib_per_s"]; ok {
-			add("%.0f MiB/s", x)
+			if x < 10 {
+				add("%.2f MiB/s", x)
+			} else {
+				add("%.0f MiB/s", x)
+			}
 		}
 		if x, ok := v["host_peak_rss_mib"]; ok {
 			add("host peak RSS %.1f MiB", x)
