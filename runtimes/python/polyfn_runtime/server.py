@@ -173,10 +173,23 @@ def _serve_threads(
     if on_listening is not None:
         on_listening()
 
-    stop.wait()
+    _wait(stop)
     _log_stopping(config)
-    server.stop(config.server.grace).wait()
+    _wait(server.stop(config.server.grace))
     return _finish(config, calls.running, executor)
+
+
+# SIGNAL_POLL bounds how long the main thread waits at a time: the kernel
+# may deliver a signal to one of grpc's threads, which does not interrupt
+# the main thread's wait, and Python runs the handler only once the main
+# thread is back in the interpreter.
+SIGNAL_POLL = 0.5
+
+
+def _wait(event: threading.Event) -> None:
+    """Wait for ``event`` on the main thread, running signal handlers as signals come."""
+    while not event.wait(SIGNAL_POLL):
+        pass
 
 
 class StopSignal:
