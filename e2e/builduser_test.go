@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -13,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/polyfn/polyfn/internal/hosttest"
+	"github.com/polyfn/polyfn/internal/testfs"
 )
 
 // On a host running as root, an npm package's install script runs as a
@@ -26,7 +24,7 @@ func TestInstallScriptsRunAsUserOfTheirOwn(t *testing.T) {
 	dir := tempDir(t)
 	state := filepath.Join(dir, "state")
 	tgz := filepath.Join(dir, "recorder-1.0.0.tgz")
-	writeTarball(t, tgz, map[string]string{
+	testfs.WriteTarball(t, tgz, map[string]string{
 		"package/package.json": `{"name": "recorder", "version": "1.0.0", "main": "index.js", "scripts": {"install": "id -u > uid.txt"}}`,
 		"package/index.js":     "module.exports = require('fs').readFileSync(__dirname + '/uid.txt', 'utf8').trim();\n",
 	})
@@ -56,29 +54,4 @@ func TestInstallScriptsRunAsUserOfTheirOwn(t *testing.T) {
 		t.Errorf("uid %d (the build's) can write into the cache entry %s: %s", uid, modules, out)
 	}
 	t.Logf("installed as uid %s, served by a worker of uid %s", got.InstalledAs, got.RunsAs)
-}
-
-// writeTarball writes files into a gzipped tar archive, as npm pack does.
-func writeTarball(t *testing.T, path string, files map[string]string) {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, text := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(text)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(text)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,9 +1,6 @@
 package build
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"os"
@@ -17,6 +14,7 @@ import (
 	"github.com/polyfn/polyfn/internal/builduser"
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/gobuild"
+	"github.com/polyfn/polyfn/internal/testfs"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -34,24 +32,8 @@ func userRunner(t *testing.T) (*builduser.Runner, string) {
 	if err := os.Mkdir(base, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	open(t, filepath.Dir(base))
+	testfs.Reachable(t, filepath.Dir(base))
 	return builduser.NewRunner(worker.SharedUsers(lo, hi), base), base
-}
-
-// open lets other users search dir and every directory above it in the
-// temporary directory.
-func open(t *testing.T, dir string) {
-	t.Helper()
-	tmp := filepath.Clean(os.TempDir())
-	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
-		st, err := os.Stat(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d, st.Mode().Perm()|0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // npmTarball writes a package tarball (as npm pack makes it) with an
@@ -63,26 +45,7 @@ func npmTarball(t *testing.T, path string) {
   "scripts": {"install": "id -u > uid.txt && id -g > gid.txt && env > env.txt"}}`,
 		"package/index.js": "const fs = require('fs');\nmodule.exports = () => fs.readFileSync(__dirname + '/uid.txt', 'utf8').trim();\n",
 	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, text := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(text)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(text)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testfs.WriteTarball(t, path, files)
 }
 
 // pythonRecorder writes a local Python project whose build backend (in
@@ -145,7 +108,7 @@ func TestBuildRunsAsUserOfItsOwn(t *testing.T) {
 	runner, base := userRunner(t)
 	t.Setenv("POLYFN_TEST_HOST_SECRET", "s3cret-of-the-host")
 	dir := t.TempDir()
-	open(t, dir)
+	testfs.Reachable(t, dir)
 	tgz := filepath.Join(dir, "recorder-1.0.0.tgz")
 	npmTarball(t, tgz)
 	write(t, filepath.Join(dir, "nd", "package.json"), `{"name": "fn", "version": "1.0.0", "dependencies": {"recorder": "file:`+tgz+`"}}`)
@@ -243,7 +206,7 @@ functions:
 func TestBuildUserCannotReadCodedir(t *testing.T) {
 	runner, _ := userRunner(t)
 	dir := t.TempDir()
-	open(t, dir)
+	testfs.Reachable(t, dir)
 	write(t, filepath.Join(dir, "private", "py", "requirements.txt"), "six==1.16.0\n")
 	if err := os.Chmod(filepath.Join(dir, "private"), 0o700); err != nil {
 		t.Fatal(err)
@@ -286,7 +249,7 @@ func readTrim(t *testing.T, path string) string {
 func TestGoBuildRunsAsUserOfItsOwn(t *testing.T) {
 	runner, base := userRunner(t)
 	dir := t.TempDir()
-	open(t, dir)
+	testfs.Reachable(t, dir)
 	record := filepath.Join(dir, "record")
 	if err := os.Mkdir(record, 0o777); err != nil {
 		t.Fatal(err)
@@ -357,7 +320,7 @@ functions:
 func TestCheckRunsAsUserOfItsOwn(t *testing.T) {
 	userRunner(t)
 	dir := t.TempDir()
-	open(t, dir)
+	testfs.Reachable(t, dir)
 	write(t, filepath.Join(dir, "py", "main.py"), "import os\n\nif os.getuid() == 0:\n    raise RuntimeError('imported as root')\n\n\ndef handler(event, context):\n    return None\n")
 	write(t, filepath.Join(dir, "nd", "index.js"), "if (process.getuid() === 0) throw new Error('loaded as root');\nexports.handler = async () => null;\n")
 	cfg := load(t, dir, `

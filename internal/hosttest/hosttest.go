@@ -21,6 +21,7 @@ import (
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/host"
 	"github.com/polyfn/polyfn/internal/limits"
+	"github.com/polyfn/polyfn/internal/testfs"
 	"github.com/polyfn/polyfn/internal/testlog"
 	httptrigger "github.com/polyfn/polyfn/internal/trigger/http"
 )
@@ -91,21 +92,8 @@ func Start(t testing.TB, dir, yamlText string, repl ...string) *Host {
 }
 
 // Reachable makes dir, and the directories above it up to the temporary
-// directory (t.TempDir makes them 0700), readable and searchable by every
-// user, for workers that run as users of their own.
-func Reachable(t testing.TB, dir string) {
-	t.Helper()
-	tmp := filepath.Clean(os.TempDir())
-	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
-		st, err := os.Stat(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d, st.Mode().Perm()|0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+// directory, readable and searchable by every user (testfs.Reachable).
+func Reachable(t testing.TB, dir string) { t.Helper(); testfs.Reachable(t, dir) }
 
 // Writable returns dir made writable by every user (and reachable), for
 // fake workers of users of their own that record what they did in it.
