@@ -9,7 +9,9 @@ import (
 	"math/rand"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +161,28 @@ func TestAzureHTTPStreamingRefusesRemoteURI(t *testing.T) {
 	if r.Status != http.StatusBadGateway || !strings.Contains(r.Err.Error.Message, `HttpUri capability "http://192.0.2.1:8080/" is refused`) ||
 		!strings.Contains(r.Err.Error.Message, "not a loopback address") {
 		t.Fatalf("got %d %+v", r.Status, r.Err)
+	}
+}
+
+// A worker that advertises a loopback HttpUri served by another process
+// (here the test's own server, standing for the admin listener or another
+// function's worker) gets no request forwarded there: the connection's
+// server end is not in the worker's process tree.
+func TestAzureHTTPStreamingRefusesAServerNotTheWorkers(t *testing.T) {
+	var reached atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reached.Add(1)
+		_, _ = io.WriteString(w, "elsewhere")
+	}))
+	defer elsewhere.Close()
+	cfg := strings.Replace(azureStreamConfig, "azure-stream}", "azure-stream-elsewhere, ELSEWHERE: \""+elsewhere.URL+"/\"}", 1)
+	th := hosttest.Start(t, t.TempDir(), cfg, "{self}", hosttest.Self(t), "{app}", t.TempDir())
+	r := th.Do(t, http.MethodGet, "/api/stream/echo", nil, nil)
+	if r.Status == http.StatusOK || strings.Contains(string(r.Body), "elsewhere") {
+		t.Fatalf("got %d %s, want the forward refused", r.Status, r.Body)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the other process's server got %d requests, want none", n)
 	}
 }
 

@@ -59,8 +59,11 @@ func runFakeStreamingAzureWorker(mode string) {
 		}))
 	}()
 	uri := fmt.Sprintf("http://localhost:%d/", ln.Addr().(*net.TCPAddr).Port)
-	if mode == "azure-stream-remote" {
+	switch mode {
+	case "azure-stream-remote":
 		uri = "http://192.0.2.1:8080/"
+	case "azure-stream-elsewhere":
+		uri = os.Getenv("ELSEWHERE") // a loopback server of another process
 	}
 	for {
 		m, err := st.Recv()

@@ -17,6 +17,7 @@ import (
 	rpc "github.com/polyfn/polyfn/api/azure"
 	"github.com/polyfn/polyfn/internal/azure"
 	"github.com/polyfn/polyfn/internal/invoke"
+	"github.com/polyfn/polyfn/internal/peer"
 )
 
 // This file is HTTP streaming of Azure Functions apps, as the official host
@@ -76,16 +77,37 @@ type httpProxy struct {
 
 // newHTTPProxy checks the URI a worker advertised in HttpUri and returns
 // the proxy to it. Only http URIs naming localhost or a loopback IP address
-// are accepted.
-func newHTTPProxy(uri string) (*httpProxy, error) {
+// are accepted. worker is the worker's process id: each connection must be
+// accepted by a process of its tree (peer.TCPServer), so that a worker
+// cannot point the host at another loopback server (the admin listener,
+// another function's worker); 0 skips the check (tests of the URI rules).
+func newHTTPProxy(uri string, worker int) (*httpProxy, error) {
 	u, err := parseHTTPURI(uri)
 	if err != nil {
 		return nil, fmt.Errorf("the worker's %s capability %q is refused: %w", CapHTTPURI, uri, err)
 	}
 	dialer := &net.Dialer{Timeout: proxyDialTimeout, Control: loopbackOnly}
+	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, address)
+		if err != nil || worker == 0 {
+			return c, err
+		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("the worker's HTTP server at %s: not a TCP connection", address)
+		}
+		check, cancel := context.WithTimeout(ctx, proxyDialTimeout)
+		defer cancel()
+		if _, err := peer.TCPServer(check, worker, tc.LocalAddr().(*net.TCPAddr).AddrPort(), tc.RemoteAddr().(*net.TCPAddr).AddrPort()); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("the worker's HTTP server at %s: %w", address, err)
+		}
+		return c, nil
+	}
 	return &httpProxy{base: u, transport: &http.Transport{
 		Proxy:                  nil, // never HTTP_PROXY: the worker is on this host
-		DialContext:            dialer.DialContext,
+		DialContext:            dial,
 		DisableCompression:     true, // bodies pass through as the worker sent them
 		MaxIdleConnsPerHost:    proxyIdleConns,
 		IdleConnTimeout:        proxyIdleTimeout,

@@ -10,7 +10,7 @@ import (
 
 func TestHTTPURIMustBeLoopback(t *testing.T) {
 	for _, uri := range []string{"http://localhost:55000/", "http://127.0.0.1:8080", "http://[::1]:9000/", "http://127.1.2.3:80/base/"} {
-		if _, err := newHTTPProxy(uri); err != nil {
+		if _, err := newHTTPProxy(uri, 0); err != nil {
 			t.Errorf("%s: %v", uri, err)
 		}
 	}
@@ -24,7 +24,7 @@ func TestHTTPURIMustBeLoopback(t *testing.T) {
 		"http://localhost/":          "no port",
 		"unix:///tmp/sock":           `scheme "unix"`,
 	} {
-		_, err := newHTTPProxy(uri)
+		_, err := newHTTPProxy(uri, 0)
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "HttpUri capability") {
 			t.Errorf("%s: got %v, want an error with %q", uri, err, want)
 		}
@@ -33,7 +33,7 @@ func TestHTTPURIMustBeLoopback(t *testing.T) {
 
 // Whatever a name resolves to, the proxy dials loopback addresses only.
 func TestProxyDialsLoopbackOnly(t *testing.T) {
-	p, err := newHTTPProxy("http://localhost:1/")
+	p, err := newHTTPProxy("http://localhost:1/", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -324,7 +324,7 @@ func (i *Instance) handshake(ctx context.Context, connc <-chan *Conn) error {
 	}
 	i.caps = ir.GetCapabilities()
 	if uri := i.caps[CapHTTPURI]; uri != "" {
-		p, err := newHTTPProxy(uri)
+		p, err := newHTTPProxy(uri, i.proc.Pid())
 		if err != nil {
 			return err
 		}
