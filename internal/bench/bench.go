@@ -511,31 +511,51 @@ func (r *runner) latency(ctx context.Context, ih *inproc, fc config.Function, ba
 
 func round2(x float64) float64 { return math.Round(x*100) / 100 }
 
-// instanceMemory reports the RSS of the function's idle instances: the
-// worker's whole process group.
+// instanceMemory reports the RSS of the function's instances: the worker's
+// whole process group, right after the latency rounds (a few thousand
+// invocations) and again once they have had no invocation for idleWait, as
+// an instance waits in its pool between bursts. The idle figure is the
+// row's rss_mib.
 func (r *runner) instanceMemory(ih *inproc, fc config.Function, base Row) {
 	row := base
 	row.Section, row.Label = SectionMemory, "RSS per idle instance"
+	busy, n := r.meanInstanceRSS(ih, fc.Name)
+	if n > 0 {
+		time.Sleep(idleWait)
+	}
+	idle, m := r.meanInstanceRSS(ih, fc.Name)
+	if n == 0 || m == 0 {
+		row.Error = "no live instance to measure"
+		row.Values = map[string]float64{}
+	} else {
+		row.Values = map[string]float64{"rss_mib": mib(idle), "after_load_rss_mib": mib(busy), "instances": float64(m)}
+	}
+	r.add(row)
+}
+
+// idleWait is how long instanceMemory lets instances rest before it reads
+// their idle RSS.
+const idleWait = 2 * time.Second
+
+// meanInstanceRSS is the mean RSS in KiB of the function's live instances,
+// and how many there are.
+func (r *runner) meanInstanceRSS(ih *inproc, name string) (kb int64, n int) {
 	var total int64
-	n := 0
 	for _, st := range ih.h.Status() {
-		if st.Name != fc.Name {
+		if st.Name != name {
 			continue
 		}
 		for _, in := range st.Instances {
-			if kb, procs := groupRSS(in.Pid); procs > 0 {
-				total += kb
+			if rss, procs := groupRSS(in.Pid); procs > 0 {
+				total += rss
 				n++
 			}
 		}
 	}
 	if n == 0 {
-		row.Error = "no live instance to measure"
-		row.Values = map[string]float64{}
-	} else {
-		row.Values = map[string]float64{"rss_mib": mib(total / int64(n)), "instances": float64(n)}
+		return 0, 0
 	}
-	r.add(row)
+	return total / int64(n), n
 }
 
 // starting returns how many instances of the function's pool are starting.

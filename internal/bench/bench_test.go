@@ -195,7 +195,7 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("no CPU row for %s", f.name)
 		}
 		want(bench.SectionColdStart, f.name, "first HTTP response", "samples", "p50_us", "p90_us")
-		want(bench.SectionMemory, f.name, "RSS per idle instance", "rss_mib")
+		want(bench.SectionMemory, f.name, "RSS per idle instance", "rss_mib", "after_load_rss_mib")
 	}
 	// The ratio rows: noop-call against the reference, noop; none for noop itself.
 	want(bench.SectionRatio, "noop-call", "vs noop", "host_worker_cpu_ratio", "best_req_per_s_ratio")

@@ -276,6 +276,9 @@ func figures(r Row) string {
 		parts = append(parts, ratioFigures(v)...)
 	case SectionMemory:
 		add("%.1f MiB", v["rss_mib"])
+		if x, ok := v["after_load_rss_mib"]; ok {
+			add("(%.1f MiB right after the latency rounds)", x)
+		}
 		if n, ok := v["instances"]; ok && n > 1 {
 			add("(mean of %d)", int(n))
 		}

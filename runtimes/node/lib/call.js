@@ -26,6 +26,7 @@ const grpc = require('@grpc/grpc-js');
 const { ADDRESS_ENV, ConfigError, MAX_MESSAGE_LENGTH, loadConfig } = require('./config');
 const { CONTEXT_METADATA_KEY, callContext } = require('./context');
 const { errorSummary, runHandler, userStack } = require('./invoke');
+const { IdleCollector } = require('./idle');
 const { loadHandler } = require('./loader');
 const logs = require('./logs');
 const { decodeEvent, encodeOutcome } = require('./payload');
@@ -170,6 +171,7 @@ class Calls {
   constructor(functions) {
     this.functions = functions;
     this.running = 0;
+    this.idleCollector = new IdleCollector();
   }
 
   async call(call, callback) {
@@ -180,6 +182,7 @@ class Calls {
       return;
     }
     this.running++;
+    this.idleCollector.started();
     try {
       const scope = new logs.Scope(fn.name, message.FunctionInvokeID);
       const controller = new AbortController();
@@ -222,6 +225,7 @@ class Calls {
       callback({ code: grpc.status.INTERNAL, details: details(`internal error: ${errorSummary(err)}`) });
     } finally {
       this.running--;
+      this.idleCollector.ended();
     }
   }
 }

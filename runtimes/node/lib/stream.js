@@ -45,6 +45,7 @@ const grpc = require('@grpc/grpc-js');
 const { DEFAULT_GRACE } = require('./config');
 const { streamContext } = require('./context');
 const { errorMessage, errorType, runHandler, userStack } = require('./invoke');
+const { IdleCollector } = require('./idle');
 const { loadHandler } = require('./loader');
 const logs = require('./logs');
 const { EMPTY, decodeEvent, encodeOutcome } = require('./payload');
@@ -213,6 +214,7 @@ class StreamWorker {
     this.loading = new Map(); // function_id → promise of its FunctionLoadResponse
     this.inflight = new Map(); // invocation_id → invocation
     this.running = 0; // invocations started and not answered yet
+    this.idleCollector = new IdleCollector();
     this.stopping = false;
     this.closing = false; // our side of the stream is closed or closing
     this.accepted = false; // the host has sent its first message
@@ -504,6 +506,7 @@ class StreamWorker {
       cancelled: false,
     };
     this.running++;
+    this.idleCollector.started();
     this.inflight.set(invocation.id, invocation);
     this.invoke(invocation, request).catch((err) => {
       // A bug of the runtime, not of the function.
@@ -567,6 +570,7 @@ class StreamWorker {
     if (this.inflight.get(invocation.id) === invocation) this.inflight.delete(invocation.id);
     this.running--;
     this.send(response);
+    this.idleCollector.ended();
     if (this.running === 0 && this.stopping) this.idle.resolve();
   }
 

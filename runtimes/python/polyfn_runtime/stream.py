@@ -36,9 +36,10 @@ Every response echoes the ``request_id`` of the message it answers.
 
 Concurrency: the stream is read by one task and written by one task that
 drains a queue, so nothing writes concurrently. Coroutine handlers run as
-tasks on the event loop; plain functions in a thread pool, each call in a
-copy of the reader's context variables so its output is tagged, and a slow
-handler never blocks reading. A plain function loaded with the property
+tasks on the event loop; plain functions in a thread pool
+(:class:`~polyfn_runtime.threads.LoopThreads`, whose results come back to the
+loop in batches), each call in a copy of the reader's context variables so
+its output is tagged, and a slow handler never blocks reading. A plain function loaded with the property
 ``polyfn.concurrency: "1"`` (the host sends at most one invocation at a time
 to the instance) runs instead on the event loop's thread, in the reader's
 turn, in a copy of its context variables: no thread hop, and nothing else
@@ -56,7 +57,6 @@ If the stream breaks (the host went away), the worker exits with status 1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import json
@@ -78,7 +78,7 @@ from .protos.azure import FunctionRpc_pb2 as rpc
 from .protos.azure.FunctionRpc_pb2 import StreamingMessage
 from .response import Response, encode_response
 from .server import EXIT_FAILED, EXIT_OK, STOP_SIGNALS, StopSignal
-from .threads import HandlerExecutor, ThreadStartError
+from .threads import HandlerExecutor, LoopThreads, Mailbox, ThreadStartError
 
 METHOD = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream"
 CAPABILITIES = {
@@ -189,7 +189,9 @@ class StreamWorker:
         self._stop_grace = self._grace
         self._broken = asyncio.Event()
         self._idle = asyncio.Event()
-        self._executor = HandlerExecutor(self._workers, "polyfn-handler")
+        # Plain functions' results and handler threads' log records come back to the loop through it.
+        self._mailbox = Mailbox(self._loop)
+        self._handler_threads = LoopThreads(self._workers, "polyfn-handler", self._mailbox)
         # Imports run one at a time, off the event loop: invocations of loaded functions keep flowing.
         self._load_executor = HandlerExecutor(1, "polyfn-loader")
         on_signal = StopSignal(lambda: self._request_stop(self._grace))
@@ -217,7 +219,7 @@ class StreamWorker:
             log.warning("%d invocation(s) still running: exiting without waiting for them", self._running)
             logs.flush_all()
             os._exit(status)
-        self._executor.shutdown(wait=False)
+        self._handler_threads.shutdown()
         self._load_executor.shutdown(wait=False)
         if status == EXIT_OK:
             log.info("stopped")
@@ -290,7 +292,7 @@ class StreamWorker:
             message = await call.read()
             if message is not grpc.aio.EOF:
                 # The host accepted the stream: logs go to it from now on.
-                logs.set_sink(RpcLogSink(self._loop, self._send))
+                logs.set_sink(RpcLogSink(self._send, self._mailbox.post))
             while message is not grpc.aio.EOF:
                 kind = message.WhichOneof("content")
                 handler = handlers.get(kind)
@@ -346,11 +348,6 @@ class StreamWorker:
                     function=record.category if record.category != RUNTIME_CATEGORY else None,
                     invocation_id=record.invocation_id or None,
                 )
-
-    def _call_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        """Run ``callback`` on the event loop (from a handler thread)."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
-            self._loop.call_soon_threadsafe(callback, *args)
 
     # -- init, metadata, status, environment ---------------------------------
 
@@ -541,7 +538,7 @@ class StreamWorker:
             contextvars.copy_context().run(self._run_inline, invocation, request)
             return
         try:
-            self._executor.submit(contextvars.copy_context().run, self._run_sync, invocation, request)
+            self._handler_threads.submit(contextvars.copy_context().run, self._run_plain, invocation, request)
         except ThreadStartError as err:
             logs.emit(
                 "error",
@@ -570,17 +567,17 @@ class StreamWorker:
         response.invocation_response.result.CopyFrom(result)
         self._send(response)
 
-    def _run_sync(self, invocation: _Invocation, request: rpc.InvocationRequest) -> None:
-        """A plain function, in a pool thread (inside a copy of the reader's context)."""
-        self._call_soon(*self._run_plain(invocation, request))
-
     def _run_inline(self, invocation: _Invocation, request: rpc.InvocationRequest) -> None:
         """A plain function, on the loop's thread (inside a copy of the reader's context)."""
         then, *args = self._run_plain(invocation, request)
         then(*args)
 
     def _run_plain(self, invocation: _Invocation, request: rpc.InvocationRequest) -> tuple[Any, ...]:
-        """Run a plain function; return what the loop does next, and its arguments."""
+        """Run a plain function; return what the loop does next, and its arguments.
+
+        In a handler thread, or inline on the loop's thread (concurrency 1), in
+        a copy of the reader's context variables either way.
+        """
         scope = logs.Scope(invocation.function.name, invocation.id)
         logs.current_scope.set(scope)
         try:
@@ -744,14 +741,15 @@ class RpcLogSink:
 
     Function output is ``log_category: User`` with the function as category and
     the invocation id; the runtime's own records are ``System`` without an
-    invocation id. Records from other threads are handed to the event loop, so
-    the writer task stays the stream's only writer, and a handler's records
-    reach the host before its response.
+    invocation id. Records from other threads are posted to the event loop
+    (``post``, the worker's :class:`~polyfn_runtime.threads.Mailbox`), so the
+    writer task stays the stream's only writer, and a handler's records reach
+    the host before its response, which the handler's thread posts after them.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[StreamingMessage], None]) -> None:
-        self._loop = loop
+    def __init__(self, send: Callable[[StreamingMessage], None], post: Callable[..., None]) -> None:
         self._send = send
+        self._post = post
         self._loop_thread = threading.get_ident()
 
     def emit(
@@ -778,7 +776,7 @@ class RpcLogSink:
             self._send(message)
             return
         try:
-            self._loop.call_soon_threadsafe(self._send, message)
+            self._post(self._send, message)
         except RuntimeError:  # the loop is closed
             logs.stderr_sink.emit(level, msg, source=source, function=function, invocation_id=invocation_id)
 

@@ -16,6 +16,10 @@ worker being unable to run it, and the host replaces the instance.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,3 +117,106 @@ def start_thread(target: Callable[[], object], name: str) -> None:
             f"the worker cannot start a thread to run the invocation ({err}):"
             " it is probably at its limit of processes and threads"
         ) from err
+
+
+class Mailbox:
+    """Callbacks from other threads to an event loop, run in the order they were posted.
+
+    The cheap way back to the loop for many small results: a thread appends to
+    a deque and wakes the loop (``call_soon_threadsafe``, a write to its
+    self-pipe) only when no wake-up is pending already, so results that come
+    in while the loop is busy share one. Everything a thread posts, log
+    records and results alike, runs in the order it was posted.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._posted: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
+        self._pending = False
+
+    def post(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop; ``RuntimeError`` once the loop is closed."""
+        if self._loop.is_closed():
+            raise RuntimeError("the event loop is closed")
+        self._posted.append((callback, args))
+        # Appended before the flag is read, and the loop clears the flag before it drains:
+        # whatever this sees, the callback runs in this drain or in the one it schedules.
+        if not self._pending:
+            self._pending = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._pending = False
+        posted = self._posted
+        while posted:
+            callback, args = posted.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                _log.exception("a callback from a handler thread failed")
+
+
+class LoopThreads:
+    """Threads that run calls for an event loop and hand each result back to it.
+
+    ``submit`` (on the loop's thread) queues ``fn(*args)`` for a thread of the
+    pool; what it returns, ``None`` or a tuple ``(callback, *args)``, is posted
+    to the loop through a :class:`Mailbox` and the callback runs there. A
+    call costs a queue put and get and, when results come one at a time, one
+    wake-up of the loop: no futures, locks or conditions per call.
+
+    A thread is started, up to ``max_workers``, whenever every thread has a
+    call; when one cannot be started (the worker at its limit of processes
+    and threads), ``submit`` raises :class:`ThreadStartError` and queues
+    nothing, so the call does not run later on a thread that frees up.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str, mailbox: Mailbox) -> None:
+        self._max = max(1, max_workers)
+        self._prefix = thread_name_prefix
+        self._mailbox = mailbox
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads = 0
+        self._outstanding = 0  # submitted and not handed back; read and written on the loop's thread only
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., tuple[Any, ...] | None], /, *args: Any) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        if self._outstanding >= self._threads and self._threads < self._max:
+            start_thread(self._work, f"{self._prefix}_{self._threads}")
+            self._threads += 1
+        self._outstanding += 1
+        self._calls.put((fn, args))
+
+    def shutdown(self) -> None:
+        """Threads end once they are idle; calls still queued are dropped."""
+        self._shutdown = True
+        for _ in range(self._threads):
+            self._calls.put(None)
+
+    def _work(self) -> None:
+        calls = self._calls
+        post = self._mailbox.post
+        while True:
+            call = calls.get()
+            if call is None:
+                return
+            fn, args = call
+            then: tuple[Any, ...] | None = None
+            try:
+                then = fn(*args)
+            except BaseException:
+                _log.exception("a handler thread's call failed")
+            try:
+                post(self._done, then)
+            except RuntimeError:  # the loop is closed: the process is exiting
+                return
+
+    def _done(self, then: tuple[Any, ...] | None) -> None:
+        self._outstanding -= 1
+        if then is not None:
+            then[0](*then[1:])
+
+
+_log = logging.getLogger(__name__)

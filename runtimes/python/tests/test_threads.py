@@ -1,14 +1,15 @@
-"""HandlerExecutor when no thread can be started (a worker at its pids limit)."""
+"""Handler threads: HandlerExecutor when no thread can be started (a worker at its pids limit), LoopThreads."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
 import pytest
 
 import polyfn_runtime  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT)
-from polyfn_runtime.threads import HandlerExecutor, ThreadStartError, rejected
+from polyfn_runtime.threads import HandlerExecutor, LoopThreads, Mailbox, ThreadStartError, rejected
 
 
 def _refuse(self: threading.Thread) -> None:
@@ -60,3 +61,142 @@ def test_shutdown_is_not_a_thread_start_error() -> None:
 def test_grpc_fork_support_is_off() -> None:
     # A fork in a function must not make grpc stop and restart its threads.
     assert os.environ.get("GRPC_ENABLE_FORK_SUPPORT") in ("false", "0")
+
+
+# LoopThreads and Mailbox: the stream worker's handler threads and their way back to the loop.
+
+
+async def _run_calls(pool: LoopThreads, calls: int, inflight: int) -> list[int]:
+    """Submit ``calls`` calls, ``inflight`` at a time; the values handed back, in the order they came."""
+    loop = asyncio.get_running_loop()
+    got: list[int] = []
+    done = loop.create_future()
+    sent = 0
+
+    def back(value: int) -> None:
+        got.append(value)
+        if len(got) == calls:
+            done.set_result(None)
+        else:
+            submit()
+
+    def submit() -> None:
+        nonlocal sent
+        if sent < calls:
+            sent += 1
+            pool.submit(lambda n: (back, n * 2), sent)
+
+    for _ in range(inflight):
+        submit()
+    await asyncio.wait_for(done, 10)
+    return got
+
+
+def test_loop_threads_hand_every_result_back_once() -> None:
+    async def main() -> tuple[list[int], list[str]]:
+        pool = LoopThreads(8, "test-pool", Mailbox(asyncio.get_running_loop()))
+        got = await _run_calls(pool, 5000, 8)
+        names = sorted(t.name for t in threading.enumerate() if t.name.startswith("test-pool"))
+        pool.shutdown()
+        return got, names
+
+    got, names = asyncio.run(main())
+    assert sorted(got) == [2 * n for n in range(1, 5001)]
+    assert 1 <= len(names) <= 8
+
+
+def test_loop_threads_start_a_thread_only_when_every_thread_has_a_call() -> None:
+    async def main() -> list[str]:
+        pool = LoopThreads(8, "test-seq", Mailbox(asyncio.get_running_loop()))
+        await _run_calls(pool, 200, 1)  # one call at a time: one thread is enough
+        names = [t.name for t in threading.enumerate() if t.name.startswith("test-seq")]
+        pool.shutdown()
+        return names
+
+    assert asyncio.run(main()) == ["test-seq_0"]
+
+
+def test_loop_threads_fail_fast_and_leave_nothing_to_run_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pool = LoopThreads(4, "test-limit", Mailbox(loop))
+        release = threading.Event()
+        freed = loop.create_future()
+        next_done = loop.create_future()
+
+        def busy() -> tuple[object, ...]:
+            release.wait()
+            return (freed.set_result, None)
+
+        def late() -> None:
+            ran.append("late")
+
+        def following() -> tuple[object, ...]:
+            ran.append("next")
+            return (next_done.set_result, None)
+
+        pool.submit(busy)  # the pool's only thread, busy
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", _refuse)
+            with pytest.raises(ThreadStartError, match="cannot start a thread"):
+                pool.submit(late)
+        release.set()
+        await asyncio.wait_for(freed, 5)
+        # The busy thread is free again: the refused call must not run on it now.
+        pool.submit(following)
+        await asyncio.wait_for(next_done, 5)
+        pool.shutdown()
+
+    asyncio.run(main())
+    assert ran == ["next"]
+
+
+def test_mailbox_keeps_a_threads_order_and_refuses_a_closed_loop() -> None:
+    # What one thread posts runs in the order it was posted, whatever other threads post meanwhile.
+    async def main() -> tuple[dict[int, list[int]], Mailbox]:
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        seen: dict[int, list[int]] = {t: [] for t in range(4)}
+        finished = asyncio.Event()
+        remaining = [4]
+
+        def end() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                finished.set()
+
+        def poster(t: int) -> None:
+            for i in range(3000):
+                mailbox.post(seen[t].append, i)
+            mailbox.post(end)
+
+        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.wait_for(finished.wait(), 10)
+        for thread in threads:
+            thread.join()
+        return seen, mailbox
+
+    seen, mailbox = asyncio.run(main())
+    assert all(values == list(range(3000)) for values in seen.values())
+    with pytest.raises(RuntimeError):
+        mailbox.post(print, "after the loop closed")
+
+
+def test_loop_threads_shut_down() -> None:
+    async def main() -> LoopThreads:
+        pool = LoopThreads(4, "test-stop", Mailbox(asyncio.get_running_loop()))
+        await _run_calls(pool, 50, 4)
+        pool.shutdown()
+        return pool
+
+    pool = asyncio.run(main())
+    for thread in threading.enumerate():
+        if thread.name.startswith("test-stop"):
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(print)
