@@ -584,16 +584,20 @@ class StreamWorker:
             event, context = _prepare(invocation.function, request)
             result = invocation.function.handler(event, context)
             if inspect.isawaitable(result):
-                # A plain callable that returned a coroutine: await it on the loop.
-                return self._await_on_loop, invocation, result, scope
+                # A plain callable that returned a coroutine: await it on the loop, in this
+                # invocation's context (results handed back through the mailbox run in another one).
+                return self._await_on_loop, invocation, result, scope, contextvars.copy_context()
             response = self._succeeded(invocation, result, scope)
         except BaseException as exc:  # any failure of user code is the invocation's result
             response = self._failed(invocation, exc, scope)
         logs.end_scope(scope)
         return self._finish, invocation, response
 
-    def _await_on_loop(self, invocation: _Invocation, awaitable: Awaitable[Any], scope: logs.Scope) -> None:
-        self._start_task(invocation, self._complete(invocation, awaitable, scope))
+    def _await_on_loop(
+        self, invocation: _Invocation, awaitable: Awaitable[Any], scope: logs.Scope, context: contextvars.Context
+    ) -> None:
+        # The task copies the current context: the invocation's, not whichever the loop runs this in.
+        context.run(self._start_task, invocation, self._complete(invocation, awaitable, scope))
 
     def _start_task(self, invocation: _Invocation, coroutine: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = self._loop.create_task(coroutine)

@@ -68,6 +68,18 @@ CODE = {
             return later()
 
 
+        def coroutine_sees_its_context(event, context):
+            # What the plain part sets, the coroutine it returns reads: they are one invocation.
+            SEEN.set(context.invocation_id)
+
+            async def later():
+                await asyncio.sleep(0)
+                return {"seen": SEEN.get(), "invocation": context.invocation_id}
+
+            print("returning a coroutine")
+            return later()
+
+
         async def forever(event, context):
             Path(event["started"]).touch()
             await asyncio.sleep(3600)
@@ -90,6 +102,7 @@ FUNCTIONS = {
     "leak": "handlers.leak",
     "fail": "handlers.fail",
     "returns-coroutine": "handlers.returns_coroutine",
+    "coroutine-context": "handlers.coroutine_sees_its_context",
     "forever": "handlers.forever",
     "wait": "handlers.wait_for_release",
 }
@@ -175,6 +188,16 @@ def test_inline_failure_then_the_next_invocation_works(start: Callable[..., Host
 def test_inline_plain_function_returning_a_coroutine_is_awaited(start: Callable[..., HostStream]) -> None:
     stream = start("1")
     assert value(stream.call("returns-coroutine")) == "awaited"
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_coroutine_returned_by_a_plain_function_runs_in_its_invocations_context(
+    start: Callable[..., HostStream], concurrency: str
+) -> None:
+    stream = start(concurrency)
+    for _ in range(5):
+        got = value(stream.call("coroutine-context"))
+        assert got["seen"] == got["invocation"], got
 
 
 def test_coroutine_handler_at_concurrency_1_can_still_be_cancelled(
