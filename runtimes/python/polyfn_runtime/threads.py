@@ -126,29 +126,50 @@ class Mailbox:
     a deque and wakes the loop (``call_soon_threadsafe``, a write to its
     self-pipe) only when no wake-up is pending already, so results that come
     in while the loop is busy share one. Everything a thread posts, log
-    records and results alike, runs in the order it was posted.
+    records and results alike, runs in the order it was posted, and before
+    whatever that thread schedules on the loop afterwards by other means.
+
+    Threads that post faster than the loop runs the callbacks would take the
+    GIL from it and grow the deque without end: past ``BACKLOG`` callbacks
+    waiting, every post wakes the loop, a system call that lets it run, as
+    ``call_soon_threadsafe`` alone would. A drain runs what was posted before
+    it started, then gives the loop back.
     """
+
+    BACKLOG = 64
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._posted: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
+        # True only while a drain is scheduled that has not started: set after the wake-up is
+        # scheduled, both under the lock, so a thread that sees it set knows its callback runs
+        # before anything it schedules next.
         self._pending = False
+        self._lock = threading.Lock()
 
     def post(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop; ``RuntimeError`` once the loop is closed."""
         if self._loop.is_closed():
             raise RuntimeError("the event loop is closed")
-        self._posted.append((callback, args))
-        # Appended before the flag is read, and the loop clears the flag before it drains:
-        # whatever this sees, the callback runs in this drain or in the one it schedules.
-        if not self._pending:
-            self._pending = True
+        posted = self._posted
+        posted.append((callback, args))
+        if len(posted) > self.BACKLOG:
+            # Behind: wake it for this one, without the lock the loop needs to start a drain.
             self._loop.call_soon_threadsafe(self._drain)
+            return
+        if self._pending:
+            return
+        with self._lock:
+            if not self._pending:
+                self._loop.call_soon_threadsafe(self._drain)
+                self._pending = True
 
     def _drain(self) -> None:
-        self._pending = False
+        with self._lock:
+            self._pending = False
+        # Whatever is posted from now on schedules a drain of its own.
         posted = self._posted
-        while posted:
+        for _ in range(len(posted)):
             callback, args = posted.popleft()
             try:
                 callback(*args)
@@ -163,10 +184,10 @@ class LoopThreads:
     pool; what it returns, ``None`` or a tuple ``(callback, *args)``, is posted
     to the loop through a :class:`Mailbox` and the callback runs there. A
     call costs a queue put and get and, when results come one at a time, one
-    wake-up of the loop: no futures, locks or conditions per call.
+    wake-up of the loop: no futures or conditions per call.
 
-    A thread is started, up to ``max_workers``, whenever every thread has a
-    call; when one cannot be started (the worker at its limit of processes
+    A thread is started, up to ``max_workers``, when every thread is busy with
+    a call; when one cannot be started (the worker at its limit of processes
     and threads), ``submit`` raises :class:`ThreadStartError` and queues
     nothing, so the call does not run later on a thread that frees up.
     """
@@ -176,21 +197,25 @@ class LoopThreads:
         self._prefix = thread_name_prefix
         self._mailbox = mailbox
         self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._threads = 0
-        self._outstanding = 0  # submitted and not handed back; read and written on the loop's thread only
+        self._threads = 0  # read and written on the loop's thread only
+        self._busy = 0  # calls queued or running, under the lock
+        self._lock = threading.Lock()
         self._shutdown = False
 
     def submit(self, fn: Callable[..., tuple[Any, ...] | None], /, *args: Any) -> None:
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
-        if self._outstanding >= self._threads and self._threads < self._max:
+        with self._lock:
+            all_busy = self._busy >= self._threads
+        if all_busy and self._threads < self._max:
             start_thread(self._work, f"{self._prefix}_{self._threads}")
             self._threads += 1
-        self._outstanding += 1
+        with self._lock:
+            self._busy += 1
         self._calls.put((fn, args))
 
     def shutdown(self) -> None:
-        """Threads end once they are idle; calls still queued are dropped."""
+        """Each thread ends once it has run the calls queued before this."""
         self._shutdown = True
         for _ in range(self._threads):
             self._calls.put(None)
@@ -208,15 +233,14 @@ class LoopThreads:
                 then = fn(*args)
             except BaseException:
                 _log.exception("a handler thread's call failed")
+            with self._lock:
+                self._busy -= 1
+            if then is None:
+                continue
             try:
-                post(self._done, then)
+                post(*then)
             except RuntimeError:  # the loop is closed: the process is exiting
                 return
-
-    def _done(self, then: tuple[Any, ...] | None) -> None:
-        self._outstanding -= 1
-        if then is not None:
-            then[0](*then[1:])
 
 
 _log = logging.getLogger(__name__)

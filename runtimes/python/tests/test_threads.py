@@ -200,3 +200,133 @@ def test_loop_threads_shut_down() -> None:
             assert not thread.is_alive()
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(print)
+
+
+def test_a_drain_runs_only_what_was_posted_before_it() -> None:
+    # A callback posted while a drain runs waits for the next one: the loop gets its turn between.
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        order: list[str] = []
+        done = loop.create_future()
+
+        def first() -> None:
+            order.append("first")
+            loop.call_soon(order.append, "loop's turn")
+            mailbox.post(second)
+
+        def second() -> None:
+            order.append("second")
+            done.set_result(None)
+
+        threading.Thread(target=mailbox.post, args=(first,)).start()
+        await asyncio.wait_for(done, 5)
+        return order
+
+    assert asyncio.run(main()) == ["first", "loop's turn", "second"]
+
+
+def test_what_a_thread_posts_runs_before_what_it_schedules_next() -> None:
+    # A handler's log records (posted) must reach the host before a result it hands over another
+    # way (call_soon_threadsafe), whatever other threads post at the same time.
+    async def main() -> list[tuple[int, int, str]]:
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        seen: list[tuple[int, int, str]] = []
+        finished = asyncio.Event()
+        remaining = [4]
+
+        def end() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                finished.set()
+
+        def poster(t: int) -> None:
+            for i in range(2000):
+                mailbox.post(seen.append, (t, i, "posted"))
+                loop.call_soon_threadsafe(seen.append, (t, i, "direct"))
+            loop.call_soon_threadsafe(end)
+
+        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.wait_for(finished.wait(), 20)
+        for thread in threads:
+            thread.join()
+        await asyncio.sleep(0)
+        return seen
+
+    seen = asyncio.run(main())
+    position = {item: n for n, item in enumerate(seen)}
+    assert len(position) == 4 * 2000 * 2
+    late = [(t, i) for t in range(4) for i in range(2000) if position[(t, i, "posted")] > position[(t, i, "direct")]]
+    assert late == []
+
+
+def test_threads_that_post_without_pause_do_not_starve_the_loop() -> None:
+    # Past the backlog every post wakes the loop, a system call that lets it run: the deque stays short.
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        stop = threading.Event()
+        longest = 0
+
+        def poster() -> None:
+            while not stop.is_set():
+                mailbox.post(len, "x")
+
+        threads = [threading.Thread(target=poster) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        turns = 0
+        try:
+            for _ in range(200):  # the loop's own work: 200 turns while the posters run
+                await asyncio.sleep(0)
+                turns += 1
+                longest = max(longest, len(mailbox._posted))
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        return turns, longest
+
+    turns, longest = asyncio.run(asyncio.wait_for(main(), 30))
+    assert turns == 200
+    # Without the wake-ups the deque grew by some 100,000 a second, and the loop got a turn a second.
+    assert longest < 50_000
+
+
+def test_a_thread_that_finished_its_call_takes_the_next_without_a_new_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # At the limit of threads, a thread that has finished counts as free before its result is handed back.
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        pool = LoopThreads(4, "test-free", Mailbox(loop))
+        ran: list[str] = []
+        first_done = threading.Event()
+        second_done = loop.create_future()
+
+        def first() -> tuple[object, ...]:
+            ran.append("first")
+            first_done.set()
+            return (ran.append, "first handed back")
+
+        def second() -> tuple[object, ...]:
+            ran.append("second")
+            return (second_done.set_result, None)
+
+        pool.submit(first)
+        assert first_done.wait(5)
+        for _ in range(500):  # until the thread has counted itself free (without yielding to the loop)
+            if pool._busy == 0:
+                break
+            threading.Event().wait(0.01)
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", _refuse)
+            pool.submit(second)  # must not need a thread of its own
+        await asyncio.wait_for(second_done, 5)
+        pool.shutdown()
+        return ran
+
+    ran = asyncio.run(main())
+    # "second" ran, on the first call's thread, possibly before the loop ran the first's hand-back.
+    assert ran[0] == "first" and sorted(ran[1:]) == ["first handed back", "second"]
