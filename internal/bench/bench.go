@@ -373,7 +373,7 @@ func (r *runner) function(ctx context.Context, fc config.Function) (echo bool, e
 	if err := r.latency(ctx, ih, fc, base); err != nil {
 		return false, err
 	}
-	r.instanceMemory(ih, fc, base)
+	r.instanceMemory(ctx, ih, fc, base)
 	if best := r.throughput(ctx, ih, fc, base); best > 0 {
 		r.cpu(ctx, ih, fc, base, best)
 	}
@@ -514,14 +514,17 @@ func round2(x float64) float64 { return math.Round(x*100) / 100 }
 // instanceMemory reports the RSS of the function's instances: the worker's
 // whole process group, right after the latency rounds (a few thousand
 // invocations) and again once they have had no invocation for idleWait, as
-// an instance waits in its pool between bursts. The idle figure is the
-// row's rss_mib.
-func (r *runner) instanceMemory(ih *inproc, fc config.Function, base Row) {
+// an instance waits in its pool between bursts (each the mean over the
+// instances live at that moment). The idle figure is the row's rss_mib.
+func (r *runner) instanceMemory(ctx context.Context, ih *inproc, fc config.Function, base Row) {
 	row := base
 	row.Section, row.Label = SectionMemory, "RSS per idle instance"
 	busy, n := r.meanInstanceRSS(ih, fc.Name)
 	if n > 0 {
-		time.Sleep(idleWait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(idleWait):
+		}
 	}
 	idle, m := r.meanInstanceRSS(ih, fc.Name)
 	if n == 0 || m == 0 {

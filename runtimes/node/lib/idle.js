@@ -24,6 +24,7 @@ let gc = null;
 
 /**
  * V8's gc(), fetched through a new context so the function's own global has no `gc`.
+ * The flag is turned off again after, unless node was started with it.
  * @returns {() => void}
  */
 function collector() {
@@ -32,15 +33,22 @@ function collector() {
     try {
       gc = /** @type {() => void} */ (vm.runInNewContext('gc'));
     } finally {
-      v8.setFlagsFromString('--no-expose-gc');
+      if (!startedWithExposeGc()) v8.setFlagsFromString('--no-expose-gc');
     }
   }
   return gc;
 }
 
+function startedWithExposeGc() {
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  return flags.some((flag) => flag === '--expose-gc' || flag === '--expose_gc');
+}
+
+/** The delay POLYFN_IDLE_GC_MS sets: a whole number of milliseconds; anything else keeps the default. */
 function configuredDelay() {
-  const value = Number.parseInt(process.env[DELAY_ENV] ?? '', 10);
-  return Number.isFinite(value) && value >= 0 ? value : DEFAULT_DELAY;
+  const text = (process.env[DELAY_ENV] ?? '').trim();
+  if (!/^[0-9]+$/.test(text)) return DEFAULT_DELAY;
+  return Number(text);
 }
 
 function usedHeap() {
@@ -49,7 +57,9 @@ function usedHeap() {
 
 class IdleCollector {
   /**
-   * @param {{delay?: number, threshold?: number}} [options]
+   * @param {{delay?: number, threshold?: number, now?: () => number,
+   *   schedule?: (fn: () => void, ms: number) => unknown, cancel?: (timer: any) => void}} [options]
+   *   now, schedule and cancel replace Date.now and an unref'd setTimeout in tests.
    */
   constructor(options = {}) {
     // Read at the first end: a standby worker gets its function's environment after it starts.
@@ -58,8 +68,17 @@ class IdleCollector {
     this.threshold = options.threshold ?? DEFAULT_THRESHOLD;
     this.busy = 0;
     this.lastEnd = 0;
-    /** @type {NodeJS.Timeout | null} */
+    /** @type {any} */
     this.timer = null;
+    this.now = options.now ?? Date.now;
+    this.schedule =
+      options.schedule ??
+      ((fn, ms) => {
+        const timer = setTimeout(fn, ms);
+        timer.unref(); // never keeps the worker alive
+        return timer;
+      });
+    this.cancel = options.cancel ?? clearTimeout;
     this.baseline = usedHeap();
     this.collections = 0; // for tests and diagnostics
   }
@@ -74,21 +93,20 @@ class IdleCollector {
     this.busy--;
     if (this.delay === null) this.delay = configuredDelay();
     if (this.busy > 0 || this.delay === 0) return;
-    this.lastEnd = Date.now();
+    this.lastEnd = this.now();
     this.arm(this.delay);
   }
 
   /** @param {number} ms */
   arm(ms) {
     if (this.timer !== null) return; // it checks the time of the last end when it fires
-    this.timer = setTimeout(() => this.fire(), ms);
-    this.timer.unref(); // never keeps the worker alive
+    this.timer = this.schedule(() => this.fire(), ms);
   }
 
   fire() {
     this.timer = null;
     if (this.busy > 0) return; // ended() arms it again
-    const left = this.lastEnd + (this.delay ?? DEFAULT_DELAY) - Date.now();
+    const left = this.lastEnd + (this.delay ?? DEFAULT_DELAY) - this.now();
     if (left > 0) {
       this.arm(left);
       return;
@@ -101,7 +119,7 @@ class IdleCollector {
 
   /** Stop the timer (the worker is stopping). */
   stop() {
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.cancel(this.timer);
     this.timer = null;
     this.delay = 0;
   }
