@@ -788,7 +788,10 @@ class RpcLogSink:
 def _prepare(function: LoadedFunction, request: rpc.InvocationRequest) -> tuple[Any, Context]:
     metadata = {}
     decode = _DECODERS
-    for key, value in request.trigger_metadata.items():
+    trigger_metadata = request.trigger_metadata
+    # Keys, then lookups: the map's items() is collections.abc's ItemsView, a Python generator.
+    for key in trigger_metadata:
+        value = trigger_metadata[key]
         decoder = decode.get(value.WhichOneof("data"))
         if decoder is not None:
             decoded = decoder(value)
