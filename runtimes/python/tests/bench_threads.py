@@ -21,9 +21,9 @@ from typing import Any
 from polyfn_runtime.threads import HandlerExecutor, LoopThreads, Mailbox
 
 
-async def _executor(calls: int, inflight: int) -> None:
+async def _drive(submit: Callable[[Callable[[], None]], None], calls: int, inflight: int) -> None:
+    """``calls`` no-op calls, ``inflight`` at a time; ``submit(back)`` runs one and has ``back`` called on the loop."""
     loop = asyncio.get_running_loop()
-    executor = HandlerExecutor(8, "bench-executor")
     done = loop.create_future()
     sent = finished = 0
 
@@ -33,49 +33,31 @@ async def _executor(calls: int, inflight: int) -> None:
         if finished == calls:
             done.set_result(None)
         else:
-            submit()
+            following()
 
-    def call() -> None:
-        loop.call_soon_threadsafe(back)
-
-    def submit() -> None:
+    def following() -> None:
         nonlocal sent
         if sent < calls:
             sent += 1
-            executor.submit(contextvars.copy_context().run, call)
+            submit(back)
 
     for _ in range(inflight):
-        submit()
+        following()
     await done
+
+
+async def _executor(calls: int, inflight: int) -> None:
+    loop = asyncio.get_running_loop()
+    executor = HandlerExecutor(8, "bench-executor")
+    await _drive(
+        lambda back: executor.submit(contextvars.copy_context().run, loop.call_soon_threadsafe, back), calls, inflight
+    )
     executor.shutdown()
 
 
 async def _loop_threads(calls: int, inflight: int) -> None:
-    loop = asyncio.get_running_loop()
-    pool = LoopThreads(8, "bench-pool", Mailbox(loop))
-    done = loop.create_future()
-    sent = finished = 0
-
-    def back() -> None:
-        nonlocal finished
-        finished += 1
-        if finished == calls:
-            done.set_result(None)
-        else:
-            submit()
-
-    def call() -> tuple[Any, ...]:
-        return (back,)
-
-    def submit() -> None:
-        nonlocal sent
-        if sent < calls:
-            sent += 1
-            pool.submit(contextvars.copy_context().run, call)
-
-    for _ in range(inflight):
-        submit()
-    await done
+    pool = LoopThreads(8, "bench-pool", Mailbox(asyncio.get_running_loop()))
+    await _drive(lambda back: pool.submit(contextvars.copy_context().run, lambda: (back,)), calls, inflight)
     pool.shutdown()
 
 

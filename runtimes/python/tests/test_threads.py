@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -153,31 +154,40 @@ def test_loop_threads_fail_fast_and_leave_nothing_to_run_later(monkeypatch: pyte
     assert ran == ["next"]
 
 
+async def _from_threads(post_all: Callable[[int], None], count: int = 4) -> None:
+    """Run ``post_all(t)`` on ``count`` threads; return once everything each one posted or scheduled has run."""
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+    remaining = [count]
+
+    def end() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            finished.set()
+
+    def run(t: int) -> None:
+        post_all(t)
+        loop.call_soon_threadsafe(end)  # after the thread's posts, which run before what it schedules next
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
+    for thread in threads:
+        thread.start()
+    await asyncio.wait_for(finished.wait(), 20)
+    for thread in threads:
+        thread.join()
+
+
 def test_mailbox_keeps_a_threads_order_and_refuses_a_closed_loop() -> None:
     # What one thread posts runs in the order it was posted, whatever other threads post meanwhile.
     async def main() -> tuple[dict[int, list[int]], Mailbox]:
-        loop = asyncio.get_running_loop()
-        mailbox = Mailbox(loop)
+        mailbox = Mailbox(asyncio.get_running_loop())
         seen: dict[int, list[int]] = {t: [] for t in range(4)}
-        finished = asyncio.Event()
-        remaining = [4]
 
-        def end() -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                finished.set()
-
-        def poster(t: int) -> None:
+        def post_all(t: int) -> None:
             for i in range(3000):
                 mailbox.post(seen[t].append, i)
-            mailbox.post(end)
 
-        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
-        for thread in threads:
-            thread.start()
-        await asyncio.wait_for(finished.wait(), 10)
-        for thread in threads:
-            thread.join()
+        await _from_threads(post_all)
         return seen, mailbox
 
     seen, mailbox = asyncio.run(main())
@@ -233,27 +243,13 @@ def test_what_a_thread_posts_runs_before_what_it_schedules_next() -> None:
         loop = asyncio.get_running_loop()
         mailbox = Mailbox(loop)
         seen: list[tuple[int, int, str]] = []
-        finished = asyncio.Event()
-        remaining = [4]
 
-        def end() -> None:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                finished.set()
-
-        def poster(t: int) -> None:
+        def post_all(t: int) -> None:
             for i in range(2000):
                 mailbox.post(seen.append, (t, i, "posted"))
                 loop.call_soon_threadsafe(seen.append, (t, i, "direct"))
-            loop.call_soon_threadsafe(end)
 
-        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
-        for thread in threads:
-            thread.start()
-        await asyncio.wait_for(finished.wait(), 20)
-        for thread in threads:
-            thread.join()
-        await asyncio.sleep(0)
+        await _from_threads(post_all)
         return seen
 
     seen = asyncio.run(main())
