@@ -183,22 +183,10 @@ func lookupAll(doc json.RawMessage, path ...string) []json.RawMessage {
 	if len(path) == 0 {
 		return []json.RawMessage{doc}
 	}
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
 	var out []json.RawMessage
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return out
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return out
-		}
-		if k, _ := t.(string); strings.EqualFold(k, path[0]) {
-			out = append(out, lookupAll(v, path[1:]...)...)
+	for _, m := range members(doc) {
+		if strings.EqualFold(m.key, path[0]) {
+			out = append(out, lookupAll(m.value, path[1:]...)...)
 		}
 	}
 	return out

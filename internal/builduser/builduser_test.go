@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/testfs"
 	"github.com/polyfn/polyfn/internal/worker"
 )
 
@@ -96,22 +97,10 @@ func TestTake(t *testing.T) {
 		s.Close()
 		t.Fatalf("a work directory out of the build user's reach: %v", err)
 	}
-	for d := base; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testfs.Reachable(t, base)
 	dst := t.TempDir()
 
-	s, err := runner.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := s.Out(dst)
-	if err := s.Own(out); err != nil {
-		t.Fatal(err)
-	}
+	s, out := beginOwned(t, runner, dst)
 	cmd := s.Command(context.Background(), out, nil, "/bin/sh", "-c", "mkdir -p pkg && echo hi > pkg/file && chmod 4777 pkg/file && chmod 777 pkg")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, b)

@@ -5,9 +5,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-
-	"github.com/polyfn/polyfn/internal/config"
-	"github.com/polyfn/polyfn/internal/worker"
 )
 
 // A shared directory a session did not give back (its host died
@@ -15,17 +12,7 @@ import (
 // another user's or was given back to root without its mark removed; one
 // a session gave back is kept, root's and unmarked.
 func TestShareWipesWhatASessionDidNotGiveBack(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	lo, hi := config.Isolation{UIDs: config.DefaultUIDs}.UIDRange()
-	base := t.TempDir()
-	for d := base; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	runner := NewRunner(worker.SharedUsers(lo, hi), base)
+	runner := rootRunner(t)
 	caches := t.TempDir()
 	build, mod := filepath.Join(caches, "build"), filepath.Join(caches, "mod")
 	for _, d := range []string{build, mod} {

@@ -6,39 +6,19 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-
-	"github.com/polyfn/polyfn/internal/config"
-	"github.com/polyfn/polyfn/internal/worker"
 )
 
 // A build user that replaces its out directory with a symbolic link to a
 // directory of the host's must not get Take (running as root) to move the
 // host's files into the cache.
 func TestTakeRefusesOutSwappedForSymlink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	lo, hi := config.Isolation{UIDs: config.DefaultUIDs}.UIDRange()
-	base := t.TempDir()
-	for d := base; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	runner := rootRunner(t)
 	victim := t.TempDir() // stands for /etc
 	if err := os.WriteFile(filepath.Join(victim, "passwd"), []byte("root:x:0:0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	s, err := NewRunner(worker.SharedUsers(lo, hi), base).Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := s.Out(dst)
-	if err := s.Own(out); err != nil {
-		t.Fatal(err)
-	}
+	s, out := beginOwned(t, runner, dst)
 	// What an install script running as the build user would do. The
 	// work directory is root's, so it cannot; the test then does it
 	// itself (as root), for Take's own check.
@@ -50,7 +30,7 @@ func TestTakeRefusesOutSwappedForSymlink(t *testing.T) {
 	} else if err := os.Symlink(victim, out); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Take(out, dst)
+	err := s.Take(out, dst)
 	if _, serr := os.Stat(filepath.Join(victim, "passwd")); serr != nil {
 		t.Errorf("Take moved a host file out of %s (Take error: %v)", victim, err)
 	}
@@ -66,30 +46,13 @@ func TestTakeRefusesOutSwappedForSymlink(t *testing.T) {
 // Take neither follows it (moving or changing what it points to) nor
 // drops it.
 func TestTakeKeepsLinksUnfollowed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	lo, hi := config.Isolation{UIDs: config.DefaultUIDs}.UIDRange()
-	base := t.TempDir()
-	for d := base; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	runner := rootRunner(t)
 	victim := t.TempDir()
 	if err := os.WriteFile(filepath.Join(victim, "shadow"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	s, err := NewRunner(worker.SharedUsers(lo, hi), base).Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := s.Out(dst)
-	if err := s.Own(out); err != nil {
-		t.Fatal(err)
-	}
+	s, out := beginOwned(t, runner, dst)
 	cmd := s.Command(context.Background(), out, nil, "/bin/sh", "-c", "mkdir -p node_modules/.bin && ln -s ../pkg/cli.js node_modules/.bin/cli && ln -s "+victim+" etc && ln -s "+victim+"/shadow node_modules/shadow")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, b)
@@ -114,29 +77,12 @@ func TestTakeKeepsLinksUnfollowed(t *testing.T) {
 // With names, Take moves only those entries: nothing else the build left
 // replaces a file of dst.
 func TestTakeOnlyNamed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	lo, hi := config.Isolation{UIDs: config.DefaultUIDs}.UIDRange()
-	base := t.TempDir()
-	for d := base; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	runner := rootRunner(t)
 	dst := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dst, "other"), []byte("another function's binary"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewRunner(worker.SharedUsers(lo, hi), base).Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := s.Out(dst)
-	if err := s.Own(out); err != nil {
-		t.Fatal(err)
-	}
+	s, out := beginOwned(t, runner, dst)
 	cmd := s.Command(context.Background(), out, nil, "/bin/sh", "-c", "echo bin > fn.tmp && echo evil > other")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, b)

@@ -120,12 +120,5 @@ func (s *Server) rearm(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	now := time.Now()
-	rc := http.NewResponseController(w)
-	write := s.cfg.WriteTimeout.D()
-	if r.Body != http.NoBody {
-		_ = rc.SetReadDeadline(now.Add(s.cfg.BodyTimeout.D()))
-		write += s.cfg.BodyTimeout.D()
-	}
-	_ = rc.SetWriteDeadline(now.Add(write))
+	s.armDeadlines(w, r)
 }

@@ -117,6 +117,13 @@ func (s *Server) Metrics() prometheus.Gatherer { return s.metrics.Registry }
 
 // ServeHTTP arms the request's deadlines and hands it to the handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.armDeadlines(w, r)
+	s.handler.ServeHTTP(w, r)
+}
+
+// armDeadlines gives the request body body_timeout from now to arrive, and
+// the response write_timeout (plus body_timeout when there is a body).
+func (s *Server) armDeadlines(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	rc := http.NewResponseController(w)
 	write := s.cfg.WriteTimeout.D()
@@ -130,7 +137,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		write += s.cfg.BodyTimeout.D()
 	}
 	_ = rc.SetWriteDeadline(now.Add(write))
-	s.handler.ServeHTTP(w, r)
 }
 
 // The methods below are what the handler asks of its server; on a nil
