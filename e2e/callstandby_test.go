@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -180,14 +179,7 @@ func standbyChildren(t *testing.T, parent int) []int {
 // own; shutdown leaves none.
 func TestCallStandbyAcrossReload(t *testing.T) {
 	requirePython(t)
-	dir := tempDir(t)
-	code := filepath.Join(dir, "fn")
-	if err := os.MkdirAll(code, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
-	cfg := filepath.Join(dir, "polyfn.yaml")
-	writeFile(t, cfg, "functions:\n  - {name: v, protocol: call, handler: v.handler, codedir: fn}\n")
+	code, cfg := versionApp(t, "protocol: call, ")
 	s := serve(t, cfg)
 	polyfn := s.cmd.Process.Pid
 	admin := adminBase(t, s)
@@ -219,7 +211,7 @@ func TestCallStandbyAcrossReload(t *testing.T) {
 	if !slices.Contains(old, first) || !slices.Contains(old, second) {
 		t.Fatalf("polyfn's --standby children %v, want the bound %d and the waiting %d", old, first, second)
 	}
-	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+	writeVersion(t, code, "two")
 	_ = s.cmd.Process.Signal(syscall.SIGHUP)
 	hosttest.WaitFor(t, 30*time.Second, "the reloaded code to answer", func() bool { return get(t, s.base+"/function/v") == `"two"` })
 	hosttest.WaitFor(t, 30*time.Second, "the old configuration's workers to be gone", func() bool {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,23 +106,38 @@ func get(t *testing.T, url string) string {
 
 const versionFn = "def handler(event, context):\n    return %q\n"
 
-func TestReload(t *testing.T) {
-	requirePython(t)
+// versionApp makes a project of one Python function, v (v.handler in fn/,
+// answering "one"), and its config; extra is put in the function's entry
+// before its handler. It returns the codedir and the config file.
+func versionApp(t *testing.T, extra string) (code, cfg string) {
+	t.Helper()
 	dir := tempDir(t)
-	code := filepath.Join(dir, "fn")
+	code = filepath.Join(dir, "fn")
 	if err := os.MkdirAll(code, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
-	cfg := filepath.Join(dir, "polyfn.yaml")
-	writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: fn}\n")
+	writeVersion(t, code, "one")
+	cfg = filepath.Join(dir, "polyfn.yaml")
+	writeFile(t, cfg, "functions:\n  - {name: v, "+extra+"handler: v.handler, codedir: fn}\n")
+	return code, cfg
+}
+
+// writeVersion makes code's function v answer version.
+func writeVersion(t *testing.T, code, version string) {
+	t.Helper()
+	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", strconv.Quote(version)))
+}
+
+func TestReload(t *testing.T) {
+	requirePython(t)
+	code, cfg := versionApp(t, "")
 
 	t.Run("SIGHUP", func(t *testing.T) {
 		base, cmd, logs := startServe(t, cfg)
 		if got := get(t, base+"/function/v"); got != `"one"` {
 			t.Fatalf("got %s", got)
 		}
-		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+		writeVersion(t, code, "two")
 		_ = cmd.Process.Signal(syscall.SIGHUP)
 		hosttest.WaitFor(t, 15*time.Second, "the reloaded code to answer", func() bool { return get(t, base+"/function/v") == `"two"` })
 
@@ -138,12 +154,12 @@ func TestReload(t *testing.T) {
 	})
 
 	t.Run("watch", func(t *testing.T) {
-		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"three"`))
+		writeVersion(t, code, "three")
 		base, _, _ := startServe(t, cfg, "--watch")
 		if got := get(t, base+"/function/v"); got != `"three"` {
 			t.Fatalf("got %s", got)
 		}
-		writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"four"`))
+		writeVersion(t, code, "four")
 		hosttest.WaitFor(t, 15*time.Second, "--watch to reload the changed code", func() bool { return get(t, base+"/function/v") == `"four"` })
 	})
 }
@@ -153,14 +169,7 @@ func TestReload(t *testing.T) {
 // where it was, instead of starting again from zero.
 func TestCounterSurvivesSIGHUP(t *testing.T) {
 	requirePython(t)
-	dir := tempDir(t)
-	code := filepath.Join(dir, "fn")
-	if err := os.MkdirAll(code, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"one"`))
-	cfg := filepath.Join(dir, "polyfn.yaml")
-	writeFile(t, cfg, "functions:\n  - {name: v, handler: v.handler, codedir: fn}\n")
+	code, cfg := versionApp(t, "")
 	base, cmd, logs := startServe(t, cfg)
 	const series = `polyfn_invocations_total{function="v",outcome="success",trigger="http"}`
 	for range 3 {
@@ -171,7 +180,7 @@ func TestCounterSurvivesSIGHUP(t *testing.T) {
 	if n := metricValue(t, base, series); n != 3 {
 		t.Fatalf("%s is %d before the reload, want 3", series, n)
 	}
-	writeFile(t, filepath.Join(code, "v.py"), strings.ReplaceAll(versionFn, "%q", `"two"`))
+	writeVersion(t, code, "two")
 	_ = cmd.Process.Signal(syscall.SIGHUP)
 	hosttest.WaitFor(t, 15*time.Second, "the reload", func() bool { return strings.Contains(logs.String(), "reloaded: the new config serves") })
 	if n := metricValue(t, base, series); n != 3 {

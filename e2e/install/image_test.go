@@ -1,15 +1,12 @@
 package install
 
 import (
-	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/polyfn/polyfn/internal/hosttest"
 	"github.com/polyfn/polyfn/internal/runtimes"
+	"github.com/polyfn/polyfn/internal/testfs"
 )
 
 // The Dockerfile's commands, as this test runs them. A change to one of
@@ -45,32 +43,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// snapshot lists every file, directory and link under the roots with its
-// mode, size and modification time: anything written, created, removed or
-// renamed there changes it (a root-run test writes whatever the modes).
-func snapshot(t *testing.T, roots ...string) string {
-	t.Helper()
-	var lines []string
-	for _, root := range roots {
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			st, err := os.Lstat(p)
-			if err != nil {
-				return err
-			}
-			lines = append(lines, fmt.Sprintf("%s %s %d %s", p, st.Mode(), st.Size(), st.ModTime().Format(time.RFC3339Nano)))
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
 }
 
 // testImage runs the final stage of the Dockerfile against the installed
@@ -195,7 +167,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 	// is read-only besides.
 	run(t, root, env, "chmod", "-R", "a-w", img("/opt/polyfn/build"), img("/app"), cfg)
 	t.Cleanup(func() { _ = exec.Command("chmod", "-R", "u+w", root).Run() })
-	before := snapshot(t, img("/opt/polyfn/build"), img("/app"))
+	before := testfs.Snapshot(t, img("/opt/polyfn/build"), img("/app"))
 
 	// ENTRYPOINT polyfn, CMD serve -c /etc/polyfn/polyfn.yaml; the
 	// listeners on loopback ports instead of all addresses.
@@ -256,7 +228,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 	if !strings.Contains(logs.String(), "installers_run=0") {
 		t.Errorf("the host ran an installer on the image's fresh build cache:\n%s", logs.String())
 	}
-	if after := snapshot(t, img("/opt/polyfn/build"), img("/app")); after != before {
+	if after := testfs.Snapshot(t, img("/opt/polyfn/build"), img("/app")); after != before {
 		t.Errorf("serving wrote to the read-only build cache or code:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	// Once the HEALTHCHECK's host is gone, it fails.

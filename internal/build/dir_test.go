@@ -2,14 +2,12 @@ package build
 
 import (
 	"context"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/polyfn/polyfn/internal/testfs"
 )
 
 // build.dir is relative to the config file; without it the cache is
@@ -24,29 +22,6 @@ func TestDir(t *testing.T) {
 	if got, want := Dir(cfg), filepath.Join(dir, "state", "build"); got != want {
 		t.Errorf("without build.dir: %s, want %s", got, want)
 	}
-}
-
-// tree lists every file and directory under root with its mode, size and
-// modification time: a file written, created, removed or renamed changes it.
-func tree(t *testing.T, root string) string {
-	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		st, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		lines = append(lines, fmt.Sprintf("%s %s %d %s", p, st.Mode(), st.Size(), st.ModTime().Format(time.RFC3339Nano)))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
 }
 
 // A cache built ahead of time is only read: a second builder (a host
@@ -87,13 +62,13 @@ func TestFreshCacheIsOnlyRead(t *testing.T) {
 	t.Cleanup(func() {
 		_ = filepath.WalkDir(Dir(cfg), func(p string, _ fs.DirEntry, _ error) error { return os.Chmod(p, 0o755) })
 	})
-	before := tree(t, Dir(cfg))
+	before := testfs.Snapshot(t, Dir(cfg))
 	second := New(Options{Dir: Dir(cfg)})
 	r = second.Run(context.Background(), Plan(cfg))[0]
 	if r.Err != nil || !r.Cached || second.Installs() != 0 {
 		t.Fatalf("second build on the fresh cache: %+v, %d installers run", r, second.Installs())
 	}
-	if after := tree(t, Dir(cfg)); after != before {
+	if after := testfs.Snapshot(t, Dir(cfg)); after != before {
 		t.Errorf("the second build changed the cache:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

@@ -136,10 +136,10 @@ functions:
 		switch r.Kind {
 		case KindNode:
 			files = []string{filepath.Join(r.Path, "recorder", "uid.txt"), filepath.Join(r.Path, "recorder", "gid.txt")}
-			uid, gid = readTrim(t, files[0]), readTrim(t, files[1])
+			uid, gid = testfs.ReadTrim(t, files[0]), testfs.ReadTrim(t, files[1])
 		case KindPython:
 			files = []string{filepath.Join(r.Path, "recorder", "__init__.py")}
-			text := readTrim(t, files[0])
+			text := testfs.ReadTrim(t, files[0])
 			for _, l := range strings.Split(text, "\n") {
 				if v, ok := strings.CutPrefix(l, "UID = "); ok {
 					uid = v
@@ -157,7 +157,7 @@ functions:
 		if r.Kind == KindNode {
 			// The host's environment is not the install script's: HOME is
 			// the build's own, a variable of the host's is absent.
-			env := readTrim(t, filepath.Join(r.Path, "recorder", "env.txt"))
+			env := testfs.ReadTrim(t, filepath.Join(r.Path, "recorder", "env.txt"))
 			if strings.Contains(env, "s3cret-of-the-host") || !strings.Contains(env, "\nHOME="+base+"/polyfn-build-") {
 				t.Errorf("the install script's environment:\n%s", env)
 			}
@@ -233,15 +233,6 @@ functions:
 	}
 }
 
-func readTrim(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(data))
-}
-
 // The go command runs as a user of its own too: a -toolexec wrapper
 // records the uid the compiler and linker run as; the binary is root's in
 // the cache, the go command's caches (gobuild.SharedCache) are root's
@@ -279,7 +270,7 @@ functions:
 			t.Fatalf("%s: %s %v", res.Function, res.Path, res.Err)
 		}
 	}
-	uids := strings.Fields(readTrim(t, filepath.Join(record, "uids")))
+	uids := strings.Fields(testfs.ReadTrim(t, filepath.Join(record, "uids")))
 	if len(uids) == 0 {
 		t.Fatal("the go command ran no tool through -toolexec")
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/polyfn/polyfn/internal/config"
+	"github.com/polyfn/polyfn/internal/testfs"
 )
 
 func TestParseMountInfoAndProcCgroup(t *testing.T) {
@@ -103,15 +104,6 @@ func startIn(t *testing.T, g Group, argv ...string) *exec.Cmd {
 	return cmd
 }
 
-func readTrim(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // A group holds its limits, the process started in it and what that
 // starts, even in a session of its own; Kill kills them all and Remove
 // deletes the group; the last Release removes polyfn-<pid>.
@@ -140,7 +132,7 @@ func TestGroupConfinesKillsAndIsRemoved(t *testing.T) {
 			files["cpu.max"] = "50000 100000"
 		}
 		for name, want := range files {
-			if got := readTrim(t, filepath.Join(g.Dir(), name)); got != want {
+			if got := testfs.ReadTrim(t, filepath.Join(g.Dir(), name)); got != want {
 				t.Errorf("%s = %q, want %q", name, got, want)
 			}
 		}
@@ -158,7 +150,7 @@ func TestGroupConfinesKillsAndIsRemoved(t *testing.T) {
 				t.Fatalf("process in %s group %q, not the worker's %s", ctrl, dir, filepath.Base(g.Dir()))
 			}
 			for name, v := range files {
-				if got := readTrim(t, filepath.Join(dir, name)); got != v {
+				if got := testfs.ReadTrim(t, filepath.Join(dir, name)); got != v {
 					t.Errorf("%s = %q, want %q", name, got, v)
 				}
 			}
@@ -279,7 +271,7 @@ func TestRlimitFallback(t *testing.T) {
 		if err := g.Attach(cmd.Process.Pid); err != nil {
 			return "", err
 		}
-		return readTrim(t, fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid)), nil
+		return testfs.ReadTrim(t, fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid)), nil
 	}
 	own := func(cred *syscall.Credential) string {
 		lim, err := start(cred)

@@ -7,10 +7,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Reachable makes dir, and the directories above it up to the temporary
@@ -54,4 +58,42 @@ func WriteTarball(t testing.TB, path string, files map[string]string) {
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Snapshot lists every file, directory and link under the roots with its
+// mode, size and modification time, one per line, sorted: anything
+// written, created, removed or renamed there changes it (a test running as
+// root writes whatever the modes).
+func Snapshot(t testing.TB, roots ...string) string {
+	t.Helper()
+	var lines []string
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			st, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			lines = append(lines, fmt.Sprintf("%s %s %d %s", p, st.Mode(), st.Size(), st.ModTime().Format(time.RFC3339Nano)))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// ReadTrim returns the text of the file at path without the white space
+// around it.
+func ReadTrim(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
 }
