@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/polyfn/polyfn/internal/config"
 	"github.com/polyfn/polyfn/internal/invoke"
-	"github.com/polyfn/polyfn/internal/testlog"
 )
 
 // recorder is an Invoker that records every invocation and answers with
@@ -96,26 +94,10 @@ func serveConfig(t *testing.T, text string, inv Invoker) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &testlog.Buffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(cfg.HTTP, log)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Serve(ln, NewHandlerWith(inv, s, int64(cfg.HTTP.MaxBody), log, HandlerOptions{Config: cfg}))
-	}()
-	t.Cleanup(func() {
-		_ = s.Close()
-		<-done
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs)
-		}
+	ts := startServer(t, cfg, func(s *Server, log *slog.Logger) http.Handler {
+		return NewHandlerWith(inv, s, int64(cfg.HTTP.MaxBody), log, HandlerOptions{Config: cfg})
 	})
-	return "http://" + ln.Addr().String()
+	return "http://" + ts.addr
 }
 
 type corsResponse struct {

@@ -50,6 +50,16 @@ func serve(t *testing.T, httpYAML string, inv Invoker) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServer(t, cfg, func(s *Server, log *slog.Logger) http.Handler {
+		return NewHandler(inv, s, int64(cfg.HTTP.MaxBody), log)
+	})
+}
+
+// startServer serves the handler that handler makes for cfg's http
+// section on a loopback port, until the test ends (its log is shown if the
+// test failed).
+func startServer(t *testing.T, cfg *config.Config, handler func(*Server, *slog.Logger) http.Handler) *testServer {
+	t.Helper()
 	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,8 +67,9 @@ func serve(t *testing.T, httpYAML string, inv Invoker) *testServer {
 		t.Fatal(err)
 	}
 	s := NewServer(cfg.HTTP, log)
+	h := handler(s, log)
 	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Serve(ln, NewHandler(inv, s, int64(cfg.HTTP.MaxBody), log)) }()
+	go func() { defer close(done); _ = s.Serve(ln, h) }()
 	t.Cleanup(func() {
 		_ = s.Close()
 		<-done
