@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,16 +139,6 @@ func TestServeExamples(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", "--functions-worker-id").Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("workers left after polyfn exited: %s", out)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr())
 }
 
 func writeFile(t *testing.T, path, text string) {

@@ -134,7 +134,7 @@ functions:
 	golden(t, "status", code, out, errOut)
 
 	// A host that is not there: the error names what was asked.
-	addr := freeAddr(t)
+	addr := hosttest.FreeAddr(t)
 	code, out, errOut = runCLI("status", "--url", "http://"+addr)
 	golden(t, "status-unreachable", code, out, regexp.MustCompile(regexp.QuoteMeta(addr)).ReplaceAllString(errOut, "ADDR"))
 }

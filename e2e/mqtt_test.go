@@ -182,7 +182,7 @@ func TestMQTTListenBusy(t *testing.T) {
 	dir := tempDir(t)
 	cfg := filepath.Join(dir, "polyfn.yaml")
 	writeFile(t, cfg, fmt.Sprintf("mqtt: {listen: %q}\nfunctions:\n  - {name: echo, handler: index.echo, codedir: %q}\n", l.Addr(), filepath.Join(testdata(t), "functions/kinds")))
-	code, _, errOut := runCLI("serve", "-c", cfg, "--listen", freeAddr(t), "--state-dir", t.TempDir())
+	code, _, errOut := runCLI("serve", "-c", cfg, "--listen", hosttest.FreeAddr(t), "--state-dir", t.TempDir())
 	if code == 0 || !strings.Contains(errOut, "mqtt.listen") || !strings.Contains(errOut, l.Addr().String()) {
 		t.Fatalf("serve with a busy mqtt.listen: exit %d, stderr %q; want a failure naming mqtt.listen and %s", code, errOut, l.Addr())
 	}
@@ -235,7 +235,7 @@ func TestMQTTStoreInUse(t *testing.T) {
 	cfg := filepath.Join(dir, "polyfn.yaml")
 	writeFile(t, cfg, fmt.Sprintf("functions:\n  - {name: echo, handler: index.echo, codedir: %q}\n", filepath.Join(testdata(t), "functions/kinds")))
 	s := serve(t, cfg, "--state-dir", state)
-	code, _, errOut := runCLI("serve", "-c", cfg, "--listen", freeAddr(t), "--mqtt-listen", "127.0.0.1:0", "--state-dir", state)
+	code, _, errOut := runCLI("serve", "-c", cfg, "--listen", hosttest.FreeAddr(t), "--mqtt-listen", "127.0.0.1:0", "--state-dir", state)
 	want := fmt.Sprintf("mqtt store %s is in use by process %d", filepath.Join(state, "mqtt"), s.cmd.Process.Pid)
 	if code == 0 || !strings.Contains(errOut, want) {
 		t.Fatalf("a second serve on the state directory: exit %d, stderr %q; want a failure saying %q", code, errOut, want)

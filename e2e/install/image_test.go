@@ -1,7 +1,6 @@
 package install
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,17 +32,6 @@ var dockerfileSteps = []string{
 
 // healthcheckRE finds the script the HEALTHCHECK runs with node.
 var healthcheckRE = regexp.MustCompile(`(?m)^  CMD \["node", "-e", "(.*)"\]$`)
-
-// freeAddr returns a loopback address with a free port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // testImage runs the final stage of the Dockerfile against the installed
 // prefix, in a temporary root standing for the image's file system: the
@@ -150,7 +138,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 		" /app/", " "+img("/app")+"/",
 		" /opt/polyfn/build", " "+img("/opt/polyfn/build"),
 		" /var/lib/polyfn", " "+img("/var/lib/polyfn"),
-		"tcp://mqtt:1883", "tcp://"+freeAddr(t),
+		"tcp://mqtt:1883", "tcp://"+hosttest.FreeAddr(t),
 		"/etc/polyfn/secrets/", img("/etc/polyfn/secrets")+"/",
 	).Replace(pod)
 	cfg := img("/etc/polyfn/polyfn.yaml")
@@ -171,7 +159,7 @@ exports.handler = async (event) => ({ twoDays: ms('2 days'), name: event.name })
 
 	// ENTRYPOINT polyfn, CMD serve -c /etc/polyfn/polyfn.yaml; the
 	// listeners on loopback ports instead of all addresses.
-	listen, admin := freeAddr(t), freeAddr(t)
+	listen, admin := hosttest.FreeAddr(t), hosttest.FreeAddr(t)
 	// The values the image build did not read: the Secret mounted at
 	// /etc/polyfn/secrets and the variable, as the pod has them.
 	write(t, img("/etc/polyfn/secrets/file.secrets_token"), "t0ken\n")

@@ -263,3 +263,15 @@ func RequireCgroups(t testing.TB) string {
 	}
 	return kind
 }
+
+// FreeAddr is a loopback address with a port free a moment ago, for a
+// listener the test starts in another process.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
